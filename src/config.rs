@@ -1,0 +1,194 @@
+//! Command line and environment configuration: every flag is also an environment variable.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tells whether a model update is safe for its users: negative flips, congruence metrics,
+/// a release gate, and MUSCLE compatibility adapters.
+#[derive(Debug, Parser)]
+#[command(name = "muscle", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP API plus in-process workers; migrations are applied at start.
+    Serve(ServeArgs),
+    /// Run workers only, sharing the queue of a Postgres database with other hosts.
+    Worker(WorkerArgs),
+    /// Run one evaluation without a server (SPEC is the body of POST /v1/evaluations).
+    Eval(EvalArgs),
+    /// Run one training without a server (SPEC is the body of POST /v1/trainings).
+    Train(TrainArgs),
+    /// Apply database migrations and exit.
+    Migrate(CommonArgs),
+    /// Print the OpenAPI document of the HTTP API.
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Database URL: sqlite://FILE or postgres://... [default: a SQLite file in the data directory]
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    /// Directory for the default SQLite database and written adapters.
+    #[arg(long, env = "MUSCLE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+
+    /// Root that model and adapter names resolve under.
+    #[arg(long, env = "MUSCLE_MODEL_DIR", default_value = "./models")]
+    pub model_dir: PathBuf,
+
+    /// Device for inference and training: cpu, cuda or cuda:N.
+    #[arg(long, env = "MUSCLE_DEVICE", default_value = "cpu")]
+    pub device: String,
+
+    /// Log format.
+    #[arg(long, env = "MUSCLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl CommonArgs {
+    /// The configured database URL, or a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("muscle.db").display()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct QueueArgs {
+    /// Seconds a claimed shard stays leased without a heartbeat.
+    #[arg(long, env = "MUSCLE_LEASE_SECONDS", default_value_t = 60)]
+    pub lease_seconds: u64,
+
+    /// Claims of one shard before its job fails (a lease that expires counts as a claim).
+    #[arg(long, env = "MUSCLE_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: u32,
+
+    /// Milliseconds an idle worker waits before polling the queue again.
+    #[arg(long, env = "MUSCLE_POLL_MS", default_value_t = 500)]
+    pub poll_ms: u64,
+
+    /// Instances per shard: the unit of work one worker claims.
+    #[arg(long, env = "MUSCLE_SHARD_SIZE", default_value_t = 500)]
+    pub shard_size: u32,
+}
+
+impl QueueArgs {
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_seconds.max(1))
+    }
+
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_ms.max(10))
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// Address the HTTP API listens on.
+    #[arg(long, env = "MUSCLE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// When set, every /v1 route requires `Authorization: Bearer <token>`.
+    #[arg(long, env = "MUSCLE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Comma-separated origins allowed to call the API from a browser.
+    #[arg(long, env = "MUSCLE_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+
+    /// In-process workers (0 = API only).
+    #[arg(long, env = "MUSCLE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+
+    /// Largest accepted request body in bytes (dataset uploads included).
+    #[arg(long, env = "MUSCLE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    #[command(flatten)]
+    pub queue: QueueArgs,
+
+    /// Worker loops in this process.
+    #[arg(long, env = "MUSCLE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The evaluation spec (JSON, the body of POST /v1/evaluations).
+    pub spec: PathBuf,
+
+    /// Write the report JSON here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Write every instance row as JSON lines here.
+    #[arg(long)]
+    pub instances: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The training spec (JSON, the body of POST /v1/trainings).
+    pub spec: PathBuf,
+
+    /// Write the training result JSON here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn default_database_is_a_sqlite_file_in_the_data_dir() {
+        let cli = Cli::try_parse_from(["muscle", "migrate", "--data-dir", "/tmp/x"]).unwrap();
+        let Command::Migrate(common) = cli.command else {
+            panic!("expected migrate")
+        };
+        if std::env::var_os("DATABASE_URL").is_none() {
+            assert_eq!(common.database_url(), "sqlite:///tmp/x/muscle.db");
+        }
+    }
+}

@@ -1,0 +1,148 @@
+use std::path::Path;
+use std::time::Duration;
+
+use sqlx::any::AnyPoolOptions;
+
+use super::{SqlStore, StoreError, StoreResult};
+
+/// The database behind the store, chosen by the URL scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Self::Postgres)
+        } else {
+            None
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
+
+/// Opens the database named by `url` (creating a SQLite file and its folder when missing) and
+/// applies the backend's migrations.
+pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+    sqlx::any::install_default_drivers();
+    let backend = Backend::from_url(url).ok_or_else(|| {
+        StoreError::Config(format!(
+            "unsupported DATABASE_URL scheme in {:?}: use sqlite://FILE or postgres://...",
+            redact(url)
+        ))
+    })?;
+    let url = match backend {
+        Backend::Sqlite => sqlite_url(url)?,
+        Backend::Postgres => url.to_string(),
+    };
+    let pool = AnyPoolOptions::new()
+        .max_connections(match backend {
+            Backend::Sqlite => 8,
+            Backend::Postgres => 16,
+        })
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(&url)
+        .await?;
+    let migrator = match backend {
+        Backend::Sqlite => &SQLITE_MIGRATIONS,
+        Backend::Postgres => &POSTGRES_MIGRATIONS,
+    };
+    migrator.run(&pool).await?;
+    Ok(SqlStore::new(pool, backend))
+}
+
+/// Adds `mode=rwc` so the file is created, and creates its folder.
+fn sqlite_url(url: &str) -> StoreResult<String> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Err(StoreError::Config(
+            "an in-memory SQLite database cannot be shared by the API and its workers; name a file"
+                .into(),
+        ));
+    }
+    if let Some(parent) = Path::new(path)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StoreError::Config(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(if url.contains("mode=") {
+        url.to_string()
+    } else if url.contains('?') {
+        format!("{url}&mode=rwc")
+    } else {
+        format!("{url}?mode=rwc")
+    })
+}
+
+/// The URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_follows_the_scheme() {
+        assert_eq!(Backend::from_url("sqlite://a.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::from_url("sqlite:a.db"), Some(Backend::Sqlite));
+        assert_eq!(
+            Backend::from_url("postgres://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(
+            Backend::from_url("postgresql://u@h/db"),
+            Some(Backend::Postgres)
+        );
+        assert_eq!(Backend::from_url("mysql://u@h/db"), None);
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("postgres://muscle:secret@db:5432/muscle"),
+            "postgres://muscle:***@db:5432/muscle"
+        );
+        assert_eq!(redact("sqlite://data/muscle.db"), "sqlite://data/muscle.db");
+    }
+
+    #[test]
+    fn sqlite_files_are_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/sub/x.db", dir.path().display());
+        assert!(sqlite_url(&url).unwrap().ends_with("x.db?mode=rwc"));
+        assert!(dir.path().join("sub").is_dir());
+        assert!(sqlite_url("sqlite://:memory:").is_err());
+    }
+}

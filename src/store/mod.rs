@@ -1,0 +1,107 @@
+//! The job store: datasets, jobs, their shards (the queue) and per-instance results.
+//!
+//! One [`Store`] trait; [`SqlStore`] implements it on SQLite and on Postgres, each backend with
+//! its own migrations folder.
+
+mod connect;
+mod sql;
+mod types;
+
+use async_trait::async_trait;
+
+pub use connect::{Backend, connect};
+pub use sql::SqlStore;
+pub use types::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the Idempotency-Key was already used with a different request body")]
+    IdempotencyMismatch,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored document is corrupt: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Config(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn ping(&self) -> StoreResult<()>;
+
+    async fn insert_dataset(
+        &self,
+        dataset: &NewDataset,
+        rows: &[DatasetRow],
+    ) -> StoreResult<Dataset>;
+    async fn get_dataset(&self, id: &str) -> StoreResult<Option<Dataset>>;
+    async fn list_datasets(&self, page: PageRequest) -> StoreResult<Page<Dataset>>;
+    /// Rows `start..end` of a dataset in order.
+    async fn dataset_rows(&self, id: &str, start: i64, end: i64) -> StoreResult<Vec<DatasetRow>>;
+
+    /// Inserts a job with its shards, or returns the job already stored under the same
+    /// idempotency key (`created` is false then).
+    async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>>;
+    async fn get_job(&self, kind: JobKind, id: &str) -> StoreResult<Option<Job>>;
+    async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Page<Job>>;
+    /// Cancels a queued or running job; a finished one is a [`StoreError::Conflict`].
+    async fn cancel_job(&self, kind: JobKind, id: &str) -> StoreResult<Job>;
+
+    /// Claims one runnable shard under a lease, or returns None when the queue is empty.
+    /// Expired leases are reclaimed here; shards out of attempts fail their job.
+    async fn claim(
+        &self,
+        worker_id: &str,
+        lease: std::time::Duration,
+    ) -> StoreResult<Option<Claim>>;
+    /// Extends the lease and records progress (instances done within the shard).
+    async fn heartbeat(
+        &self,
+        fence: &Fence,
+        done: i64,
+        lease: std::time::Duration,
+    ) -> StoreResult<LeaseState>;
+    /// Stores per-instance rows and progress, fenced on the claim: a stale attempt writes nothing.
+    async fn write_instances(
+        &self,
+        fence: &Fence,
+        rows: &[InstanceRecord],
+        done: i64,
+    ) -> StoreResult<LeaseState>;
+    /// Stores an opaque checkpoint that a later attempt of the same shard resumes from.
+    async fn save_checkpoint(
+        &self,
+        fence: &Fence,
+        checkpoint: &serde_json::Value,
+    ) -> StoreResult<LeaseState>;
+    /// Marks the shard done; the final shard also finishes the job with its report or result.
+    async fn complete_shard(
+        &self,
+        fence: &Fence,
+        completion: &Completion,
+    ) -> StoreResult<LeaseState>;
+    /// Records a failure: the shard is queued again while attempts remain and `retry` is set,
+    /// otherwise it fails and so does its job.
+    async fn fail_shard(&self, fence: &Fence, error: &str, retry: bool) -> StoreResult<LeaseState>;
+    /// Gives the shard back to the queue without counting the attempt (graceful shutdown).
+    async fn release_shard(&self, fence: &Fence) -> StoreResult<LeaseState>;
+
+    async fn list_instances(
+        &self,
+        job_id: &str,
+        filter: &InstanceFilter,
+    ) -> StoreResult<Page<InstanceRecord>>;
+    /// Dataset indices in `start..end` whose instance rows are already stored (a reclaimed shard
+    /// skips them).
+    async fn instance_indices(&self, job_id: &str, start: i64, end: i64) -> StoreResult<Vec<i64>>;
+    async fn queue_stats(&self) -> StoreResult<QueueStats>;
+}

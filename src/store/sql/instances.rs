@@ -1,0 +1,155 @@
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::datasets::paginate;
+use super::queue::Touch;
+use super::*;
+
+const ROWS_PER_INSERT: usize = 200;
+
+fn instance_from_row(row: &AnyRow) -> StoreResult<InstanceRecord> {
+    let tags: String = row.try_get("tags")?;
+    let old: String = row.try_get("old_side")?;
+    let new: String = row.try_get("new_side")?;
+    Ok(InstanceRecord {
+        idx: row.try_get("idx")?,
+        id: row.try_get("instance_id")?,
+        flip: row.try_get("flip")?,
+        tags: parse_json("tags", &tags)?,
+        old: parse_json("old_side", &old)?,
+        new: parse_json("new_side", &new)?,
+        slices: Vec::new(),
+    })
+}
+
+impl SqlStore {
+    pub(super) async fn write_instances_impl(
+        &self,
+        fence: &Fence,
+        rows: &[InstanceRecord],
+        done: i64,
+    ) -> StoreResult<LeaseState> {
+        let touch = Touch {
+            lease_ms: None,
+            done: Some(done),
+            checkpoint: None,
+        };
+        let mut tx = self.pool.begin().await?;
+        if !self.touch(&mut tx, fence, touch).await? {
+            tx.rollback().await?;
+            return self.miss_state(fence).await;
+        }
+        for chunk in rows.chunks(ROWS_PER_INSERT) {
+            let mut sql = Sql::new(
+                "INSERT INTO instances (job_id, idx, instance_id, flip, tags, old_side, new_side, \
+                 shard_idx, attempt) VALUES ",
+            );
+            for (i, row) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(fence.job_id.clone())
+                    .push(", ")
+                    .bind(row.idx)
+                    .push(", ")
+                    .bind(row.id.clone())
+                    .push(", ")
+                    .bind(row.flip.clone())
+                    .push(", ")
+                    .bind(to_json_text(&row.tags))
+                    .push(", ")
+                    .bind(to_json_text(&row.old))
+                    .push(", ")
+                    .bind(to_json_text(&row.new))
+                    .push(", ")
+                    .bind(fence.shard)
+                    .push(", ")
+                    .bind(fence.attempt)
+                    .push(")");
+            }
+            // A reclaimed shard rewrites the rows an earlier attempt stored: one row per instance.
+            sql.push(
+                " ON CONFLICT (job_id, idx) DO UPDATE SET instance_id = excluded.instance_id, \
+                 flip = excluded.flip, tags = excluded.tags, old_side = excluded.old_side, \
+                 new_side = excluded.new_side, shard_idx = excluded.shard_idx, \
+                 attempt = excluded.attempt",
+            );
+            sql.query().execute(&mut *tx).await?;
+        }
+        let slices: Vec<(i64, &String)> = rows
+            .iter()
+            .flat_map(|row| row.slices.iter().map(move |slice| (row.idx, slice)))
+            .collect();
+        for chunk in slices.chunks(ROWS_PER_INSERT * 2) {
+            let mut sql = Sql::new("INSERT INTO instance_slices (job_id, idx, slice) VALUES ");
+            for (i, (idx, slice)) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(fence.job_id.clone())
+                    .push(", ")
+                    .bind(*idx)
+                    .push(", ")
+                    .bind((*slice).clone())
+                    .push(")");
+            }
+            sql.push(" ON CONFLICT DO NOTHING");
+            sql.query().execute(&mut *tx).await?;
+        }
+        Self::refresh_progress(&mut tx, &fence.job_id).await?;
+        tx.commit().await?;
+        Ok(LeaseState::Held)
+    }
+
+    pub(super) async fn list_instances_impl(
+        &self,
+        job_id: &str,
+        filter: &InstanceFilter,
+    ) -> StoreResult<Page<InstanceRecord>> {
+        let mut sql = Sql::new(
+            "SELECT i.idx, i.instance_id, i.flip, i.tags, i.old_side, i.new_side \
+             FROM instances i WHERE i.job_id = ",
+        );
+        sql.bind(job_id.to_string());
+        if let Some(flip) = &filter.flip {
+            sql.push(" AND i.flip = ").bind(flip.clone());
+        }
+        if let Some(slice) = &filter.slice {
+            sql.push(
+                " AND EXISTS (SELECT 1 FROM instance_slices s \
+                 WHERE s.job_id = i.job_id AND s.idx = i.idx AND s.slice = ",
+            )
+            .bind(slice.clone())
+            .push(")");
+        }
+        if let Some(cursor) = &filter.page.cursor {
+            let after: i64 = cursor
+                .parse()
+                .map_err(|_| StoreError::Config(format!("invalid cursor {cursor:?}")))?;
+            sql.push(" AND i.idx > ").bind(after);
+        }
+        sql.push(" ORDER BY i.idx LIMIT ")
+            .bind(filter.page.limit + 1);
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(instance_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, filter.page.limit, |r| r.idx.to_string()))
+    }
+
+    pub(super) async fn instance_indices_impl(
+        &self,
+        job_id: &str,
+        start: i64,
+        end: i64,
+    ) -> StoreResult<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT idx FROM instances WHERE job_id = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+        )
+        .bind(job_id.to_string())
+        .bind(start)
+        .bind(end)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| row.try_get::<i64, _>("idx").map_err(StoreError::from))
+            .collect()
+    }
+}

@@ -1,0 +1,246 @@
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::datasets::paginate;
+use super::*;
+
+pub(super) const JOB_COLUMNS: &str = "id, kind, name, status, spec, progress_done, progress_total, \
+     error, report, result, created_at, started_at, finished_at";
+
+fn optional_json(row: &AnyRow, column: &str) -> StoreResult<Option<Value>> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| parse_json(column, &t)).transpose()
+}
+
+pub(super) fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
+    let kind: String = row.try_get("kind")?;
+    let status: String = row.try_get("status")?;
+    let spec: String = row.try_get("spec")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        kind: JobKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind:?}")))?,
+        name: row.try_get("name")?,
+        status: JobStatus::parse(&status)
+            .ok_or_else(|| StoreError::Corrupt(format!("job status {status:?}")))?,
+        spec: parse_json("spec", &spec)?,
+        progress_done: row.try_get("progress_done")?,
+        progress_total: row.try_get("progress_total")?,
+        error: row.try_get("error")?,
+        report: optional_json(row, "report")?,
+        result: optional_json(row, "result")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+impl SqlStore {
+    async fn job_by_key(&self, kind: JobKind, key: &Idempotency) -> StoreResult<Option<Job>> {
+        let mut sql = Sql::new("SELECT ");
+        sql.push(JOB_COLUMNS)
+            .push(", request_hash FROM jobs WHERE kind = ")
+            .bind(kind.as_str())
+            .push(" AND idempotency_key = ")
+            .bind(key.key.clone());
+        let Some(row) = sql.query().fetch_optional(&self.pool).await? else {
+            return Ok(None);
+        };
+        let hash: Option<String> = row.try_get("request_hash")?;
+        if hash.as_deref() != Some(key.request_hash.as_str()) {
+            return Err(StoreError::IdempotencyMismatch);
+        }
+        job_from_row(&row).map(Some)
+    }
+
+    pub(super) async fn create_job_impl(&self, job: NewJob) -> StoreResult<Created<Job>> {
+        if let Some(key) = &job.idempotency
+            && let Some(existing) = self.job_by_key(job.kind, key).await?
+        {
+            return Ok(Created {
+                value: existing,
+                created: false,
+            });
+        }
+        match self.insert_job(&job).await {
+            Ok(id) => {
+                let stored = self.get_job_impl(job.kind, &id).await?;
+                let value = stored.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
+                Ok(Created {
+                    value,
+                    created: true,
+                })
+            }
+            // Another request with the same key won the race: answer with its job.
+            Err(StoreError::Database(e))
+                if is_unique_violation(&e) && job.idempotency.is_some() =>
+            {
+                let key = job.idempotency.as_ref().expect("checked above");
+                let value = self
+                    .job_by_key(job.kind, key)
+                    .await?
+                    .ok_or_else(|| StoreError::Database(e))?;
+                Ok(Created {
+                    value,
+                    created: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn insert_job(&self, job: &NewJob) -> StoreResult<String> {
+        let id = uuid::Uuid::now_v7().to_string();
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, name, status, spec, idempotency_key, request_hash, \
+             progress_done, progress_total, created_at, updated_at) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, 0, $7, $8, $8)",
+        )
+        .bind(&id)
+        .bind(job.kind.as_str())
+        .bind(job.name.clone())
+        .bind(to_json_text(&job.spec))
+        .bind(job.idempotency.as_ref().map(|k| k.key.clone()))
+        .bind(job.idempotency.as_ref().map(|k| k.request_hash.clone()))
+        .bind(job.total)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for (chunk_no, chunk) in job.shards.chunks(200).enumerate() {
+            let mut sql = Sql::new(
+                "INSERT INTO shards (job_id, idx, kind, range_start, range_end, status, \
+                 max_attempts, updated_at) VALUES ",
+            );
+            for (i, shard) in chunk.iter().enumerate() {
+                let idx = (chunk_no * 200 + i) as i64;
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(id.clone())
+                    .push(", ")
+                    .bind(idx)
+                    .push(", ")
+                    .bind(shard.kind.as_str())
+                    .push(", ")
+                    .bind(shard.start)
+                    .push(", ")
+                    .bind(shard.end)
+                    .push(", 'queued', ")
+                    .bind(i64::from(job.max_attempts.max(1)))
+                    .push(", ")
+                    .bind(now)
+                    .push(")");
+            }
+            sql.query().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub(super) async fn get_job_impl(&self, kind: JobKind, id: &str) -> StoreResult<Option<Job>> {
+        let mut sql = Sql::new("SELECT ");
+        sql.push(JOB_COLUMNS)
+            .push(" FROM jobs WHERE id = ")
+            .bind(id.to_string())
+            .push(" AND kind = ")
+            .bind(kind.as_str());
+        let row = sql.query().fetch_optional(&self.pool).await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    pub(super) async fn list_jobs_impl(&self, filter: JobFilter) -> StoreResult<Page<Job>> {
+        let mut sql = Sql::new("SELECT ");
+        sql.push(JOB_COLUMNS)
+            .push(" FROM jobs WHERE kind = ")
+            .bind(filter.kind.as_str());
+        if let Some(status) = filter.status {
+            sql.push(" AND status = ").bind(status.as_str());
+        }
+        if let Some(name) = filter.name {
+            sql.push(" AND name = ").bind(name);
+        }
+        if let Some(cursor) = filter.page.cursor {
+            sql.push(" AND id < ").bind(cursor);
+        }
+        sql.push(" ORDER BY id DESC LIMIT ")
+            .bind(filter.page.limit + 1);
+        let rows = sql.query().fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(job_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(paginate(items, filter.page.limit, |j| j.id.clone()))
+    }
+
+    pub(super) async fn cancel_job_impl(&self, kind: JobKind, id: &str) -> StoreResult<Job> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let updated = sqlx::query(
+            "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $1 \
+             WHERE id = $2 AND kind = $3 AND status IN ('queued', 'running')",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(kind.as_str())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if updated == 1 {
+            sqlx::query(
+                "UPDATE shards SET status = 'cancelled', lease_until = NULL, updated_at = $1 \
+                 WHERE job_id = $2 AND status IN ('queued', 'running')",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        let job = self
+            .get_job_impl(kind, id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("{} {id}", kind.as_str())))?;
+        if updated == 0 {
+            return Err(StoreError::Conflict(format!(
+                "{} {id} is already {} and cannot be cancelled",
+                kind.as_str(),
+                job.status.as_str()
+            )));
+        }
+        Ok(job)
+    }
+
+    pub(super) async fn queue_stats_impl(&self) -> StoreResult<QueueStats> {
+        let rows =
+            sqlx::query("SELECT kind, status, COUNT(*) AS n FROM jobs GROUP BY kind, status")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut stats = QueueStats::default();
+        for row in &rows {
+            let kind: String = row.try_get("kind")?;
+            let status: String = row.try_get("status")?;
+            if let (Some(kind), Some(status)) = (JobKind::parse(&kind), JobStatus::parse(&status)) {
+                stats.jobs.push((kind, status, row.try_get("n")?));
+            }
+        }
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM shards \
+             WHERE status IN ('queued', 'running') GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for row in &rows {
+            let status: String = row.try_get("status")?;
+            let n: i64 = row.try_get("n")?;
+            match status.as_str() {
+                "queued" => stats.queued_shards = n,
+                _ => stats.running_shards = n,
+            }
+        }
+        Ok(stats)
+    }
+}

@@ -1,0 +1,83 @@
+//! Fresh databases for tests: a SQLite file always, and a Postgres schema of its own whenever
+//! MUSCLE_TEST_DATABASE_URL names a Postgres database (CI sets it).
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use muscle::store::{self, SqlStore};
+use sqlx::Connection;
+
+pub struct TestDb {
+    pub backend: &'static str,
+    pub url: String,
+    admin: Option<(String, String)>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TestDb {
+    pub async fn store(&self) -> Arc<SqlStore> {
+        Arc::new(
+            store::connect(&self.url)
+                .await
+                .expect("connect test database"),
+        )
+    }
+
+    /// Drops the Postgres schema; a test that panics leaves it behind for inspection.
+    pub async fn cleanup(self) {
+        if let Some((admin_url, schema)) = &self.admin {
+            let mut conn = sqlx::PgConnection::connect(admin_url)
+                .await
+                .expect("admin connect");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS {schema} CASCADE"
+            )))
+            .execute(&mut conn)
+            .await
+            .expect("drop schema");
+        }
+    }
+}
+
+pub fn postgres_url() -> Option<String> {
+    std::env::var("MUSCLE_TEST_DATABASE_URL")
+        .ok()
+        .filter(|url| url.starts_with("postgres"))
+}
+
+pub async fn sqlite_db() -> TestDb {
+    let dir = tempfile::tempdir().expect("tempdir");
+    TestDb {
+        backend: "sqlite",
+        url: format!("sqlite://{}", dir.path().join("muscle.db").display()),
+        admin: None,
+        _dir: Some(dir),
+    }
+}
+
+pub async fn postgres_db(admin_url: &str) -> TestDb {
+    let schema = format!("t_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(admin_url)
+        .await
+        .expect("connect to MUSCLE_TEST_DATABASE_URL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let separator = if admin_url.contains('?') { '&' } else { '?' };
+    TestDb {
+        backend: "postgres",
+        url: format!("{admin_url}{separator}options=-c%20search_path%3D{schema}"),
+        admin: Some((admin_url.to_string(), schema)),
+        _dir: None,
+    }
+}
+
+/// Every backend this run can test.
+pub async fn test_databases() -> Vec<TestDb> {
+    let mut dbs = vec![sqlite_db().await];
+    if let Some(url) = postgres_url() {
+        dbs.push(postgres_db(&url).await);
+    }
+    dbs
+}
