@@ -1,5 +1,10 @@
 //! `muscle`: tells an ML team whether a model update is safe for its users.
 
 pub mod config;
+pub mod dataset;
+pub mod metrics;
+pub mod models;
+pub mod spec;
 pub mod store;
 pub mod time;
+pub mod validation;

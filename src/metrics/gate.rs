@@ -1,0 +1,342 @@
+//! Release gates: bounds on report values that decide pass or fail.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::report::Report;
+
+/// One bound on one report value; `min` and `max` are inclusive.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GateCheck {
+    /// A name from [`KNOWN_GATE_METRICS`].
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+}
+
+/// What is wrong with `gate[index].field`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema, thiserror::Error)]
+#[error("gate[{index}].{field}: {message}")]
+pub struct GateError {
+    pub index: usize,
+    pub field: String,
+    pub message: String,
+}
+
+/// One evaluated check.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GateCheckResult {
+    pub metric: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<f64>,
+    /// The report's value; null when it is undefined (then the check fails).
+    pub value: Option<f64>,
+    pub passed: bool,
+}
+
+/// The report's `gate` object; passes when every check passes (so with no checks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct GateResult {
+    pub passed: bool,
+    pub checks: Vec<GateCheckResult>,
+}
+
+impl Default for GateResult {
+    fn default() -> Self {
+        GateResult {
+            passed: true,
+            checks: Vec::new(),
+        }
+    }
+}
+
+/// Every name a gate check may use. `acc_old`/`acc_new` are aliases of
+/// `old.accuracy`/`new.accuracy`.
+pub const KNOWN_GATE_METRICS: &[&str] = &[
+    "nfr",
+    "pfr",
+    "nfi",
+    "pfi",
+    "btc",
+    "bec",
+    "nfr_rel",
+    "nfr_mc",
+    "agreement",
+    "delta_accuracy",
+    "acc_old",
+    "acc_new",
+    "old.accuracy",
+    "new.accuracy",
+    "n",
+    "intervals.nfr.lower",
+    "intervals.nfr.upper",
+    "intervals.pfr.lower",
+    "intervals.pfr.upper",
+    "intervals.nfi.lower",
+    "intervals.nfi.upper",
+    "intervals.pfi.lower",
+    "intervals.pfi.upper",
+    "intervals.btc.lower",
+    "intervals.btc.upper",
+    "intervals.bec.lower",
+    "intervals.bec.upper",
+    "intervals.nfr_mc.lower",
+    "intervals.nfr_mc.upper",
+    "intervals.agreement.lower",
+    "intervals.agreement.upper",
+    "intervals.acc_old.lower",
+    "intervals.acc_old.upper",
+    "intervals.acc_new.lower",
+    "intervals.acc_new.upper",
+    "intervals.delta_accuracy.lower",
+    "intervals.delta_accuracy.upper",
+    "mcnemar.p_value",
+    "mcnemar.discordant",
+    "noise_floor.self_flip_rate",
+    "generative.m_g",
+    "generative.m_r",
+    "generative.output_similarity",
+    "generative.identical_outputs",
+    "counts.negative_flips",
+    "counts.positive_flips",
+    "counts.both_correct",
+    "counts.both_wrong",
+    "counts.ties",
+];
+
+/// Checks names and bounds: unknown metric, neither `min` nor `max`, a non-finite bound,
+/// `min > max`. Every problem is reported at once.
+pub fn validate_gate(checks: &[GateCheck]) -> Result<(), Vec<GateError>> {
+    let mut errors = Vec::new();
+    for (index, check) in checks.iter().enumerate() {
+        let mut error = |field: &str, message: String| {
+            errors.push(GateError {
+                index,
+                field: field.to_owned(),
+                message,
+            })
+        };
+        if !KNOWN_GATE_METRICS.contains(&check.metric.as_str()) {
+            error(
+                "metric",
+                format!(
+                    "unknown metric {:?}; known: {}",
+                    check.metric,
+                    KNOWN_GATE_METRICS.join(", ")
+                ),
+            );
+        }
+        if check.min.is_none() && check.max.is_none() {
+            error("min", "give min, max or both".to_owned());
+        }
+        for (field, bound) in [("min", check.min), ("max", check.max)] {
+            if bound.is_some_and(|b| !b.is_finite()) {
+                error(field, "must be a finite number".to_owned());
+            }
+        }
+        if let (Some(min), Some(max)) = (check.min, check.max)
+            && min > max
+        {
+            error("min", format!("min ({min}) is greater than max ({max})"));
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(errors)
+    }
+}
+
+/// The value a gate metric names in `report`; `None` when the name is unknown or the value is null.
+pub fn gate_value(report: &Report, metric: &str) -> Option<f64> {
+    if let Some(rest) = metric.strip_prefix("intervals.") {
+        let (name, bound) = rest.rsplit_once('.')?;
+        let interval = report.intervals.get(name)?;
+        return match bound {
+            "lower" => Some(interval.lower),
+            "upper" => Some(interval.upper),
+            _ => None,
+        };
+    }
+    if let Some(name) = metric.strip_prefix("generative.") {
+        return report.generative.get(name);
+    }
+    if let Some(name) = metric.strip_prefix("counts.") {
+        return report.counts.get(name).map(|c| c as f64);
+    }
+    match metric {
+        "acc_old" | "old.accuracy" => report.old.accuracy,
+        "acc_new" | "new.accuracy" => report.new.accuracy,
+        "n" => Some(report.n as f64),
+        "mcnemar.p_value" => Some(report.mcnemar.p_value),
+        "mcnemar.discordant" => Some(report.mcnemar.discordant as f64),
+        "noise_floor.self_flip_rate" => report.noise_floor.map(|nf| nf.self_flip_rate),
+        _ => report.metrics.get(metric),
+    }
+}
+
+/// Evaluates every check against `report`. Bounds are inclusive. A null value (undefined
+/// metric, or an unknown name) fails its check: a gate never passes on missing evidence.
+pub fn evaluate_gate(report: &Report, checks: &[GateCheck]) -> GateResult {
+    let checks: Vec<GateCheckResult> = checks
+        .iter()
+        .map(|check| {
+            let value = gate_value(report, &check.metric);
+            let passed = value.is_some_and(|v| {
+                check.min.is_none_or(|min| v >= min) && check.max.is_none_or(|max| v <= max)
+            });
+            GateCheckResult {
+                metric: check.metric.clone(),
+                min: check.min,
+                max: check.max,
+                value,
+                passed,
+            }
+        })
+        .collect();
+    GateResult {
+        passed: checks.iter().all(|c| c.passed),
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::noise::NoiseFloor;
+    use crate::metrics::report::{ReportOptions, compute_report};
+    use crate::metrics::{Counts, Generative, Interval, Intervals, Metrics};
+
+    fn check(metric: &str, min: Option<f64>, max: Option<f64>) -> GateCheck {
+        GateCheck {
+            metric: metric.to_owned(),
+            min,
+            max,
+        }
+    }
+
+    /// The known names, built from the report's own name lists.
+    fn derived_gate_metrics() -> Vec<String> {
+        let mut names: Vec<String> = Metrics::NAMES.iter().map(|s| s.to_string()).collect();
+        names.extend(["acc_old", "acc_new", "old.accuracy", "new.accuracy", "n"].map(String::from));
+        for name in Intervals::NAMES {
+            names.push(format!("intervals.{name}.lower"));
+            names.push(format!("intervals.{name}.upper"));
+        }
+        names.extend(
+            [
+                "mcnemar.p_value",
+                "mcnemar.discordant",
+                "noise_floor.self_flip_rate",
+            ]
+            .map(String::from),
+        );
+        names.extend(Generative::NAMES.iter().map(|n| format!("generative.{n}")));
+        names.extend(Counts::NAMES.iter().map(|n| format!("counts.{n}")));
+        names
+    }
+
+    #[test]
+    fn known_list_matches_the_report_names() {
+        assert_eq!(KNOWN_GATE_METRICS.to_vec(), derived_gate_metrics());
+    }
+
+    #[test]
+    fn every_known_name_resolves_on_a_full_report() {
+        let iv = Some(Interval {
+            lower: 0.1,
+            upper: 0.2,
+        });
+        let mut report = compute_report(
+            crate::metrics::TaskKind::MultipleChoice,
+            &[],
+            &ReportOptions::default(),
+        );
+        report.old.accuracy = Some(0.5);
+        report.new.accuracy = Some(0.5);
+        report.metrics = Metrics {
+            nfr: Some(0.1),
+            pfr: Some(0.1),
+            nfi: Some(0.1),
+            pfi: Some(0.1),
+            btc: Some(0.1),
+            bec: Some(0.1),
+            nfr_rel: Some(0.1),
+            nfr_mc: Some(0.1),
+            agreement: Some(0.1),
+            delta_accuracy: Some(0.1),
+        };
+        report.intervals = Intervals {
+            nfr: iv,
+            pfr: iv,
+            nfi: iv,
+            pfi: iv,
+            btc: iv,
+            bec: iv,
+            nfr_mc: iv,
+            agreement: iv,
+            acc_old: iv,
+            acc_new: iv,
+            delta_accuracy: iv,
+        };
+        report.noise_floor = Some(NoiseFloor {
+            self_flip_rate: 0.01,
+            nfr_exceeds_noise: Some(true),
+        });
+        report.generative = Generative {
+            m_g: Some(0.3),
+            m_r: Some(0.3),
+            output_similarity: Some(0.3),
+            identical_outputs: Some(0.3),
+        };
+        for name in KNOWN_GATE_METRICS {
+            assert!(gate_value(&report, name).is_some(), "{name}");
+        }
+        assert_eq!(gate_value(&report, "intervals.nfr.upper"), Some(0.2));
+        assert_eq!(gate_value(&report, "intervals.nfr.middle"), None);
+        assert_eq!(gate_value(&report, "bogus"), None);
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let checks = [
+            check("nfr", None, Some(0.05)),
+            check("nfrr", Some(0.0), None),
+            check("btc", None, None),
+            check("pfr", Some(f64::NAN), Some(f64::INFINITY)),
+            check("intervals.nfr.upper", Some(0.5), Some(0.1)),
+        ];
+        let errors = validate_gate(&checks).unwrap_err();
+        let got: Vec<(usize, &str)> = errors.iter().map(|e| (e.index, e.field.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (1, "metric"),
+                (2, "min"),
+                (3, "min"),
+                (3, "max"),
+                (4, "min")
+            ]
+        );
+        assert!(errors[0].message.contains("nfrr") && errors[0].message.contains("btc"));
+        assert_eq!(errors[1].to_string(), "gate[2].min: give min, max or both");
+        assert_eq!(validate_gate(&checks[..1]), Ok(()));
+        assert_eq!(validate_gate(&[]), Ok(()));
+    }
+
+    #[test]
+    fn gate_check_json() {
+        let c: GateCheck = serde_json::from_str(r#"{"metric":"nfr","max":0.05}"#).unwrap();
+        assert_eq!(c, check("nfr", None, Some(0.05)));
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"metric":"nfr","max":0.05}"#
+        );
+        assert!(serde_json::from_str::<GateCheck>(r#"{"metric":"nfr","maximum":0.05}"#).is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! Compatibility metrics of a model update (muscle.md section 2), computed from per-instance
+//! outcomes of the old and the new model. Pure: no I/O.
+//!
+//! Entry points: [`classify`] labels one instance, [`compute_report`] builds the report,
+//! [`validate_gate`] / [`evaluate_gate`] handle release gates, and [`rouge1_f`], [`rouge_l_f`],
+//! [`exact_match`] score generated text.
+
+mod bootstrap;
+mod counts;
+mod exact_match;
+mod gate;
+mod generative;
+mod intervals;
+mod mcnemar;
+mod noise;
+mod outcome;
+mod rates;
+mod report;
+mod rouge;
+mod slices;
+
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod reference_tests;
+#[cfg(test)]
+mod report_tests;
+
+pub use bootstrap::paired_bootstrap_delta;
+pub use counts::Counts;
+pub use exact_match::{ExactMatchOptions, exact_match};
+pub use gate::{
+    GateCheck, GateCheckResult, GateError, GateResult, KNOWN_GATE_METRICS, evaluate_gate,
+    gate_value, validate_gate,
+};
+pub use generative::Generative;
+pub use intervals::{Interval, Intervals, wilson, wilson_z, z_95};
+pub use mcnemar::{McNemar, mcnemar_exact};
+pub use noise::{NoiseFloor, NoiseFloorInput};
+pub use outcome::{Answer, Flip, InstanceOutcome, SideOutcome, TaskKind, classify};
+pub use rates::Metrics;
+pub use report::{Report, ReportOptions, SideAccuracy, compute_report};
+pub use rouge::{rouge_l_f, rouge1_f};
+pub use slices::{Slice, compute_slices, slice_names};

@@ -1,0 +1,80 @@
+//! Agreement with scipy/statsmodels (tests/fixtures/metrics/reference.json, written by
+//! scripts/reference/metrics_reference.py).
+
+use serde::Deserialize;
+
+use super::{mcnemar_exact, wilson};
+
+const REFERENCE: &str = include_str!("../../tests/fixtures/metrics/reference.json");
+
+#[derive(Deserialize)]
+struct Reference {
+    versions: serde_json::Value,
+    mcnemar: Vec<McNemarCase>,
+    wilson: Vec<WilsonCase>,
+}
+
+#[derive(Deserialize)]
+struct McNemarCase {
+    negative_flips: u64,
+    positive_flips: u64,
+    p_value: f64,
+}
+
+#[derive(Deserialize)]
+struct WilsonCase {
+    k: u64,
+    n: u64,
+    lower: f64,
+    upper: f64,
+}
+
+fn reference() -> Reference {
+    serde_json::from_str(REFERENCE).expect("reference.json parses")
+}
+
+/// Within 1e-9 relative; exact zeros must be exact (or below 1e-15).
+fn agrees(ours: f64, theirs: f64) -> bool {
+    let scale = ours.abs().max(theirs.abs());
+    (ours - theirs).abs() <= 1e-9 * scale || (ours - theirs).abs() < 1e-15
+}
+
+#[test]
+fn fixture_records_library_versions() {
+    let r = reference();
+    for lib in ["scipy", "statsmodels"] {
+        assert!(r.versions[lib].is_string(), "{lib}");
+    }
+    assert!(r.mcnemar.len() >= 20 && r.wilson.len() >= 20);
+}
+
+#[test]
+fn mcnemar_matches_scipy() {
+    for case in reference().mcnemar {
+        let ours = mcnemar_exact(case.negative_flips, case.positive_flips);
+        assert_eq!(ours.discordant, case.negative_flips + case.positive_flips);
+        assert!(
+            agrees(ours.p_value, case.p_value),
+            "NF {} PF {}: ours {} statsmodels {}",
+            case.negative_flips,
+            case.positive_flips,
+            ours.p_value,
+            case.p_value
+        );
+    }
+}
+
+#[test]
+fn wilson_matches_statsmodels() {
+    for case in reference().wilson {
+        let ours = wilson(case.k, case.n).unwrap();
+        assert!(
+            agrees(ours.lower, case.lower) && agrees(ours.upper, case.upper),
+            "k {} n {}: ours {ours:?} statsmodels ({}, {})",
+            case.k,
+            case.n,
+            case.lower,
+            case.upper
+        );
+    }
+}

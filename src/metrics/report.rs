@@ -1,0 +1,188 @@
+//! The evaluation report: every metric over the whole dataset, its slices and the gate.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::bootstrap::paired_bootstrap_delta;
+use super::counts::{Counts, Tally, effective_score};
+use super::gate::{GateCheck, GateResult, evaluate_gate};
+use super::generative::Generative;
+use super::intervals::{Intervals, wilson};
+use super::mcnemar::{McNemar, mcnemar_exact};
+use super::noise::{NoiseFloor, NoiseFloorInput, noise_floor};
+use super::outcome::{InstanceOutcome, TaskKind};
+use super::rates::{Metrics, mean};
+use super::slices::{Slice, compute_slices};
+
+/// How to compute a report.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ReportOptions {
+    /// Resamples for the paired bootstrap of `delta_accuracy` (0: no interval).
+    pub bootstrap_resamples: usize,
+    /// Seed of the bootstrap's ChaCha8 generator.
+    pub seed: u64,
+    /// Slices with fewer instances are flagged `small`.
+    pub min_slice_size: u64,
+    /// Self-flips of the old model run twice; gives `noise_floor`.
+    pub noise_floor: Option<NoiseFloorInput>,
+    /// The instances are those done so far, not the whole dataset.
+    pub partial: bool,
+    /// Checks evaluated into `gate`.
+    pub gate: Vec<GateCheck>,
+}
+
+impl Default for ReportOptions {
+    fn default() -> Self {
+        ReportOptions {
+            bootstrap_resamples: 1000,
+            seed: 0,
+            min_slice_size: 30,
+            noise_floor: None,
+            partial: false,
+            gate: Vec::new(),
+        }
+    }
+}
+
+/// One model's headline number.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SideAccuracy {
+    /// Accuracy for multiple choice; mean score for generation. Null when n is 0.
+    pub accuracy: Option<f64>,
+}
+
+/// The `report` object of an evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Report {
+    pub n: u64,
+    pub partial: bool,
+    pub old: SideAccuracy,
+    pub new: SideAccuracy,
+    pub counts: Counts,
+    pub metrics: Metrics,
+    pub intervals: Intervals,
+    pub mcnemar: McNemar,
+    /// Null unless a noise-floor run was given.
+    pub noise_floor: Option<NoiseFloor>,
+    pub generative: Generative,
+    pub slices: Vec<Slice>,
+    pub gate: GateResult,
+    pub warnings: Vec<String>,
+}
+
+/// Computes the report of `instances` (pooled counts, never averages of batch ratios).
+pub fn compute_report(
+    kind: TaskKind,
+    instances: &[InstanceOutcome],
+    options: &ReportOptions,
+) -> Report {
+    let tally = Tally::from_instances(kind, instances);
+    let intervals = compute_intervals(kind, &tally, instances, options);
+    let mut warnings = score_warnings(kind, &tally);
+    let noise_floor = options.noise_floor.and_then(|input| {
+        noise_floor(input, intervals.nfr)
+            .map_err(|warning| warnings.push(warning))
+            .ok()
+    });
+    let slices = compute_slices(kind, instances, options.min_slice_size);
+    let small = slices.iter().filter(|s| s.small).count();
+    if small > 0 {
+        warnings.push(format!(
+            "{small} of {} slices have fewer than {} instances (flagged small)",
+            slices.len(),
+            options.min_slice_size
+        ));
+    }
+    let mut report = Report {
+        n: tally.n,
+        partial: options.partial,
+        old: SideAccuracy {
+            accuracy: mean(tally.sum_old, tally.n),
+        },
+        new: SideAccuracy {
+            accuracy: mean(tally.sum_new, tally.n),
+        },
+        counts: tally.counts,
+        metrics: Metrics::from_tally(&tally),
+        intervals,
+        mcnemar: mcnemar_exact(tally.counts.negative_flips, tally.counts.positive_flips),
+        noise_floor,
+        generative: Generative::compute(kind, &tally, instances),
+        slices,
+        gate: GateResult::default(),
+        warnings,
+    };
+    report.gate = evaluate_gate(&report, &options.gate);
+    report
+}
+
+fn compute_intervals(
+    kind: TaskKind,
+    tally: &Tally,
+    instances: &[InstanceOutcome],
+    options: &ReportOptions,
+) -> Intervals {
+    let n = tally.n;
+    let c = &tally.counts;
+    let (nf, pf, bc, bw) = (
+        c.negative_flips,
+        c.positive_flips,
+        c.both_correct,
+        c.both_wrong,
+    );
+    let binary = tally.is_binary();
+    let classical = |k: u64, d: u64| if binary { wilson(k, d) } else { None };
+    let diffs: Vec<f64> = instances
+        .iter()
+        .map(|i| effective_score(kind, i.new.score) - effective_score(kind, i.old.score))
+        .collect();
+    Intervals {
+        nfr: wilson(nf, n),
+        pfr: wilson(pf, n),
+        nfi: classical(nf, nf + bw),
+        pfi: classical(pf, bc + pf),
+        btc: classical(bc, bc + nf),
+        bec: classical(bw, nf + bw),
+        nfr_mc: classical(tally.new_wrong_differs, n),
+        agreement: wilson(tally.same_answer, n),
+        acc_old: classical(bc + nf, n),
+        acc_new: classical(bc + pf, n),
+        delta_accuracy: paired_bootstrap_delta(&diffs, options.bootstrap_resamples, options.seed),
+    }
+}
+
+fn score_warnings(kind: TaskKind, tally: &Tally) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if tally.n == 0 {
+        warnings.push("no instances: every rate is null".to_owned());
+    }
+    if tally.non_finite > 0 {
+        warnings.push(format!(
+            "{} instances have a NaN or infinite score: accuracies and delta_accuracy are null",
+            tally.non_finite
+        ));
+    }
+    match kind {
+        TaskKind::MultipleChoice if tally.irregular > 0 => warnings.push(format!(
+            "{} instances have a multiple-choice score other than 0 or 1; scores >= 0.5 count as correct",
+            tally.irregular
+        )),
+        TaskKind::Generation { tolerance } => {
+            if tally.irregular > 0 {
+                warnings.push(format!("{} instances have a score outside [0, 1]", tally.irregular));
+            }
+            if !(tolerance.is_finite() && tolerance >= 0.0) {
+                warnings.push(format!("tolerance {tolerance} should be a finite number >= 0"));
+            }
+            if tally.n > 0 && !tally.is_binary() {
+                warnings.push(
+                    "scores are continuous (not all 0 or 1, or ties within tolerance): nfi, pfi, btc, bec, nfr_rel and nfr_mc are null"
+                        .to_owned(),
+                );
+            }
+        }
+        TaskKind::MultipleChoice => {}
+    }
+    warnings
+}
