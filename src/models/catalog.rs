@@ -1,0 +1,231 @@
+//! What MUSCLE_MODEL_DIR holds: model folders and adapter folders, described from their files
+//! without loading any weights.
+
+use std::io::Read;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
+
+/// How deep under the root folders are looked for (`org/family/model`).
+const MAX_DEPTH: usize = 3;
+/// A safetensors header larger than this is not a real one.
+const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    pub architecture: Option<String>,
+    /// Parameters counted from the safetensors headers.
+    pub parameters: Option<u64>,
+    /// Storage dtype of the weights (`F32`, `BF16`, ...).
+    pub dtype: Option<String>,
+    pub vocab_size: Option<u64>,
+    pub tokenizer_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AdapterInfo {
+    pub name: String,
+    pub base_model_name_or_path: Option<String>,
+    pub r: Option<u64>,
+    pub lora_alpha: Option<f64>,
+    #[schema(value_type = Object)]
+    pub target_modules: Value,
+}
+
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Catalog {
+    pub models: Vec<ModelInfo>,
+    pub adapters: Vec<AdapterInfo>,
+}
+
+/// Lists the folders under `root`; unreadable entries are skipped, never fatal.
+pub fn scan(root: &Path) -> Catalog {
+    let mut catalog = Catalog::default();
+    let Ok(real_root) = root.canonicalize() else {
+        return catalog;
+    };
+    walk(&real_root, &real_root, 0, &mut catalog);
+    catalog.models.sort_by(|a, b| a.name.cmp(&b.name));
+    catalog.adapters.sort_by(|a, b| a.name.cmp(&b.name));
+    catalog
+}
+
+fn walk(root: &Path, dir: &Path, depth: usize, catalog: &mut Catalog) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut folders: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    folders.sort();
+    for folder in folders {
+        let Ok(real) = folder.canonicalize() else {
+            continue;
+        };
+        if !real.is_dir() || !real.starts_with(root) {
+            continue;
+        }
+        let name = folder
+            .strip_prefix(root)
+            .unwrap_or(&folder)
+            .to_string_lossy()
+            .into_owned();
+        if real.join("config.json").is_file() {
+            catalog.models.push(describe_model(&real, name));
+        } else if real.join("adapter_config.json").is_file() {
+            catalog.adapters.push(describe_adapter(&real, name));
+        } else if depth + 1 < MAX_DEPTH {
+            walk(root, &real, depth + 1, catalog);
+        }
+    }
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+pub fn describe_model(folder: &Path, name: String) -> ModelInfo {
+    let config = read_json(&folder.join("config.json")).unwrap_or(Value::Null);
+    let (parameters, dtype) = count_parameters(folder).unzip();
+    ModelInfo {
+        name,
+        architecture: config["architectures"][0].as_str().map(String::from),
+        parameters,
+        dtype: dtype.flatten(),
+        vocab_size: config["vocab_size"].as_u64(),
+        tokenizer_sha256: std::fs::read(folder.join("tokenizer.json"))
+            .ok()
+            .map(|bytes| hex::encode(Sha256::digest(bytes))),
+    }
+}
+
+fn describe_adapter(folder: &Path, name: String) -> AdapterInfo {
+    let config = read_json(&folder.join("adapter_config.json")).unwrap_or(Value::Null);
+    AdapterInfo {
+        name,
+        base_model_name_or_path: config["base_model_name_or_path"].as_str().map(String::from),
+        r: config["r"].as_u64(),
+        lora_alpha: config["lora_alpha"].as_f64(),
+        target_modules: config["target_modules"].clone(),
+    }
+}
+
+/// The safetensors files of a model folder: the shards named by the index, or the single file.
+pub fn weight_files(folder: &Path) -> Vec<std::path::PathBuf> {
+    if let Some(index) = read_json(&folder.join("model.safetensors.index.json")) {
+        let mut files: Vec<String> = index["weight_map"]
+            .as_object()
+            .map(|map| map.values().filter_map(|v| v.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        files.sort();
+        files.dedup();
+        return files.into_iter().map(|f| folder.join(f)).collect();
+    }
+    let single = folder.join("model.safetensors");
+    if single.is_file() { vec![single] } else { Vec::new() }
+}
+
+/// Total parameters and the dtype of the first tensor, from the safetensors headers.
+fn count_parameters(folder: &Path) -> Option<(u64, Option<String>)> {
+    let files = weight_files(folder);
+    if files.is_empty() {
+        return None;
+    }
+    let mut total = 0u64;
+    let mut dtype = None;
+    for file in files {
+        let header = read_safetensors_header(&file)?;
+        for (name, tensor) in header.as_object()? {
+            if name == "__metadata__" {
+                continue;
+            }
+            let shape = tensor["shape"].as_array()?;
+            total += shape.iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>();
+            if dtype.is_none() {
+                dtype = tensor["dtype"].as_str().map(String::from);
+            }
+        }
+    }
+    Some((total, dtype))
+}
+
+pub fn read_safetensors_header(file: &Path) -> Option<Value> {
+    let mut reader = std::fs::File::open(file).ok()?;
+    let mut length = [0u8; 8];
+    reader.read_exact(&mut length).ok()?;
+    let length = u64::from_le_bytes(length);
+    if length > MAX_HEADER_BYTES {
+        return None;
+    }
+    let mut header = vec![0u8; length as usize];
+    reader.read_exact(&mut header).ok()?;
+    serde_json::from_slice(&header).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_safetensors(path: &Path, header: &Value) {
+        let header = serde_json::to_vec(header).unwrap();
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(&header);
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn models_and_adapters_are_described_from_their_files() {
+        let root = tempfile::tempdir().unwrap();
+        let model = root.path().join("org/tiny");
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(
+            model.join("config.json"),
+            r#"{"architectures": ["LlamaForCausalLM"], "vocab_size": 300}"#,
+        )
+        .unwrap();
+        std::fs::write(model.join("tokenizer.json"), "{}").unwrap();
+        std::fs::write(
+            model.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "s1.safetensors", "b": "s2.safetensors", "c": "s1.safetensors"}}"#,
+        )
+        .unwrap();
+        write_safetensors(
+            &model.join("s1.safetensors"),
+            &serde_json::json!({"__metadata__": {"format": "pt"}, "a": {"dtype": "BF16", "shape": [3, 4], "data_offsets": [0, 24]}, "c": {"dtype": "BF16", "shape": [5], "data_offsets": [24, 34]}}),
+        );
+        write_safetensors(
+            &model.join("s2.safetensors"),
+            &serde_json::json!({"b": {"dtype": "BF16", "shape": [2, 2], "data_offsets": [0, 8]}}),
+        );
+        let adapter = root.path().join("lora");
+        std::fs::create_dir_all(&adapter).unwrap();
+        std::fs::write(
+            adapter.join("adapter_config.json"),
+            r#"{"base_model_name_or_path": "org/tiny", "r": 8, "lora_alpha": 16, "target_modules": ["q_proj"]}"#,
+        )
+        .unwrap();
+
+        let catalog = scan(root.path());
+        assert_eq!(catalog.models.len(), 1);
+        let info = &catalog.models[0];
+        assert_eq!(info.name, "org/tiny");
+        assert_eq!(info.architecture.as_deref(), Some("LlamaForCausalLM"));
+        assert_eq!(info.parameters, Some(12 + 5 + 4));
+        assert_eq!(info.dtype.as_deref(), Some("BF16"));
+        assert_eq!(info.vocab_size, Some(300));
+        assert_eq!(
+            info.tokenizer_sha256.as_deref(),
+            Some("44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a")
+        );
+        assert_eq!(catalog.adapters[0].name, "lora");
+        assert_eq!(catalog.adapters[0].r, Some(8));
+    }
+
+    #[test]
+    fn a_missing_root_is_an_empty_catalog() {
+        let catalog = scan(Path::new("/nonexistent/models"));
+        assert!(catalog.models.is_empty() && catalog.adapters.is_empty());
+    }
+}

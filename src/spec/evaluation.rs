@@ -1,0 +1,269 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{DatasetRef, ModelRef, check_name};
+use crate::metrics::{GateCheck, validate_gate};
+use crate::models::Resolver;
+use crate::store::DatasetKind;
+use crate::validation::{Errors, FieldError};
+
+/// The body of POST /v1/evaluations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvaluationSpec {
+    #[serde(default)]
+    pub name: Option<String>,
+    pub old: ModelRef,
+    pub new: ModelRef,
+    /// An uploaded dataset id (`{"path": ...}` is accepted by `muscle eval` only).
+    pub dataset: DatasetRef,
+    pub task: TaskSpec,
+    #[serde(default)]
+    pub options: EvalOptions,
+    /// Release gate: every check must pass for the report's verdict to pass.
+    #[serde(default)]
+    pub gate: Vec<GateCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum TaskSpec {
+    /// One scored continuation per choice; the prediction is the best summed log-probability.
+    MultipleChoice {
+        /// Put between the prompt and each choice.
+        #[serde(default = "default_delimiter")]
+        delimiter: String,
+        #[serde(default)]
+        score: McScore,
+    },
+    /// Greedy decoding, scored against the row's target(s).
+    Generation {
+        #[serde(default = "default_max_new_tokens")]
+        max_new_tokens: u32,
+        /// Generation stops at the first of these; the output is cut before it.
+        #[serde(default)]
+        stop: Vec<String>,
+        #[serde(default)]
+        metric: GenerationMetric,
+        /// A score change within this tolerance is a tie, not a flip.
+        #[serde(default)]
+        tolerance: f64,
+        /// exact_match normalisation.
+        #[serde(default)]
+        ignore_case: bool,
+        #[serde(default)]
+        ignore_punctuation: bool,
+        #[serde(default)]
+        ignore_whitespace: bool,
+    },
+}
+
+impl TaskSpec {
+    pub fn dataset_kind(&self) -> DatasetKind {
+        match self {
+            Self::MultipleChoice { .. } => DatasetKind::MultipleChoice,
+            Self::Generation { .. } => DatasetKind::Generation,
+        }
+    }
+}
+
+fn default_delimiter() -> String {
+    " ".into()
+}
+
+fn default_max_new_tokens() -> u32 {
+    64
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum McScore {
+    /// argmax of the summed log-probabilities.
+    #[default]
+    Acc,
+    /// argmax of the log-probability per character of the choice.
+    AccNorm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub enum GenerationMetric {
+    #[default]
+    #[serde(rename = "exact_match")]
+    ExactMatch,
+    #[serde(rename = "rouge1")]
+    Rouge1,
+    #[serde(rename = "rougeL")]
+    RougeL,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalOptions {
+    /// Largest number of sequences in one forward pass.
+    pub batch_size: u32,
+    /// Largest number of tokens (padding included) in one forward pass.
+    pub max_batch_tokens: u32,
+    /// Prepend the tokenizer's BOS token (lm-evaluation-harness's default is not to).
+    pub add_bos: bool,
+    /// Also run the old model a second time in another batch size and order, and report its
+    /// self-flip rate next to nfr.
+    pub noise_floor: bool,
+    /// Instances per shard (the unit that one worker claims); the server's default when absent.
+    pub shard_size: Option<u32>,
+    /// Seed of the paired bootstrap.
+    pub seed: u64,
+    pub bootstrap_resamples: u32,
+    /// Slices smaller than this are marked `small`.
+    pub min_slice_size: u64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 16,
+            max_batch_tokens: 8192,
+            add_bos: false,
+            noise_floor: false,
+            shard_size: None,
+            seed: 0,
+            bootstrap_resamples: 1000,
+            min_slice_size: 30,
+        }
+    }
+}
+
+impl EvaluationSpec {
+    /// Every check that needs no database: fields, bounds, the gate, the model folders.
+    pub fn check(&self, resolver: &Resolver) -> Result<(), Vec<FieldError>> {
+        let mut errors = Errors::default();
+        check_name(&self.name, &mut errors);
+        self.old.check("old", resolver, &mut errors);
+        self.new.check("new", resolver, &mut errors);
+        check_task(&self.task, "task", &mut errors);
+        let options = &self.options;
+        if !(1..=1024).contains(&options.batch_size) {
+            errors.add("options.batch_size", "must be from 1 to 1024");
+        }
+        if options.max_batch_tokens < 16 {
+            errors.add("options.max_batch_tokens", "must be at least 16");
+        }
+        if options.shard_size == Some(0) {
+            errors.add("options.shard_size", "must be at least 1");
+        }
+        if options.bootstrap_resamples > 100_000 {
+            errors.add("options.bootstrap_resamples", "must be at most 100000");
+        }
+        check_gate(&self.gate, "gate", &mut errors);
+        errors.into_result(())
+    }
+}
+
+pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
+    if let TaskSpec::Generation {
+        max_new_tokens,
+        stop,
+        tolerance,
+        ..
+    } = task
+    {
+        if !(1..=4096).contains(max_new_tokens) {
+            errors.add(format!("{field}.max_new_tokens"), "must be from 1 to 4096");
+        }
+        if stop.iter().any(String::is_empty) {
+            errors.add(format!("{field}.stop"), "stop strings must not be empty");
+        }
+        if !tolerance.is_finite() || !(0.0..1.0).contains(tolerance) {
+            errors.add(format!("{field}.tolerance"), "must be at least 0 and below 1");
+        }
+    }
+}
+
+pub(crate) fn check_gate(gate: &[GateCheck], field: &str, errors: &mut Errors) {
+    if let Err(gate_errors) = validate_gate(gate) {
+        for error in gate_errors {
+            errors.add(
+                format!("{field}[{}].{}", error.index, error.field),
+                error.message,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::parse_body;
+
+    fn models() -> (tempfile::TempDir, Resolver) {
+        let root = tempfile::tempdir().unwrap();
+        for name in ["old", "new"] {
+            std::fs::create_dir_all(root.path().join(name)).unwrap();
+            std::fs::write(root.path().join(name).join("config.json"), "{}").unwrap();
+        }
+        let resolver = Resolver::server(root.path());
+        (root, resolver)
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let spec: EvaluationSpec = parse_body(
+            br#"{"old": {"model": "old"}, "new": {"model": "new"}, "dataset": "d", "task": {"type": "multiple_choice"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            spec.task,
+            TaskSpec::MultipleChoice {
+                delimiter: " ".into(),
+                score: McScore::Acc
+            }
+        );
+        assert_eq!(spec.options, EvalOptions::default());
+        let (_root, resolver) = models();
+        spec.check(&resolver).unwrap();
+    }
+
+    #[test]
+    fn every_bad_field_is_named() {
+        let spec: EvaluationSpec = parse_body(
+            br#"{"name": "", "old": {"model": "olde"}, "new": {"model": "new", "adapter": "../x"},
+                "dataset": "d", "task": {"type": "generation", "max_new_tokens": 0, "stop": [""], "tolerance": 2},
+                "options": {"batch_size": 0},
+                "gate": [{"metric": "nfr", "max": 0.05}, {"metric": "nfrr", "max": 0.1}]}"#,
+        )
+        .unwrap();
+        let (_root, resolver) = models();
+        let fields: Vec<String> = spec
+            .check(&resolver)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "name",
+                "old.model",
+                "new.adapter",
+                "task.max_new_tokens",
+                "task.stop",
+                "task.tolerance",
+                "options.batch_size",
+                "gate[1].metric",
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_fields_and_values_are_refused() {
+        let errors = parse_body::<EvaluationSpec>(
+            br#"{"old": {"model": "a"}, "new": {"model": "b"}, "dataset": "d", "task": {"type": "multiple_choice", "score": "f1"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(errors[0].field, "task");
+        let errors = parse_body::<EvaluationSpec>(
+            br#"{"old": {"model": "a"}, "new": {"model": "b"}, "dataset": "d", "task": {"type": "multiple_choice"}, "gates": []}"#,
+        )
+        .unwrap_err();
+        assert!(errors[0].message.contains("gates"));
+    }
+}
