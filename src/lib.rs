@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dataset;
+pub mod engine;
 pub mod metrics;
 pub mod models;
 pub mod spec;

@@ -59,7 +59,6 @@ from safetensors import safe_open  # noqa: E402
 from safetensors.torch import load_file, save_file  # noqa: E402
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import (  # noqa: E402
-    AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     GenerationConfig,
@@ -261,7 +260,8 @@ MODEL_SPECS = {
         None,
         {},
         "Llama, 2 heads MHA, head_dim 32, tied embeddings (no lm_head.weight in the file); "
-        "llama3 rope (factor 8, low 1, high 4, original_max_position_embeddings 32) with "
+        "llama3 rope (factor 8, low 1, high 4, original_max_position_embeddings 32; head_dim 32 puts one "
+        "frequency, wavelength 14.3, in the smooth-interpolation band) with "
         "rope_theta 500000 INSIDE rope_parameters (transformers v5 layout, as saved)",
     ),
     "qwen2-bias": (
@@ -285,7 +285,8 @@ MODEL_SPECS = {
         "legacy-llama3",
         {"max_shard_size": "150KB"},
         "Llama, 4 heads MHA, untied, sharded safetensors + model.safetensors.index.json; config.json "
-        "in the Llama-3.1 (pre-v5) layout: rope_theta 500000 top-level and llama3 rope_scaling",
+        "in the Llama-3.1 (pre-v5) layout: rope_theta 500000 top-level and llama3 rope_scaling "
+        "(head_dim 16: no frequency falls in the smooth band)",
     ),
     "mistral": (
         MistralForCausalLM,
@@ -312,7 +313,7 @@ def init_weights(model: torch.nn.Module, seed: int) -> None:
             elif name.endswith(".bias"):
                 p.copy_(0.2 * noise)
             elif "embed_tokens" in name or "lm_head" in name:
-                p.copy_(0.5 * noise)
+                p.copy_(0.25 * noise)
             else:
                 p.copy_(0.15 * noise)
 
@@ -425,9 +426,10 @@ ADAPTER_SPECS = {
 }
 
 BAD_SPECS = {
-    "bad-dora": "use_dora true (lora_magnitude_vector tensors); PEFT itself loads it",
+    "bad-dora": "use_dora true (lora_magnitude_vector tensors)",
     "bad-shape": "layers.0.self_attn.v_proj lora_B is [33, 4] instead of [32, 4]",
-    "bad-unmapped": "extra lora_A/lora_B pair for model.layers.5.self_attn.q_proj (the model has 2 layers)",
+    "bad-unmapped": "extra lora_A/lora_B pair for model.layers.5.self_attn.q_proj (the model has 2 layers), "
+    "otherwise a copy of llama-gqa-lora-list",
     "bad-modules-to-save": "modules_to_save [lm_head] with base_model.model.lm_head.weight in the file",
 }
 
@@ -531,7 +533,9 @@ def build_adapters(hf_tok) -> dict:
             msgs = [str(x.message).splitlines()[0][:90] for x in w if "nexpected" in str(x.message)]
             peft_says = f"loads; logits change {eff:.3g}" + (f"; warns: {msgs[0]}" if msgs else "")
         except Exception as e:  # noqa: BLE001
-            peft_says = f"raises {type(e).__name__}: {str(e).strip().splitlines()[0][:90]}"
+            lines_ = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            detail = next((ln for ln in lines_ if "size mismatch" in ln), lines_[0])
+            peft_says = f"raises {type(e).__name__}: {detail[:150]}"
         info[bad] = dict(desc=desc, base="llama-gqa", peft=peft_says)
     return info
 
@@ -633,7 +637,8 @@ class Scorer:
 
 def greedy_item(sc: Scorer):
     """One model-specific item whose continuation IS the greedy continuation (is_greedy true)."""
-    for context in ["Zorvik has 12 tribs, and", "The vane of Mendor is", "Is Kavo in", "Fessa said"]:
+    for context in ["Zorvik has 12 tribs, and", "The vane of Mendor is", "Is Kavo in", "Fessa said",
+                    "Q: What color is Seppo's", "Halvic and Wexa met in", "Tallis - 3.14 shovels -"]:
         ids = sc.enc(context)
         for n in (3, 2, 1):
             seq = list(ids)
@@ -702,17 +707,29 @@ def run_case(model_name, adapter, dtype_name):
         greedy.append(dict(prompt=prompt, prompt_ids=ids, max_new_tokens=MAX_NEW_TOKENS, output_ids=new,
                            output_text=tok.decode(new)))
 
+    # lm_eval's HFLM loads adapters with PEFT's default autocast_adapter_dtype=True (LoRA weights
+    # float32 under a bf16 base). Score the same requests that way too, to show that this is the
+    # only difference between the stored bf16 adapter reference and HFLM.
+    alt = None
+    if adapter and dtype_name != "float32":
+        m2 = PeftModel.from_pretrained(load_base(model_name, dtype), OUT / "adapters" / adapter).eval()
+        sc2 = Scorer(tok, m2, dtype)
+        alt = [sc2.score(it["context_ids"], it["continuation_ids"])[0] for it in loglik]
+        for mcit in mc:
+            alt += [sc2.score(*sc2.encode_pair(mcit["prompt"], mcit["delimiter"] + ch, False))[0]
+                    for ch in mcit["choices"]]
+
     case = {"model": model_name, "adapter": adapter, "dtype": dtype_name, "loglikelihood": loglik,
             "multiple_choice": mc, "last_logits": last, "greedy": greedy}
     stats = dict(greedy_item=bool(gi), greedy_mismatch=greedy_mismatch,
                  hit_eos=sum(tok.eos_token_id in g["output_ids"] for g in greedy))
-    return case, stats
+    return case, stats, alt
 
 
 # ---------------------------------------------------------------------- lm_eval check
 
 
-def lm_eval_check(case) -> dict:
+def lm_eval_check(case, alt) -> dict:
     """Score every request again through lm_eval's HFLM (local folders, offline)."""
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -724,8 +741,10 @@ def lm_eval_check(case) -> dict:
     for mc in case["multiple_choice"]:
         for ch, lp in zip(mc["choices"], mc["logprobs"]):
             reqs.append((mc["prompt"], mc["delimiter"] + ch, False, None, None, lp, None))
+    alt = alt if alt is not None else [r[5] for r in reqs]
+    reqs = [r + (a,) for r, a in zip(reqs, alt, strict=True)]
 
-    max_diff, n = 0.0, 0
+    max_diff, max_diff_alt, n = 0.0, 0.0, 0
     for add_bos in (False, True):
         sub = [r for r in reqs if r[2] == add_bos]
         lm = HFLM(pretrained=model_dir, peft=peft_dir, backend="causal", device="cpu", dtype=case["dtype"],
@@ -740,13 +759,15 @@ def lm_eval_check(case) -> dict:
         for r, (lp, g) in zip(sub, res):
             d = abs(lp - r[5])
             max_diff = max(max_diff, d)
+            max_diff_alt = max(max_diff_alt, abs(lp - r[7]))
             n += 1
             if case["dtype"] == "float32":
                 assert d <= F32_TOL, (case["model"], case["adapter"], r[0], r[1], lp, r[5])
                 if r[6] is not None:
                     assert g == r[6], (case["model"], r[0], r[1])
         del lm
-    return dict(n=n, max_diff=max_diff)
+    assert max_diff_alt <= (F32_TOL if case["dtype"] == "float32" else 1e-3), max_diff_alt
+    return dict(n=n, max_diff=max_diff, max_diff_alt=max_diff_alt)
 
 
 # ----------------------------------------------------------------------------- main
@@ -781,8 +802,8 @@ def main() -> None:
 
     cases, report = [], []
     for model_name, adapter, dtype_name in plan:
-        case, stats = run_case(model_name, adapter, dtype_name)
-        chk = lm_eval_check(case)
+        case, stats, alt = run_case(model_name, adapter, dtype_name)
+        chk = lm_eval_check(case, alt)
         cases.append(case)
         report.append((model_name, adapter, dtype_name, stats, chk))
 
@@ -812,7 +833,11 @@ def main() -> None:
               "float32 cases for every model and every good adapter (PeftModel.from_pretrained, not merged); "
               "bfloat16 cases for llama-gqa and llama-gqa-lora-list (from_pretrained(dtype=bfloat16), "
               "rope inv_freq stays float32, LoRA weights bf16; log_softmax and the sum in bf16 as lm_eval "
-              "does, then cast). Every float32 logprob was checked against lm_eval's HFLM to 1e-5.", ""]
+              "does, then cast). Every float32 logprob was checked against lm_eval's HFLM to 1e-5 (add_bos false "
+              "items with HFLM(add_bos_token=False), add_bos true items with add_bos_token=True: lm_eval "
+              "0.4.13's default add_bos_token=None follows the tokenizer, which here WOULD add BOS). HFLM "
+              "keeps LoRA weights float32 under a bf16 base (PEFT autocast_adapter_dtype), so the bf16 "
+              "adapter case differs from HFLM by up to ~0.5 nats; scored with float32 LoRA it matches.", ""]
     (OUT / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     # ---- summary
@@ -828,7 +853,7 @@ def main() -> None:
     print("cases (lm_eval HFLM check):")
     for model_name, adapter, dtype_name, stats, chk in report:
         print(f"  {model_name:22s} {str(adapter):22s} {dtype_name:9s} lm_eval n={chk['n']} "
-              f"max|diff|={chk['max_diff']:.3g} greedy_item={stats['greedy_item']} "
+              f"max|diff|={chk['max_diff']:.3g} (HFLM-style LoRA dtype: {chk['max_diff_alt']:.3g}) greedy_item={stats['greedy_item']} "
               f"generate!=argmax_loop={stats['greedy_mismatch']} eos_hit={stats['hit_eos']}")
     outs = {tuple(g["output_ids"]) for c in cases for g in c["greedy"]}
     print(f"distinct greedy outputs: {len(outs)} / {sum(len(c['greedy']) for c in cases)}")

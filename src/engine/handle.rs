@@ -1,0 +1,235 @@
+//! The engine thread: one OS thread owns the model cache and does all tensor work; async callers
+//! talk to it through `EngineHandle` (a bounded command channel with oneshot replies).
+//!
+//! Progress: each method takes an optional unbounded sender that receives `(index, result)` for
+//! every request as soon as its batch finishes, so a caller can store rows incrementally.
+//! Cancellation: set `RunOptions::cancel`; the run stops before its next batch with
+//! `EngineError::Cancelled` (results already sent through the progress channel stay valid).
+
+use std::path::PathBuf;
+use std::thread::JoinHandle;
+
+use tokio::sync::{mpsc, oneshot};
+
+use super::batching::BatchConfig;
+use super::cache::{CacheStats, ModelCache};
+use super::error::{EngineError, Result};
+use super::model::describe;
+use super::scoring;
+use super::types::{
+    GenItem, GenResult, LlRequest, LlResult, McItem, McResult, ModelInfo, ModelSpec, RunOptions,
+};
+
+/// Sender of `(request index, result)` pairs as batches finish.
+pub type Progress<T> = Option<mpsc::UnboundedSender<(usize, T)>>;
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Memory budget of the model cache in bytes.
+    pub cache_bytes: u64,
+    /// Use candle's fused kernels (faster, no gradients).
+    pub fused: bool,
+    /// Default batch limits when a run gives none.
+    pub batch: BatchConfig,
+    /// Capacity of the command queue; callers wait when it is full.
+    pub queue: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 16 << 30,
+            fused: true,
+            batch: BatchConfig::default(),
+            queue: 64,
+        }
+    }
+}
+
+type Reply<T> = oneshot::Sender<Result<T>>;
+
+enum Command {
+    Loglikelihood(
+        ModelSpec,
+        Vec<LlRequest>,
+        RunOptions,
+        Progress<LlResult>,
+        Reply<Vec<LlResult>>,
+    ),
+    MultipleChoice(
+        ModelSpec,
+        Vec<McItem>,
+        RunOptions,
+        Progress<McResult>,
+        Reply<Vec<McResult>>,
+    ),
+    Generate(
+        ModelSpec,
+        Vec<GenItem>,
+        RunOptions,
+        Progress<GenResult>,
+        Reply<Vec<GenResult>>,
+    ),
+    Describe(PathBuf, Reply<ModelInfo>),
+    Preload(ModelSpec, Reply<()>),
+    Stats(Reply<CacheStats>),
+}
+
+/// Cheap to clone; all clones talk to the same engine thread, which stops when the last is dropped.
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Command>,
+}
+
+fn send_progress<T: Clone>(p: &Progress<T>) -> impl FnMut(usize, &T) + '_ {
+    move |i, r| {
+        if let Some(tx) = p {
+            let _ = tx.send((i, r.clone()));
+        }
+    }
+}
+
+/// Runs one command, turning a panic inside tensor code into an error so the thread survives.
+fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let msg = p
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| p.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        tracing::error!(%msg, "engine command panicked");
+        Err(EngineError::Panicked(msg))
+    })
+}
+
+fn run(mut cache: ModelCache, cfg: EngineConfig, mut rx: mpsc::Receiver<Command>) {
+    while let Some(cmd) = rx.blocking_recv() {
+        let batch = |o: &RunOptions| o.batch.unwrap_or(cfg.batch);
+        match cmd {
+            Command::Loglikelihood(spec, reqs, opts, p, reply) => {
+                let r = guard(|| {
+                    cache.get(&spec).and_then(|m| {
+                        scoring::loglikelihood(
+                            &m,
+                            &reqs,
+                            batch(&opts),
+                            &opts,
+                            &mut send_progress(&p),
+                        )
+                    })
+                });
+                let _ = reply.send(r);
+            }
+            Command::MultipleChoice(spec, items, opts, p, reply) => {
+                let r = guard(|| {
+                    cache.get(&spec).and_then(|m| {
+                        scoring::multiple_choice(
+                            &m,
+                            &items,
+                            batch(&opts),
+                            &opts,
+                            &mut send_progress(&p),
+                        )
+                    })
+                });
+                let _ = reply.send(r);
+            }
+            Command::Generate(spec, items, opts, p, reply) => {
+                let r = guard(|| {
+                    cache.get(&spec).and_then(|m| {
+                        scoring::generate(&m, &items, batch(&opts), &opts, &mut send_progress(&p))
+                    })
+                });
+                let _ = reply.send(r);
+            }
+            Command::Describe(path, reply) => {
+                let _ = reply.send(guard(|| describe(&path)));
+            }
+            Command::Preload(spec, reply) => {
+                let _ = reply.send(guard(|| cache.get(&spec).map(|_| ())));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(Ok(cache.stats()));
+            }
+        }
+    }
+    tracing::info!("engine thread stopped");
+}
+
+impl EngineHandle {
+    /// Starts the engine thread with the standard model loader.
+    pub fn spawn(cfg: EngineConfig) -> Result<(Self, JoinHandle<()>)> {
+        let cache = ModelCache::new(cfg.cache_bytes, cfg.fused);
+        Self::spawn_with_cache(cfg, cache)
+    }
+
+    /// Starts the engine thread around a given cache (tests count loads with a custom loader).
+    pub fn spawn_with_cache(
+        cfg: EngineConfig,
+        cache: ModelCache,
+    ) -> Result<(Self, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel(cfg.queue.max(1));
+        let join = std::thread::Builder::new()
+            .name("muscle-engine".into())
+            .spawn(move || run(cache, cfg, rx))
+            .map_err(|e| EngineError::io("muscle-engine thread", e))?;
+        Ok((Self { tx }, join))
+    }
+
+    async fn call<T>(&self, make: impl FnOnce(Reply<T>) -> Command) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| EngineError::EngineStopped)?;
+        rx.await.map_err(|_| EngineError::EngineStopped)?
+    }
+
+    pub async fn loglikelihood(
+        &self,
+        model: ModelSpec,
+        requests: Vec<LlRequest>,
+        opts: RunOptions,
+        progress: Progress<LlResult>,
+    ) -> Result<Vec<LlResult>> {
+        self.call(|r| Command::Loglikelihood(model, requests, opts, progress, r))
+            .await
+    }
+
+    pub async fn score_multiple_choice(
+        &self,
+        model: ModelSpec,
+        items: Vec<McItem>,
+        opts: RunOptions,
+        progress: Progress<McResult>,
+    ) -> Result<Vec<McResult>> {
+        self.call(|r| Command::MultipleChoice(model, items, opts, progress, r))
+            .await
+    }
+
+    pub async fn generate(
+        &self,
+        model: ModelSpec,
+        items: Vec<GenItem>,
+        opts: RunOptions,
+        progress: Progress<GenResult>,
+    ) -> Result<Vec<GenResult>> {
+        self.call(|r| Command::Generate(model, items, opts, progress, r))
+            .await
+    }
+
+    /// Architecture, parameters, dtype, vocabulary and tokenizer hash, without loading weights.
+    pub async fn describe_model(&self, path: PathBuf) -> Result<ModelInfo> {
+        self.call(|r| Command::Describe(path, r)).await
+    }
+
+    /// Loads (or finds in the cache) a model; surfaces load errors such as a bad adapter early.
+    pub async fn preload(&self, model: ModelSpec) -> Result<()> {
+        self.call(|r| Command::Preload(model, r)).await
+    }
+
+    pub async fn cache_stats(&self) -> Result<CacheStats> {
+        self.call(Command::Stats).await
+    }
+}

@@ -1,0 +1,371 @@
+//! PEFT LoRA adapters: `adapter_config.json` + `adapter_model.safetensors`, merged into the base
+//! weights at load time (W' = W + scaling * B @ A, computed in f32).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use regex::Regex;
+use serde_json::Value;
+
+use super::error::{EngineError, Result};
+
+const KEY_PREFIX: &str = "base_model.model.";
+
+/// Which modules an adapter targets (PEFT `target_modules`).
+#[derive(Debug, Clone)]
+pub enum TargetModules {
+    /// Exact module names or name suffixes (matched after a '.').
+    List(Vec<String>),
+    /// A regex that must match the full module name.
+    Regex(Regex),
+    /// Every linear layer except the output head.
+    AllLinear,
+}
+
+impl TargetModules {
+    pub fn matches(&self, module: &str) -> bool {
+        match self {
+            Self::List(names) => names
+                .iter()
+                .any(|n| module == n || module.ends_with(&format!(".{n}"))),
+            Self::Regex(re) => re.is_match(module),
+            Self::AllLinear => module != "lm_head" && !module.ends_with(".lm_head"),
+        }
+    }
+}
+
+/// One adapted module: factors in f32 and the scaling to apply.
+#[derive(Debug, Clone)]
+pub struct LoraFactor {
+    /// `[r, in_features]`
+    pub a: Tensor,
+    /// `[out_features, r]`
+    pub b: Tensor,
+    pub scaling: f64,
+}
+
+impl LoraFactor {
+    /// scaling * B @ A in f32, shape `[out, in]`.
+    pub fn delta(&self) -> Result<Tensor> {
+        Ok((self.b.matmul(&self.a)? * self.scaling)?)
+    }
+}
+
+/// A parsed, validated adapter, keyed by base module path (e.g. `model.layers.0.self_attn.q_proj`).
+#[derive(Debug, Clone)]
+pub struct LoraAdapter {
+    pub path: PathBuf,
+    pub factors: BTreeMap<String, LoraFactor>,
+}
+
+/// The subset of `adapter_config.json` this engine interprets.
+#[derive(Debug, Clone)]
+pub struct AdapterConfig {
+    pub r: usize,
+    pub lora_alpha: f64,
+    pub use_rslora: bool,
+    pub target_modules: TargetModules,
+    pub rank_pattern: Vec<(String, usize)>,
+    pub alpha_pattern: Vec<(String, f64)>,
+}
+
+/// PEFT's `get_pattern_key`: exact name first, then `(.*\.)?(pattern)$`.
+fn pattern_key<'a, T>(patterns: &'a [(String, T)], module: &str) -> Option<&'a T> {
+    if let Some((_, v)) = patterns.iter().find(|(k, _)| k == module) {
+        return Some(v);
+    }
+    patterns.iter().find_map(|(k, v)| {
+        let re = if k.starts_with('^') {
+            Regex::new(k)
+        } else {
+            Regex::new(&format!(r"^(?:.*\.)?(?:{k})$"))
+        };
+        re.ok().filter(|re| re.is_match(module)).map(|_| v)
+    })
+}
+
+impl AdapterConfig {
+    pub fn scaling(&self, module: &str) -> (usize, f64) {
+        let r = pattern_key(&self.rank_pattern, module)
+            .copied()
+            .unwrap_or(self.r);
+        let alpha = pattern_key(&self.alpha_pattern, module)
+            .copied()
+            .unwrap_or(self.lora_alpha);
+        let denom = if self.use_rslora {
+            (r as f64).sqrt()
+        } else {
+            r as f64
+        };
+        (r, alpha / denom)
+    }
+
+    pub fn parse(v: &Value, path: &Path) -> Result<Self> {
+        let err = |m: String| EngineError::adapter(path, m);
+        if let Some(t) = v.get("peft_type").and_then(Value::as_str)
+            && t != "LORA"
+        {
+            return Err(err(format!("peft_type {t:?} is not supported (only LORA)")));
+        }
+        if v.get("use_dora").and_then(Value::as_bool) == Some(true) {
+            return Err(err("use_dora (DoRA) is not supported".into()));
+        }
+        if let Some(b) = v.get("bias").and_then(Value::as_str)
+            && b != "none"
+        {
+            return Err(err(format!("bias {b:?} is not supported (only \"none\")")));
+        }
+        match v.get("modules_to_save") {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(a)) if a.is_empty() => {}
+            Some(m) => return Err(err(format!("modules_to_save {m} is not supported"))),
+        }
+        if v.get("fan_in_fan_out").and_then(Value::as_bool) == Some(true) {
+            return Err(err("fan_in_fan_out is not supported".into()));
+        }
+        let r = v
+            .get("r")
+            .and_then(Value::as_u64)
+            .filter(|r| *r > 0)
+            .ok_or_else(|| err("missing or invalid \"r\"".into()))? as usize;
+        let lora_alpha = v.get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
+        let target_modules = match v.get("target_modules") {
+            Some(Value::String(s)) if s == "all-linear" => TargetModules::AllLinear,
+            Some(Value::String(s)) => TargetModules::Regex(
+                Regex::new(&format!("^(?:{s})$"))
+                    .map_err(|e| err(format!("target_modules regex {s:?}: {e}")))?,
+            ),
+            Some(Value::Array(a)) => TargetModules::List(
+                a.iter()
+                    .map(|x| {
+                        x.as_str()
+                            .map(str::to_string)
+                            .ok_or_else(|| err(format!("target_modules entry {x} is not a string")))
+                    })
+                    .collect::<Result<_>>()?,
+            ),
+            other => return Err(err(format!("missing or invalid target_modules: {other:?}"))),
+        };
+        let obj = |key: &str| -> Vec<(String, Value)> {
+            v.get(key)
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        let rank_pattern = obj("rank_pattern")
+            .into_iter()
+            .map(|(k, x)| match x.as_u64() {
+                Some(r) if r > 0 => Ok((k, r as usize)),
+                _ => Err(err(format!(
+                    "rank_pattern[{k:?}] = {x} is not a positive integer"
+                ))),
+            })
+            .collect::<Result<_>>()?;
+        let alpha_pattern = obj("alpha_pattern")
+            .into_iter()
+            .map(|(k, x)| match x.as_f64() {
+                Some(a) => Ok((k, a)),
+                None => Err(err(format!("alpha_pattern[{k:?}] = {x} is not a number"))),
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            r,
+            lora_alpha,
+            use_rslora: v
+                .get("use_rslora")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            target_modules,
+            rank_pattern,
+            alpha_pattern,
+        })
+    }
+}
+
+/// Splits an adapter key into (module path, which factor), refusing what cannot be merged.
+fn classify_key(key: &str, path: &Path) -> Result<(String, bool)> {
+    let err = |m: String| EngineError::adapter(path, m);
+    let Some(rest) = key.strip_prefix(KEY_PREFIX) else {
+        return Err(err(format!(
+            "tensor {key} maps to no base weight (keys must start with \"{KEY_PREFIX}\")"
+        )));
+    };
+    if key.contains("lora_embedding_") {
+        return Err(err(format!(
+            "tensor {key}: embedding LoRA is not supported"
+        )));
+    }
+    if key.contains("lora_magnitude_vector") {
+        return Err(err(format!(
+            "tensor {key}: DoRA (use_dora) is not supported"
+        )));
+    }
+    if key.contains("modules_to_save") {
+        return Err(err(format!(
+            "tensor {key}: modules_to_save is not supported"
+        )));
+    }
+    for (suffix, is_a) in [(".lora_A.weight", true), (".lora_B.weight", false)] {
+        if let Some(module) = rest.strip_suffix(suffix) {
+            return Ok((module.to_string(), is_a));
+        }
+    }
+    if key.ends_with(".bias") {
+        return Err(err(format!("tensor {key}: LoRA bias is not supported")));
+    }
+    Err(err(format!("tensor {key} maps to no base weight")))
+}
+
+impl LoraAdapter {
+    /// Reads and validates an adapter folder. Shapes against the base are checked at merge time.
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let cfg_path = dir.join("adapter_config.json");
+        let text = std::fs::read_to_string(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e))?;
+        let v: Value = serde_json::from_str(&text)
+            .map_err(|e| EngineError::adapter(&cfg_path, format!("not JSON: {e}")))?;
+        let cfg = AdapterConfig::parse(&v, dir)?;
+        let st_path = dir.join("adapter_model.safetensors");
+        if !st_path.exists() {
+            return Err(EngineError::adapter(
+                dir,
+                "no adapter_model.safetensors (adapter_model.bin is not supported)",
+            ));
+        }
+        let tensors = candle_core::safetensors::load(&st_path, device)
+            .map_err(|e| EngineError::adapter(&st_path, format!("cannot read safetensors: {e}")))?;
+        Self::from_tensors(&cfg, tensors, dir)
+    }
+
+    pub fn from_tensors(
+        cfg: &AdapterConfig,
+        tensors: HashMap<String, Tensor>,
+        path: &Path,
+    ) -> Result<Self> {
+        let err = |m: String| EngineError::adapter(path, m);
+        let mut pairs: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
+        let mut keys: Vec<_> = tensors.into_iter().collect();
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        for (key, t) in keys {
+            let (module, is_a) = classify_key(&key, path)?;
+            if !cfg.target_modules.matches(&module) {
+                return Err(err(format!(
+                    "tensor {key} targets module {module}, which target_modules does not select"
+                )));
+            }
+            let entry = pairs.entry(module).or_default();
+            if is_a {
+                entry.0 = Some(t);
+            } else {
+                entry.1 = Some(t);
+            }
+        }
+        let mut factors = BTreeMap::new();
+        for (module, pair) in pairs {
+            let (Some(a), Some(b)) = pair else {
+                return Err(err(format!(
+                    "module {module} lacks its lora_A or lora_B tensor"
+                )));
+            };
+            let (r, scaling) = cfg.scaling(&module);
+            let (ra, _) = a.dims2().map_err(|_| {
+                err(format!(
+                    "{module}.lora_A.weight has shape {:?}, expected 2-D",
+                    a.dims()
+                ))
+            })?;
+            let (_, rb) = b.dims2().map_err(|_| {
+                err(format!(
+                    "{module}.lora_B.weight has shape {:?}, expected 2-D",
+                    b.dims()
+                ))
+            })?;
+            if ra != r || rb != r {
+                return Err(err(format!(
+                    "module {module}: lora_A {:?} / lora_B {:?} disagree with rank r={r}",
+                    a.dims(),
+                    b.dims()
+                )));
+            }
+            factors.insert(
+                module,
+                LoraFactor {
+                    a: a.to_dtype(DType::F32)?,
+                    b: b.to_dtype(DType::F32)?,
+                    scaling,
+                },
+            );
+        }
+        if factors.is_empty() {
+            return Err(err("the adapter holds no LoRA tensors".into()));
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            factors,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(v: Value) -> Result<AdapterConfig> {
+        AdapterConfig::parse(&v, Path::new("ad"))
+    }
+
+    #[test]
+    fn target_matching_like_peft() {
+        let c = cfg(serde_json::json!({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "model.layers.1.mlp.up_proj"]})).unwrap();
+        assert!(c.target_modules.matches("model.layers.0.self_attn.q_proj"));
+        assert!(c.target_modules.matches("model.layers.1.mlp.up_proj"));
+        assert!(!c.target_modules.matches("model.layers.0.mlp.up_proj"));
+        assert!(!c.target_modules.matches("model.layers.0.self_attn.xq_proj"));
+        let c = cfg(serde_json::json!({"r": 4, "target_modules": ".*\\.(q|v)_proj"})).unwrap();
+        assert!(c.target_modules.matches("model.layers.0.self_attn.v_proj"));
+        assert!(!c.target_modules.matches("model.layers.0.self_attn.k_proj"));
+        let c = cfg(serde_json::json!({"r": 4, "target_modules": "all-linear"})).unwrap();
+        assert!(c.target_modules.matches("model.layers.0.mlp.down_proj"));
+        assert!(!c.target_modules.matches("lm_head"));
+    }
+
+    #[test]
+    fn scaling_with_patterns_and_rslora() {
+        let c = cfg(
+            serde_json::json!({"r": 4, "lora_alpha": 8, "target_modules": ["q_proj"],
+            "rank_pattern": {"layers.1.self_attn.q_proj": 2}, "alpha_pattern": {"q_proj": 16}}),
+        )
+        .unwrap();
+        assert_eq!(c.scaling("model.layers.0.self_attn.q_proj"), (4, 4.0));
+        assert_eq!(c.scaling("model.layers.1.self_attn.q_proj"), (2, 8.0));
+        let c = cfg(serde_json::json!({"r": 16, "lora_alpha": 8, "use_rslora": true, "target_modules": ["q_proj"]})).unwrap();
+        assert_eq!(c.scaling("model.layers.0.self_attn.q_proj"), (16, 2.0));
+    }
+
+    #[test]
+    fn refuses_unsupported_features() {
+        for (v, needle) in [
+            (
+                serde_json::json!({"r": 4, "target_modules": ["q_proj"], "use_dora": true}),
+                "use_dora",
+            ),
+            (
+                serde_json::json!({"r": 4, "target_modules": ["q_proj"], "bias": "all"}),
+                "bias",
+            ),
+            (
+                serde_json::json!({"r": 4, "target_modules": ["q_proj"], "modules_to_save": ["lm_head"]}),
+                "modules_to_save",
+            ),
+        ] {
+            let e = cfg(v).unwrap_err().to_string();
+            assert!(e.contains(needle), "{e}");
+        }
+        let e = classify_key(
+            "base_model.model.model.embed_tokens.lora_embedding_A",
+            Path::new("a"),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("embedding LoRA"));
+    }
+}

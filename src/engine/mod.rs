@@ -1,0 +1,26 @@
+//! The model engine: loads Hugging Face Llama-family folders (+ PEFT LoRA adapters), scores and
+//! generates like lm-evaluation-harness, on its own thread behind `EngineHandle`.
+
+pub mod batching;
+pub mod cache;
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod handle;
+pub mod lora;
+pub mod model;
+pub mod rope;
+pub mod scoring;
+pub mod tokenize;
+pub mod types;
+pub mod weights;
+
+pub use batching::BatchConfig;
+pub use cache::{CacheStats, ModelCache};
+pub use error::{EngineError, Result};
+pub use handle::{EngineConfig, EngineHandle, Progress};
+pub use model::{LoadedModel, describe};
+pub use types::{
+    CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest, LlResult, McItem,
+    McResult, ModelInfo, ModelSpec, RunOptions, WeightDtype,
+};

@@ -1,0 +1,543 @@
+//! Loglikelihood, multiple-choice and greedy generation over batches of requests.
+//!
+//! Scoring batches are right-padded (positions 0.. for every row, so a row's numbers do not depend
+//! on its batch); generation batches are left-padded with per-row positions and a KV cache.
+//! Progress: `progress(index, &result)` is called for each request (or MC instance) as soon as
+//! its batch is done, and `RunOptions::cancel` is checked between batches.
+
+use candle_core::{D, DType, Tensor};
+
+use super::batching::{BatchConfig, plan};
+use super::decoder::{Decoder, KvCache, Step, positions_and_mask};
+use super::error::{EngineError, Result};
+use super::model::LoadedModel;
+use super::types::{
+    FinishReason, GenItem, GenResult, LlRequest, LlResult, McItem, McResult, RunOptions,
+};
+
+/// A tokenised loglikelihood request: `ids` = context + continuation, the last `n_cont` scored.
+#[derive(Debug, Clone)]
+pub struct TokenRequest {
+    pub ids: Vec<u32>,
+    pub n_cont: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TokenScore {
+    pub logprob: f64,
+    pub is_greedy: bool,
+}
+
+fn check_cancel(opts: &RunOptions) -> Result<()> {
+    match &opts.cancel {
+        Some(c) if c.is_cancelled() => Err(EngineError::Cancelled),
+        _ => Ok(()),
+    }
+}
+
+/// Left-truncates to the model's context like the harness: keep the last `max_len + 1` tokens.
+fn truncate(ids: Vec<u32>, n_cont: usize, max_len: usize) -> TokenRequest {
+    let ids = if ids.len() > max_len + 1 {
+        ids[ids.len() - (max_len + 1)..].to_vec()
+    } else {
+        ids
+    };
+    let n_cont = n_cont.min(ids.len().saturating_sub(1));
+    TokenRequest { ids, n_cont }
+}
+
+/// Scores one batch of token requests (right padding, one forward pass).
+pub fn score_batch(dec: &Decoder, reqs: &[&TokenRequest]) -> Result<Vec<TokenScore>> {
+    let b = reqs.len();
+    let t = reqs
+        .iter()
+        .map(|r| r.ids.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    let mut ids = vec![0u32; b * t];
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (i, r) in reqs.iter().enumerate() {
+        let l = r.ids.len().saturating_sub(1);
+        ids[i * t..i * t + l].copy_from_slice(&r.ids[..l]);
+        for p in l - r.n_cont..l {
+            rows.push((i * t + p) as u32);
+            targets.push(r.ids[p + 1]);
+        }
+    }
+    if rows.is_empty() {
+        return Ok(vec![
+            TokenScore {
+                logprob: 0.0,
+                is_greedy: true
+            };
+            b
+        ]);
+    }
+    let ids = Tensor::from_vec(ids, (b, t), &dec.device)?;
+    let (positions, mask) =
+        positions_and_mask(t, 0, &vec![0; b], dec.config.sliding_window, &dec.device)?;
+    let step = Step {
+        ids: &ids,
+        positions: &positions,
+        mask: &mask,
+    };
+    let logits = dec.logits_at(&step, &rows, None)?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let tgt = Tensor::from_slice(&targets, (targets.len(), 1), &dec.device)?;
+    let picked: Vec<f32> = logp
+        .gather(&tgt, 1)?
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1()?;
+    let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+    let mut out = Vec::with_capacity(b);
+    let mut k = 0;
+    for r in reqs {
+        let mut s = TokenScore {
+            logprob: 0.0,
+            is_greedy: true,
+        };
+        for _ in 0..r.n_cont {
+            s.logprob += picked[k] as f64;
+            s.is_greedy &= argmax[k] == targets[k];
+            k += 1;
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// Scores token requests in token-budget batches; `progress(i, score)` after each batch.
+pub fn score_tokens(
+    dec: &Decoder,
+    reqs: &[TokenRequest],
+    batch: BatchConfig,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(usize, TokenScore),
+) -> Result<Vec<TokenScore>> {
+    let lengths: Vec<usize> = reqs.iter().map(|r| r.ids.len().saturating_sub(1)).collect();
+    let mut out = vec![None; reqs.len()];
+    for idx in plan(&lengths, batch) {
+        check_cancel(opts)?;
+        let batch_reqs: Vec<&TokenRequest> = idx.iter().map(|&i| &reqs[i]).collect();
+        let scores = score_batch(dec, &batch_reqs)?;
+        for (&i, s) in idx.iter().zip(scores) {
+            out[i] = Some(s);
+            progress(i, s);
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|s| {
+            s.unwrap_or(TokenScore {
+                logprob: 0.0,
+                is_greedy: true,
+            })
+        })
+        .collect())
+}
+
+/// Scores the continuations of one shared context: the context runs once (batch of one), its KV
+/// cache is repeated for the continuations, which run as one right-padded batch.
+pub fn score_shared_prefix(
+    dec: &Decoder,
+    ctx: &[u32],
+    conts: &[&[u32]],
+) -> Result<Vec<TokenScore>> {
+    let lc = ctx.len();
+    let n = conts.len();
+    if lc == 0 {
+        return Err(EngineError::InvalidRequest("empty context".into()));
+    }
+    let dev = &dec.device;
+    let sw = dec.config.sliding_window;
+    let ids = Tensor::from_slice(ctx, (1, lc), dev)?;
+    let (positions, mask) = positions_and_mask(lc, 0, &[0], sw, dev)?;
+    let mut cache = KvCache::default();
+    let step = Step {
+        ids: &ids,
+        positions: &positions,
+        mask: &mask,
+    };
+    let first = dec.logits_at(&step, &[(lc - 1) as u32], Some(&mut cache))?;
+    let first_logp: Vec<f32> = candle_nn::ops::log_softmax(&first, D::Minus1)?
+        .flatten_all()?
+        .to_vec1()?;
+    let first_arg: u32 = first.argmax(D::Minus1)?.flatten_all()?.to_vec1::<u32>()?[0];
+    let mut out: Vec<TokenScore> = conts
+        .iter()
+        .map(|c| match c.first() {
+            Some(&tok) => TokenScore {
+                logprob: first_logp[tok as usize] as f64,
+                is_greedy: first_arg == tok,
+            },
+            None => TokenScore {
+                logprob: 0.0,
+                is_greedy: true,
+            },
+        })
+        .collect();
+    let t = conts
+        .iter()
+        .map(|c| c.len().saturating_sub(1))
+        .max()
+        .unwrap_or(0);
+    if t == 0 {
+        return Ok(out);
+    }
+    cache.repeat_batch(n)?;
+    let mut ids = vec![0u32; n * t];
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    let mut owner = Vec::new();
+    for (i, c) in conts.iter().enumerate() {
+        let l = c.len().saturating_sub(1);
+        ids[i * t..i * t + l].copy_from_slice(&c[..l]);
+        for k in 1..c.len() {
+            rows.push((i * t + k - 1) as u32);
+            targets.push(c[k]);
+            owner.push(i);
+        }
+    }
+    let ids = Tensor::from_vec(ids, (n, t), dev)?;
+    let (positions, mask) = positions_and_mask(t, lc, &vec![0; n], sw, dev)?;
+    let step = Step {
+        ids: &ids,
+        positions: &positions,
+        mask: &mask,
+    };
+    let logits = dec.logits_at(&step, &rows, Some(&mut cache))?;
+    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+    let tgt = Tensor::from_slice(&targets, (targets.len(), 1), dev)?;
+    let picked: Vec<f32> = logp.gather(&tgt, 1)?.flatten_all()?.to_vec1()?;
+    let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+    for (k, &i) in owner.iter().enumerate() {
+        out[i].logprob += picked[k] as f64;
+        out[i].is_greedy &= argmax[k] == targets[k];
+    }
+    Ok(out)
+}
+
+fn tokenize_ll(
+    model: &LoadedModel,
+    r: &LlRequest,
+    add_bos: bool,
+) -> Result<(Vec<u32>, Vec<u32>, TokenRequest)> {
+    let (ctx, cont) = model
+        .tokenizer
+        .encode_pair(&r.context, &r.continuation, add_bos)?;
+    let mut ids = ctx.clone();
+    ids.extend(&cont);
+    let req = truncate(
+        ids,
+        cont.len(),
+        model.decoder.config.max_position_embeddings,
+    );
+    Ok((ctx, cont, req))
+}
+
+pub fn loglikelihood(
+    model: &LoadedModel,
+    reqs: &[LlRequest],
+    batch: BatchConfig,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(usize, &LlResult),
+) -> Result<Vec<LlResult>> {
+    let toks = reqs
+        .iter()
+        .map(|r| tokenize_ll(model, r, opts.add_bos))
+        .collect::<Result<Vec<_>>>()?;
+    let token_reqs: Vec<TokenRequest> = toks.iter().map(|t| t.2.clone()).collect();
+    let make = |i: usize, s: TokenScore| LlResult {
+        logprob: s.logprob,
+        is_greedy: s.is_greedy,
+        context_ids: toks[i].0.clone(),
+        continuation_ids: toks[i].1.clone(),
+    };
+    let scores = score_tokens(&model.decoder, &token_reqs, batch, opts, &mut |i, s| {
+        progress(i, &make(i, s))
+    })?;
+    Ok(scores
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| make(i, s))
+        .collect())
+}
+
+pub fn multiple_choice(
+    model: &LoadedModel,
+    items: &[McItem],
+    batch: BatchConfig,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(usize, &McResult),
+) -> Result<Vec<McResult>> {
+    let mut token_reqs = Vec::new();
+    let mut owner = Vec::new();
+    let mut pairs = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        if item.choices.is_empty() {
+            return Err(EngineError::InvalidRequest(format!(
+                "item {i} has no choices"
+            )));
+        }
+        let delim = item.delimiter.as_deref().unwrap_or(" ");
+        let mut item_pairs = Vec::new();
+        for (j, c) in item.choices.iter().enumerate() {
+            let r = LlRequest {
+                context: item.prompt.clone(),
+                continuation: format!("{delim}{c}"),
+            };
+            let (ctx, cont, req) = tokenize_ll(model, &r, opts.add_bos)?;
+            item_pairs.push((ctx, cont));
+            token_reqs.push(req);
+            owner.push((i, j));
+        }
+        pairs.push(item_pairs);
+    }
+    if !opts.no_prefix_sharing {
+        return multiple_choice_shared(model, items, &pairs, batch, opts, progress);
+    }
+    let mut partial: Vec<Vec<Option<TokenScore>>> = items
+        .iter()
+        .map(|it| vec![None; it.choices.len()])
+        .collect();
+    let mut done: Vec<Option<McResult>> = vec![None; items.len()];
+    let finish = |i: usize, scores: &[Option<TokenScore>]| -> Option<McResult> {
+        let s: Vec<TokenScore> = scores.iter().copied().collect::<Option<_>>()?;
+        Some(McResult::from_scores(
+            &items[i].choices,
+            s.iter().map(|x| x.logprob).collect(),
+            s.iter().map(|x| x.is_greedy).collect(),
+        ))
+    };
+    score_tokens(&model.decoder, &token_reqs, batch, opts, &mut |k, s| {
+        let (i, j) = owner[k];
+        partial[i][j] = Some(s);
+        if let Some(r) = finish(i, &partial[i]) {
+            progress(i, &r);
+            done[i] = Some(r);
+        }
+    })?;
+    done.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| EngineError::InvalidRequest(format!("item {i} was not scored")))
+        })
+        .collect()
+}
+
+/// Multiple choice with the prompt computed once per instance. Choices whose context encodes
+/// differently (or that need truncation) fall back to full-sequence scoring.
+fn multiple_choice_shared(
+    model: &LoadedModel,
+    items: &[McItem],
+    pairs: &[Vec<(Vec<u32>, Vec<u32>)>],
+    batch: BatchConfig,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(usize, &McResult),
+) -> Result<Vec<McResult>> {
+    let dec = &model.decoder;
+    let max_len = dec.config.max_position_embeddings;
+    let mut out = Vec::with_capacity(items.len());
+    for (i, (item, ps)) in items.iter().zip(pairs).enumerate() {
+        check_cancel(opts)?;
+        let ctx = &ps[0].0;
+        let shareable = ps
+            .iter()
+            .all(|(c, k)| c == ctx && c.len() + k.len() <= max_len + 1);
+        let scores = if shareable {
+            // Chunk the choices so that one chunk stays within the batch limits.
+            let lens: Vec<usize> = ps.iter().map(|(_, k)| k.len().max(1)).collect();
+            let mut scores = vec![
+                TokenScore {
+                    logprob: 0.0,
+                    is_greedy: true
+                };
+                ps.len()
+            ];
+            for chunk in plan(&lens, batch) {
+                let conts: Vec<&[u32]> = chunk.iter().map(|&j| ps[j].1.as_slice()).collect();
+                for (&j, s) in chunk.iter().zip(score_shared_prefix(dec, ctx, &conts)?) {
+                    scores[j] = s;
+                }
+            }
+            scores
+        } else {
+            let reqs: Vec<TokenRequest> = ps
+                .iter()
+                .map(|(c, k)| truncate([c.as_slice(), k.as_slice()].concat(), k.len(), max_len))
+                .collect();
+            let refs: Vec<&TokenRequest> = reqs.iter().collect();
+            score_batch(dec, &refs)?
+        };
+        let r = McResult::from_scores(
+            &item.choices,
+            scores.iter().map(|s| s.logprob).collect(),
+            scores.iter().map(|s| s.is_greedy).collect(),
+        );
+        progress(i, &r);
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// Logits (f32) of the next token after `ids`, for tests and diagnostics.
+pub fn last_logits(dec: &Decoder, ids: &[u32]) -> Result<Vec<f32>> {
+    let t = ids.len();
+    if t == 0 {
+        return Err(EngineError::InvalidRequest("empty input".into()));
+    }
+    let ids = Tensor::from_slice(ids, (1, t), &dec.device)?;
+    let (positions, mask) = positions_and_mask(t, 0, &[0], dec.config.sliding_window, &dec.device)?;
+    let step = Step {
+        ids: &ids,
+        positions: &positions,
+        mask: &mask,
+    };
+    Ok(dec
+        .logits_at(&step, &[(t - 1) as u32], None)?
+        .flatten_all()?
+        .to_vec1()?)
+}
+
+struct GenState {
+    prompt_ids: Vec<u32>,
+    out: Vec<u32>,
+    text: String,
+    finish: Option<FinishReason>,
+}
+
+/// Greedy decoding of one left-padded batch with a KV cache.
+fn generate_batch(
+    model: &LoadedModel,
+    items: &[&GenItem],
+    prompts: Vec<Vec<u32>>,
+) -> Result<Vec<GenResult>> {
+    let dec = &model.decoder;
+    let tok = &model.tokenizer;
+    let b = items.len();
+    let t = prompts.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let pad_id = tok.eos.first().copied().unwrap_or(0);
+    let left_pad: Vec<usize> = prompts.iter().map(|p| t - p.len()).collect();
+    let mut ids = Vec::with_capacity(b * t);
+    for p in &prompts {
+        ids.extend(std::iter::repeat_n(pad_id, t - p.len()));
+        ids.extend(p);
+    }
+    let mut states: Vec<GenState> = prompts
+        .into_iter()
+        .zip(items)
+        .map(|(p, it)| GenState {
+            prompt_ids: p,
+            out: Vec::new(),
+            text: String::new(),
+            finish: (it.max_new_tokens == 0).then_some(FinishReason::Length),
+        })
+        .collect();
+    let sw = dec.config.sliding_window;
+    let mut cache = KvCache::default();
+    let mut input = Tensor::from_vec(ids, (b, t), &dec.device)?;
+    let mut rows: Vec<u32> = (0..b).map(|i| (i * t + t - 1) as u32).collect();
+    let mut past = 0;
+    while states.iter().any(|s| s.finish.is_none()) {
+        let tn = input.dim(1)?;
+        let (positions, mask) = positions_and_mask(tn, past, &left_pad, sw, &dec.device)?;
+        let step = Step {
+            ids: &input,
+            positions: &positions,
+            mask: &mask,
+        };
+        let logits = dec.logits_at(&step, &rows, Some(&mut cache))?;
+        past += tn;
+        let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        for ((s, it), &n) in states.iter_mut().zip(items).zip(&next) {
+            if s.finish.is_some() {
+                continue;
+            }
+            s.out.push(n);
+            if tok.eos.contains(&n) {
+                s.finish = Some(FinishReason::Eos);
+                s.text = tok.decode(&s.out[..s.out.len() - 1])?;
+                continue;
+            }
+            s.text = tok.decode(&s.out)?;
+            if let Some(cut) = it
+                .stop
+                .iter()
+                .filter(|x| !x.is_empty())
+                .filter_map(|x| s.text.find(x.as_str()))
+                .min()
+            {
+                s.text.truncate(cut);
+                s.finish = Some(FinishReason::Stop);
+            } else if s.out.len() >= it.max_new_tokens {
+                s.finish = Some(FinishReason::Length);
+            }
+        }
+        input = Tensor::from_vec(next, (b, 1), &dec.device)?;
+        rows = (0..b as u32).collect();
+    }
+    Ok(states
+        .into_iter()
+        .map(|s| GenResult {
+            text: s.text,
+            prompt_ids: s.prompt_ids,
+            output_ids: s.out,
+            finish: s.finish.unwrap_or(FinishReason::Length),
+        })
+        .collect())
+}
+
+pub fn generate(
+    model: &LoadedModel,
+    items: &[GenItem],
+    batch: BatchConfig,
+    opts: &RunOptions,
+    progress: &mut dyn FnMut(usize, &GenResult),
+) -> Result<Vec<GenResult>> {
+    let max_pos = model.decoder.config.max_position_embeddings;
+    let prompts = items
+        .iter()
+        .map(|it| {
+            let mut p = model.tokenizer.encode_prompt(&it.prompt, opts.add_bos)?;
+            if it.max_new_tokens >= max_pos {
+                return Err(EngineError::InvalidRequest(format!(
+                    "max_new_tokens {} does not fit the model's context of {max_pos}",
+                    it.max_new_tokens
+                )));
+            }
+            let keep = max_pos - it.max_new_tokens;
+            if p.len() > keep {
+                p.drain(..p.len() - keep);
+            }
+            if p.is_empty() {
+                p.push(
+                    model
+                        .tokenizer
+                        .bos
+                        .or(model.tokenizer.eos.first().copied())
+                        .unwrap_or(0),
+                );
+            }
+            Ok(p)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let lengths: Vec<usize> = prompts
+        .iter()
+        .zip(items)
+        .map(|(p, it)| p.len() + it.max_new_tokens)
+        .collect();
+    let mut out: Vec<Option<GenResult>> = vec![None; items.len()];
+    for idx in plan(&lengths, batch) {
+        check_cancel(opts)?;
+        let its: Vec<&GenItem> = idx.iter().map(|&i| &items[i]).collect();
+        let ps: Vec<Vec<u32>> = idx.iter().map(|&i| prompts[i].clone()).collect();
+        for (&i, r) in idx.iter().zip(generate_batch(model, &its, ps)?) {
+            progress(i, &r);
+            out[i] = Some(r);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
