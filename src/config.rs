@@ -42,12 +42,16 @@ pub struct CommonArgs {
     pub data_dir: PathBuf,
 
     /// Root that model and adapter names resolve under.
-    #[arg(long, env = "MUSCLE_MODEL_DIR", default_value = "./models")]
+    #[arg(long, env = "MUSCLE_MODEL_DIR", default_value = "./examples")]
     pub model_dir: PathBuf,
 
     /// Device for inference and training: cpu, cuda or cuda:N.
     #[arg(long, env = "MUSCLE_DEVICE", default_value = "cpu")]
     pub device: String,
+
+    /// Memory budget of the loaded-model cache in bytes (models stay loaded between jobs).
+    #[arg(long, env = "MUSCLE_MODEL_CACHE_BYTES", default_value_t = 16 << 30)]
+    pub model_cache_bytes: u64,
 
     /// Log format.
     #[arg(long, env = "MUSCLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -82,7 +82,11 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
         let object = match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => object,
             Ok(_) => {
-                errors.push(FieldError::line(line, "(line)", "each line must be a JSON object"));
+                errors.push(FieldError::line(
+                    line,
+                    "(line)",
+                    "each line must be a JSON object",
+                ));
                 continue;
             }
             Err(e) => {
@@ -130,7 +134,11 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
         let id = id.unwrap_or_else(|| line.to_string());
         first_line_of_id.insert(id.clone(), line);
         let body = serde_json::to_value(&item).map_err(|e| {
-            vec![FieldError::line(line, "(line)", format!("cannot store row: {e}"))]
+            vec![FieldError::line(
+                line,
+                "(line)",
+                format!("cannot store row: {e}"),
+            )]
         })?;
         rows.push(DatasetRow {
             idx: rows.len() as i64,
@@ -151,21 +159,34 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
     })
 }
 
-fn row_id(object: &Map<String, Value>, line: usize, errors: &mut Vec<FieldError>) -> Option<String> {
+fn row_id(
+    object: &Map<String, Value>,
+    line: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<String> {
     match object.get("id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(Value::Number(n)) if n.is_u64() || n.is_i64() => Some(n.to_string()),
         Some(_) => {
-            errors.push(FieldError::line(line, "id", "must be a non-empty string or an integer"));
+            errors.push(FieldError::line(
+                line,
+                "id",
+                "must be a non-empty string or an integer",
+            ));
             None
         }
     }
 }
 
-fn parse_item(object: &Map<String, Value>, line: usize, errors: &mut Vec<FieldError>) -> Option<Item> {
+fn parse_item(
+    object: &Map<String, Value>,
+    line: usize,
+    errors: &mut Vec<FieldError>,
+) -> Option<Item> {
     let before = errors.len();
-    let mut fail = |field: &str, message: String| errors.push(FieldError::line(line, field, message));
+    let mut fail =
+        |field: &str, message: String| errors.push(FieldError::line(line, field, message));
     let prompt = match object.get("prompt") {
         Some(Value::String(s)) => Some(s.clone()),
         Some(_) => {
@@ -192,7 +213,8 @@ fn parse_item(object: &Map<String, Value>, line: usize, errors: &mut Vec<FieldEr
         (false, false) => {
             fail(
                 "choices",
-                "a row needs choices and answer (multiple choice) or target/targets (generation)".into(),
+                "a row needs choices and answer (multiple choice) or target/targets (generation)"
+                    .into(),
             );
             None
         }
@@ -208,7 +230,11 @@ fn parse_item(object: &Map<String, Value>, line: usize, errors: &mut Vec<FieldEr
                     _ => {
                         fail(
                             "answer",
-                            format!("must be an index from 0 to {} (the row has {} choices)", choices.len() - 1, choices.len()),
+                            format!(
+                                "must be an index from 0 to {} (the row has {} choices)",
+                                choices.len() - 1,
+                                choices.len()
+                            ),
                         );
                         None
                     }
@@ -243,7 +269,11 @@ fn parse_item(object: &Map<String, Value>, line: usize, errors: &mut Vec<FieldEr
                 (None, Some(Value::Array(list)))
                     if !list.is_empty() && list.iter().all(Value::is_string) =>
                 {
-                    Some(list.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                    Some(
+                        list.iter()
+                            .filter_map(|v| v.as_str().map(String::from))
+                            .collect(),
+                    )
                 }
                 _ => {
                     fail("targets", "must be a non-empty list of strings".into());
@@ -263,13 +293,21 @@ fn parse_item(object: &Map<String, Value>, line: usize, errors: &mut Vec<FieldEr
     if errors.len() > before { None } else { item }
 }
 
-fn parse_choices(value: Option<&Value>, fail: &mut impl FnMut(&str, String)) -> Option<Vec<String>> {
+fn parse_choices(
+    value: Option<&Value>,
+    fail: &mut impl FnMut(&str, String),
+) -> Option<Vec<String>> {
     match value {
-        Some(Value::Array(list)) if list.len() >= 2 && list.iter().all(Value::is_string) => {
-            Some(list.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        }
+        Some(Value::Array(list)) if list.len() >= 2 && list.iter().all(Value::is_string) => Some(
+            list.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect(),
+        ),
         Some(Value::Array(list)) if list.iter().all(Value::is_string) => {
-            fail("choices", format!("needs at least 2 choices, has {}", list.len()));
+            fail(
+                "choices",
+                format!("needs at least 2 choices, has {}", list.len()),
+            );
             None
         }
         None => {
@@ -302,12 +340,18 @@ fn parse_tags(
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             _ => {
-                fail(&format!("tags.{key}"), "must be a string, number or boolean".into());
+                fail(
+                    &format!("tags.{key}"),
+                    "must be a string, number or boolean".into(),
+                );
                 return None;
             }
         };
         if key.contains('=') {
-            fail(&format!("tags.{key}"), "a tag key cannot contain '='".into());
+            fail(
+                &format!("tags.{key}"),
+                "a tag key cannot contain '='".into(),
+            );
             return None;
         }
         tags.insert(key.clone(), text);

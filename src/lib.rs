@@ -1,11 +1,19 @@
 //! `muscle`: tells an ML team whether a model update is safe for its users.
 
+pub mod app;
+pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod engine;
+pub mod evaluation;
+pub mod http;
 pub mod metrics;
 pub mod models;
+pub mod runner;
 pub mod spec;
+pub mod stats;
 pub mod store;
+pub mod telemetry;
 pub mod time;
 pub mod validation;
+pub mod worker;

@@ -1,1 +1,85 @@
-fn main() {}
+use std::process::ExitCode;
+
+use clap::Parser;
+use muscle::app::{App, Settings, shutdown_signal};
+use muscle::config::{Cli, Command};
+use muscle::http::HttpOptions;
+use muscle::{cli, store, telemetry};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => {
+            telemetry::init(args.common.log_format, telemetry::SERVICE_FILTER);
+            std::fs::create_dir_all(&args.common.data_dir)?;
+            let mut settings = Settings::from_common(&args.common, &args.queue, args.workers)?;
+            settings.bind = Some(args.bind);
+            settings.http = HttpOptions {
+                api_token: args.api_token.clone(),
+                cors_origins: args.cors_origins.clone(),
+                max_body_bytes: args.max_body_bytes,
+            };
+            tracing::info!(
+                database = %store::redact(&settings.database_url),
+                model_dir = %settings.model_dir.display(),
+                workers = settings.workers,
+                auth = settings.http.api_token.is_some(),
+                "starting"
+            );
+            App::build(settings)
+                .await?
+                .run_until_stopped(shutdown_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(args) => {
+            telemetry::init(args.common.log_format, telemetry::SERVICE_FILTER);
+            let settings = Settings::from_common(&args.common, &args.queue, args.workers.max(1))?;
+            tracing::info!(
+                database = %store::redact(&settings.database_url),
+                workers = settings.workers,
+                "starting workers"
+            );
+            App::build(settings)
+                .await?
+                .run_until_stopped(shutdown_signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate(common) => {
+            telemetry::init(common.log_format, telemetry::SERVICE_FILTER);
+            std::fs::create_dir_all(&common.data_dir)?;
+            let url = common.database_url();
+            store::connect(&url).await?;
+            eprintln!("migrations applied to {}", store::redact(&url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Openapi => {
+            print!("{}", muscle::http::openapi_json());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Eval(args) => {
+            telemetry::init(args.common.log_format, telemetry::COMMAND_FILTER);
+            Ok(cli::eval::run(args).await)
+        }
+        Command::Train(args) => {
+            telemetry::init(args.common.log_format, telemetry::COMMAND_FILTER);
+            eprintln!(
+                "error: training runs are not implemented by this version of muscle yet ({})",
+                args.spec.display()
+            );
+            Ok(ExitCode::from(3))
+        }
+    }
+}

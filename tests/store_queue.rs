@@ -58,6 +58,7 @@ fn instance(idx: i64, flip: &str, slices: &[&str]) -> InstanceRecord {
         idx,
         id: format!("q{idx}"),
         flip: flip.into(),
+        gold: Some(idx % 2),
         tags: json!({"topic": "physics"}),
         old: json!({"prediction": 1, "correct": true, "scores": [-2.0, -1.0], "output": null, "score": 1.0}),
         new: json!({"prediction": 0, "correct": false, "scores": [-1.0, -2.0], "output": null, "score": 0.0}),

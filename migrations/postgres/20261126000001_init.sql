@@ -62,6 +62,7 @@ CREATE TABLE instances (
     idx          BIGINT NOT NULL,
     instance_id  TEXT NOT NULL,
     flip         TEXT NOT NULL,
+    gold         BIGINT,
     tags         TEXT NOT NULL,
     old_side     TEXT NOT NULL,
     new_side     TEXT NOT NULL,

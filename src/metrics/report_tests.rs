@@ -520,8 +520,20 @@ fn report_types_have_openapi_schemas() {
 
     let json = serde_json::to_value(Doc::openapi()).unwrap();
     let schemas = json["components"]["schemas"].as_object().unwrap();
-    for name in ["Report", "Metrics", "Intervals", "Slice", "GateResult", "Flip", "Answer"] {
-        assert!(schemas.contains_key(name), "{name} missing: {:?}", schemas.keys());
+    for name in [
+        "Report",
+        "Metrics",
+        "Intervals",
+        "Slice",
+        "GateResult",
+        "Flip",
+        "Answer",
+    ] {
+        assert!(
+            schemas.contains_key(name),
+            "{name} missing: {:?}",
+            schemas.keys()
+        );
     }
     let nfr = &schemas["Metrics"]["properties"]["nfr"];
     assert!(nfr.to_string().contains("null"), "{nfr}");

@@ -117,14 +117,22 @@ pub fn weight_files(folder: &Path) -> Vec<std::path::PathBuf> {
     if let Some(index) = read_json(&folder.join("model.safetensors.index.json")) {
         let mut files: Vec<String> = index["weight_map"]
             .as_object()
-            .map(|map| map.values().filter_map(|v| v.as_str().map(String::from)).collect())
+            .map(|map| {
+                map.values()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
             .unwrap_or_default();
         files.sort();
         files.dedup();
         return files.into_iter().map(|f| folder.join(f)).collect();
     }
     let single = folder.join("model.safetensors");
-    if single.is_file() { vec![single] } else { Vec::new() }
+    if single.is_file() {
+        vec![single]
+    } else {
+        Vec::new()
+    }
 }
 
 /// Total parameters and the dtype of the first tensor, from the safetensors headers.
@@ -142,7 +150,10 @@ fn count_parameters(folder: &Path) -> Option<(u64, Option<String>)> {
                 continue;
             }
             let shape = tensor["shape"].as_array()?;
-            total += shape.iter().map(|d| d.as_u64().unwrap_or(0)).product::<u64>();
+            total += shape
+                .iter()
+                .map(|d| d.as_u64().unwrap_or(0))
+                .product::<u64>();
             if dtype.is_none() {
                 dtype = tensor["dtype"].as_str().map(String::from);
             }

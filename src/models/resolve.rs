@@ -112,7 +112,9 @@ fn check_folder(folder: &Path, name: &str, kind: FolderKind) -> Result<PathBuf, 
     }
     for file in kind.required_files() {
         if !folder.join(file).is_file() {
-            return Err(format!("{name:?} is not a {what} folder: {file} is missing"));
+            return Err(format!(
+                "{name:?} is not a {what} folder: {file} is missing"
+            ));
         }
     }
     Ok(folder.to_path_buf())

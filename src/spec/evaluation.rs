@@ -173,7 +173,10 @@ pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
             errors.add(format!("{field}.stop"), "stop strings must not be empty");
         }
         if !tolerance.is_finite() || !(0.0..1.0).contains(tolerance) {
-            errors.add(format!("{field}.tolerance"), "must be at least 0 and below 1");
+            errors.add(
+                format!("{field}.tolerance"),
+                "must be at least 0 and below 1",
+            );
         }
     }
 }

@@ -64,7 +64,11 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Vec<FieldError>
     serde_path_to_error::deserialize(deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
-        let field = if path == "." || path == "?" { "(body)".to_string() } else { path };
+        let field = if path == "." || path == "?" {
+            "(body)".to_string()
+        } else {
+            path
+        };
         vec![FieldError::field(field, inner.to_string())]
     })
 }

@@ -169,9 +169,21 @@ fn check_hyperparameters(h: &Hyperparameters, errors: &mut Errors) {
             errors.add(format!("hyperparameters.{field}"), message);
         }
     };
-    require((1..=1024).contains(&h.rank), "rank", "must be from 1 to 1024");
-    require(h.alpha.is_finite() && h.alpha > 0.0, "alpha", "must be positive");
-    require((0.0..1.0).contains(&h.dropout), "dropout", "must be at least 0 and below 1");
+    require(
+        (1..=1024).contains(&h.rank),
+        "rank",
+        "must be from 1 to 1024",
+    );
+    require(
+        h.alpha.is_finite() && h.alpha > 0.0,
+        "alpha",
+        "must be positive",
+    );
+    require(
+        (0.0..1.0).contains(&h.dropout),
+        "dropout",
+        "must be at least 0 and below 1",
+    );
     require(
         h.target_modules.as_ref().is_none_or(|m| !m.is_empty()),
         "target_modules",
@@ -182,9 +194,21 @@ fn check_hyperparameters(h: &Hyperparameters, errors: &mut Errors) {
         "learning_rate",
         "must be above 0 and below 1",
     );
-    require((1..=1000).contains(&h.epochs), "epochs", "must be from 1 to 1000");
-    require((1..=4096).contains(&h.batch_size), "batch_size", "must be from 1 to 4096");
-    require((1..=1024).contains(&h.grad_accum), "grad_accum", "must be from 1 to 1024");
+    require(
+        (1..=1000).contains(&h.epochs),
+        "epochs",
+        "must be from 1 to 1000",
+    );
+    require(
+        (1..=4096).contains(&h.batch_size),
+        "batch_size",
+        "must be from 1 to 4096",
+    );
+    require(
+        (1..=1024).contains(&h.grad_accum),
+        "grad_accum",
+        "must be from 1 to 1024",
+    );
     require(
         h.weight_decay.is_finite() && h.weight_decay >= 0.0,
         "weight_decay",
@@ -200,13 +224,21 @@ fn check_hyperparameters(h: &Hyperparameters, errors: &mut Errors) {
         "temperature",
         "must be positive",
     );
-    require((0.0..=1.0).contains(&h.ce_weight), "ce_weight", "must be from 0 to 1");
+    require(
+        (0.0..=1.0).contains(&h.ce_weight),
+        "ce_weight",
+        "must be from 0 to 1",
+    );
     require(
         h.validation_fraction > 0.0 && h.validation_fraction < 1.0,
         "validation_fraction",
         "must be above 0 and below 1",
     );
-    require((8..=32768).contains(&h.max_seq_len), "max_seq_len", "must be from 8 to 32768");
+    require(
+        (8..=32768).contains(&h.max_seq_len),
+        "max_seq_len",
+        "must be from 8 to 32768",
+    );
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ mod types;
 
 use async_trait::async_trait;
 
-pub use connect::{Backend, connect};
+pub use connect::{Backend, connect, redact};
 pub use sql::SqlStore;
 pub use types::*;
 

@@ -264,6 +264,8 @@ pub struct InstanceRecord {
     pub idx: i64,
     pub id: String,
     pub flip: String,
+    /// Gold label of a multiple-choice instance.
+    pub gold: Option<i64>,
     pub tags: Value,
     pub old: Value,
     pub new: Value,

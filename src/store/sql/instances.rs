@@ -15,6 +15,7 @@ fn instance_from_row(row: &AnyRow) -> StoreResult<InstanceRecord> {
         idx: row.try_get("idx")?,
         id: row.try_get("instance_id")?,
         flip: row.try_get("flip")?,
+        gold: row.try_get("gold")?,
         tags: parse_json("tags", &tags)?,
         old: parse_json("old_side", &old)?,
         new: parse_json("new_side", &new)?,
@@ -41,7 +42,7 @@ impl SqlStore {
         }
         for chunk in rows.chunks(ROWS_PER_INSERT) {
             let mut sql = Sql::new(
-                "INSERT INTO instances (job_id, idx, instance_id, flip, tags, old_side, new_side, \
+                "INSERT INTO instances (job_id, idx, instance_id, flip, gold, tags, old_side, new_side, \
                  shard_idx, attempt) VALUES ",
             );
             for (i, row) in chunk.iter().enumerate() {
@@ -53,6 +54,8 @@ impl SqlStore {
                     .bind(row.id.clone())
                     .push(", ")
                     .bind(row.flip.clone())
+                    .push(", ")
+                    .bind(row.gold)
                     .push(", ")
                     .bind(to_json_text(&row.tags))
                     .push(", ")
@@ -68,7 +71,7 @@ impl SqlStore {
             // A reclaimed shard rewrites the rows an earlier attempt stored: one row per instance.
             sql.push(
                 " ON CONFLICT (job_id, idx) DO UPDATE SET instance_id = excluded.instance_id, \
-                 flip = excluded.flip, tags = excluded.tags, old_side = excluded.old_side, \
+                 flip = excluded.flip, gold = excluded.gold, tags = excluded.tags, old_side = excluded.old_side, \
                  new_side = excluded.new_side, shard_idx = excluded.shard_idx, \
                  attempt = excluded.attempt",
             );
@@ -103,7 +106,7 @@ impl SqlStore {
         filter: &InstanceFilter,
     ) -> StoreResult<Page<InstanceRecord>> {
         let mut sql = Sql::new(
-            "SELECT i.idx, i.instance_id, i.flip, i.tags, i.old_side, i.new_side \
+            "SELECT i.idx, i.instance_id, i.flip, i.gold, i.tags, i.old_side, i.new_side \
              FROM instances i WHERE i.job_id = ",
         );
         sql.bind(job_id.to_string());

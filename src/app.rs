@@ -1,0 +1,248 @@
+//! Building and running the service: the API, the workers, or both, on one store.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{CommonArgs, QueueArgs};
+use crate::engine::{DeviceSpec, EngineConfig, EngineHandle};
+use crate::evaluation::EvalRuntime;
+use crate::http::{self, AppState, HttpOptions, JobDefaults};
+use crate::models::Resolver;
+use crate::runner::JobRunner;
+use crate::stats::Stats;
+use crate::store::{self, Store};
+use crate::worker::{self, Executor, WorkerConfig};
+
+/// Everything `App::build` needs; tests fill it directly, `main` from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database_url: String,
+    pub model_dir: PathBuf,
+    pub device: DeviceSpec,
+    pub model_cache_bytes: u64,
+    /// Model references may also be paths (the CLI); the server takes names under the root.
+    pub allow_model_paths: bool,
+    pub queue: QueueArgs,
+    pub workers: usize,
+    /// None: workers only, no HTTP listener.
+    pub bind: Option<SocketAddr>,
+    pub http: HttpOptions,
+}
+
+impl Settings {
+    pub fn from_common(
+        common: &CommonArgs,
+        queue: &QueueArgs,
+        workers: usize,
+    ) -> anyhow::Result<Self> {
+        Ok(Self {
+            database_url: common.database_url(),
+            model_dir: common.model_dir.clone(),
+            device: parse_device(&common.device)?,
+            model_cache_bytes: common.model_cache_bytes,
+            allow_model_paths: false,
+            queue: queue.clone(),
+            workers,
+            bind: None,
+            http: HttpOptions::default(),
+        })
+    }
+}
+
+/// `cpu`, `cuda` or `cuda:N`; CUDA needs a binary built with the `cuda` feature.
+pub fn parse_device(text: &str) -> anyhow::Result<DeviceSpec> {
+    let device = match text.trim() {
+        "cpu" => DeviceSpec::Cpu,
+        "cuda" => DeviceSpec::Cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse) {
+            Some(Ok(index)) => DeviceSpec::Cuda(index),
+            _ => anyhow::bail!("MUSCLE_DEVICE must be cpu, cuda or cuda:N, not {other:?}"),
+        },
+    };
+    if matches!(device, DeviceSpec::Cuda(_)) && !cfg!(feature = "cuda") {
+        anyhow::bail!(
+            "MUSCLE_DEVICE={text} but this binary was built without the `cuda` feature \
+             (build with `cargo build --release --features cuda`)"
+        );
+    }
+    Ok(device)
+}
+
+pub struct App {
+    listener: Option<TcpListener>,
+    router: Option<axum::Router>,
+    workers: Vec<JoinHandle<()>>,
+    shutdown: CancellationToken,
+    store: Arc<dyn Store>,
+}
+
+impl App {
+    /// Connects (applying migrations), binds the listener (port 0 picks a free one) and starts
+    /// the workers with the real engine.
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with(settings, None).await
+    }
+
+    /// As `build`, with another executor for the workers (tests of the queue's behaviour).
+    pub async fn build_with(
+        settings: Settings,
+        executor: Option<Arc<dyn Executor>>,
+    ) -> anyhow::Result<Self> {
+        let store: Arc<dyn Store> = Arc::new(
+            store::connect(&settings.database_url)
+                .await
+                .with_context(|| format!("opening {}", store::redact(&settings.database_url)))?,
+        );
+        let stats = Arc::new(Stats::new());
+        let resolver = if settings.allow_model_paths {
+            Resolver::cli(&settings.model_dir)
+        } else {
+            Resolver::server(&settings.model_dir)
+        };
+        let running = Arc::new(AtomicUsize::new(0));
+        let shutdown = CancellationToken::new();
+
+        let mut workers = Vec::new();
+        if settings.workers > 0 {
+            let executor = match executor {
+                Some(executor) => executor,
+                None => {
+                    let (engine, _thread) = EngineHandle::spawn(EngineConfig {
+                        cache_bytes: settings.model_cache_bytes,
+                        ..EngineConfig::default()
+                    })
+                    .context("starting the model engine")?;
+                    Arc::new(JobRunner {
+                        resolver: resolver.clone(),
+                        evaluation: EvalRuntime {
+                            engine,
+                            resolver: resolver.clone(),
+                            device: settings.device,
+                            stats: stats.clone(),
+                        },
+                    })
+                }
+            };
+            let host = hostname();
+            for n in 0..settings.workers {
+                let id = format!("{host}-{}-{n}", std::process::id());
+                workers.push(tokio::spawn(worker::run_worker(
+                    id,
+                    store.clone(),
+                    executor.clone(),
+                    stats.clone(),
+                    WorkerConfig {
+                        lease: settings.queue.lease(),
+                        poll: settings.queue.poll_interval(),
+                    },
+                    shutdown.clone(),
+                    running.clone(),
+                )));
+            }
+        }
+
+        let (listener, router) = match settings.bind {
+            Some(bind) => {
+                let listener = TcpListener::bind(bind)
+                    .await
+                    .with_context(|| format!("binding {bind}"))?;
+                let state = AppState {
+                    store: store.clone(),
+                    resolver,
+                    stats,
+                    jobs: JobDefaults {
+                        shard_size: settings.queue.shard_size.max(1),
+                        max_attempts: settings.queue.max_attempts.max(1),
+                    },
+                    workers_configured: settings.workers,
+                    workers_running: running,
+                    reports: Default::default(),
+                };
+                (Some(listener), Some(http::app(state, &settings.http)))
+            }
+            None => (None, None),
+        };
+        Ok(Self {
+            listener,
+            router,
+            workers,
+            shutdown,
+            store,
+        })
+    }
+
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.listener.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
+    /// Serves until `signal` resolves, then stops claiming, lets running shards reach a batch
+    /// boundary and give their lease back, and returns.
+    pub async fn run_until_stopped(
+        self,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let shutdown = self.shutdown.clone();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            signal.await;
+            tracing::info!("shutting down: no new claims; running shards stop at a batch boundary");
+            trigger.cancel();
+        });
+        if let (Some(listener), Some(router)) = (self.listener, self.router) {
+            tracing::info!(address = %listener.local_addr()?, "listening");
+            let stop = shutdown.clone();
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await?;
+        } else {
+            shutdown.cancelled().await;
+        }
+        for worker in self.workers {
+            let _ = worker.await;
+        }
+        Ok(())
+    }
+}
+
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into())
+}
+
+/// Resolves on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,3 @@
+//! Subcommands that run one job without a server.
+
+pub mod eval;

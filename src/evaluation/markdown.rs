@@ -1,0 +1,209 @@
+//! report.md: a summary a pipeline can paste into a pull request, verdict first.
+
+use std::fmt::Write;
+
+use crate::metrics::{Interval, Report};
+use crate::store::{InstanceRecord, Job};
+
+const WORST_SLICES: usize = 5;
+
+fn pct(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".into(), |v| format!("{:.2}%", v * 100.0))
+}
+
+fn num(value: Option<f64>) -> String {
+    value.map_or_else(|| "n/a".into(), |v| format!("{v:.4}"))
+}
+
+fn interval(value: Option<Interval>) -> String {
+    value.map_or_else(String::new, |i| {
+        format!(" [{}, {}]", pct(Some(i.lower)), pct(Some(i.upper)))
+    })
+}
+
+/// Text safe inside a Markdown table cell.
+fn cell(text: &str) -> String {
+    let flat: String = text
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .collect();
+    let escaped = flat.replace('|', "\\|");
+    if escaped.chars().count() > 120 {
+        format!("{}…", escaped.chars().take(120).collect::<String>())
+    } else {
+        escaped
+    }
+}
+
+fn side_answer(side: &serde_json::Value) -> String {
+    if let Some(output) = side["output"].as_str() {
+        return format!("`{}`", cell(output));
+    }
+    match side["prediction"].as_u64() {
+        Some(p) => format!("choice {p}"),
+        None => "n/a".into(),
+    }
+}
+
+pub fn render(
+    job: &Job,
+    report: Option<&Report>,
+    first_negative_flips: &[InstanceRecord],
+) -> String {
+    let mut out = String::new();
+    let title = job.name.as_deref().unwrap_or(&job.id);
+    let _ = writeln!(out, "## Model update compatibility: {}\n", cell(title));
+    let Some(report) = report else {
+        let _ = writeln!(
+            out,
+            "**Status: {}** ({} of {} instances done). No instance has been scored yet.",
+            job.status.as_str(),
+            job.progress_done,
+            job.progress_total
+        );
+        if let Some(error) = &job.error {
+            let _ = writeln!(out, "\nError: {}", cell(error));
+        }
+        return out;
+    };
+    let verdict = if report.gate.passed {
+        "PASSED"
+    } else {
+        "FAILED"
+    };
+    let _ = writeln!(
+        out,
+        "**Gate: {verdict}** ({} check{}){}\n",
+        report.gate.checks.len(),
+        if report.gate.checks.len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        if report.partial {
+            format!(
+                " — partial report: {} of {} instances, status {}",
+                report.n,
+                job.progress_total,
+                job.status.as_str()
+            )
+        } else {
+            String::new()
+        }
+    );
+    if !report.gate.checks.is_empty() {
+        let _ = writeln!(out, "| check | bound | value | result |\n|---|---|---|---|");
+        for check in &report.gate.checks {
+            let bound = match (check.min, check.max) {
+                (Some(min), Some(max)) => format!("{min} ≤ x ≤ {max}"),
+                (Some(min), None) => format!("≥ {min}"),
+                (None, Some(max)) => format!("≤ {max}"),
+                (None, None) => String::new(),
+            };
+            let _ = writeln!(
+                out,
+                "| `{}` | {bound} | {} | {} |",
+                check.metric,
+                num(check.value),
+                if check.passed { "pass" } else { "**fail**" }
+            );
+        }
+        out.push('\n');
+    }
+    let m = &report.metrics;
+    let c = &report.counts;
+    let i = &report.intervals;
+    let _ = writeln!(out, "| metric | value | 95% interval |\n|---|---|---|");
+    let rows = [
+        ("instances", report.n.to_string(), String::new()),
+        (
+            "accuracy old",
+            pct(report.old.accuracy),
+            interval(i.acc_old),
+        ),
+        (
+            "accuracy new",
+            pct(report.new.accuracy),
+            interval(i.acc_new),
+        ),
+        (
+            "Δ accuracy",
+            pct(m.delta_accuracy),
+            interval(i.delta_accuracy),
+        ),
+        ("negative flip rate (nfr)", pct(m.nfr), interval(i.nfr)),
+        ("positive flip rate (pfr)", pct(m.pfr), interval(i.pfr)),
+        ("negative flip impact (nfi)", pct(m.nfi), interval(i.nfi)),
+        (
+            "backward trust compatibility (btc)",
+            pct(m.btc),
+            interval(i.btc),
+        ),
+        (
+            "backward error compatibility (bec)",
+            pct(m.bec),
+            interval(i.bec),
+        ),
+        ("relative nfr", num(m.nfr_rel), String::new()),
+        ("agreement", pct(m.agreement), interval(i.agreement)),
+        (
+            "flips (negative / positive)",
+            format!("{} / {}", c.negative_flips, c.positive_flips),
+            format!(" McNemar p = {:.4}", report.mcnemar.p_value),
+        ),
+    ];
+    for (name, value, range) in rows {
+        let _ = writeln!(out, "| {name} | {value} |{range} |");
+    }
+    if let Some(noise) = &report.noise_floor {
+        let _ = writeln!(
+            out,
+            "| noise floor (old vs old) | {} | nfr above noise: {} |",
+            pct(Some(noise.self_flip_rate)),
+            noise
+                .nfr_exceeds_noise
+                .map_or("n/a", |e| if e { "yes" } else { "no" })
+        );
+    }
+    if !report.slices.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### Worst slices by nfr\n\n| slice | n | nfr | accuracy old → new |\n|---|---|---|---|"
+        );
+        for slice in report.slices.iter().take(WORST_SLICES) {
+            let acc = |correct: u64| (slice.n > 0).then(|| correct as f64 / slice.n as f64);
+            let _ = writeln!(
+                out,
+                "| {}{} | {} | {} | {} → {} |",
+                cell(&slice.slice),
+                if slice.small { " (small)" } else { "" },
+                slice.n,
+                pct(slice.metrics.nfr),
+                pct(acc(slice.counts.both_correct + slice.counts.negative_flips)),
+                pct(acc(slice.counts.both_correct + slice.counts.positive_flips)),
+            );
+        }
+    }
+    if !first_negative_flips.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n### First negative flips\n\n| id | old (right) | new (wrong) |\n|---|---|---|"
+        );
+        for record in first_negative_flips {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} |",
+                cell(&record.id),
+                side_answer(&record.old),
+                side_answer(&record.new)
+            );
+        }
+    }
+    if !report.warnings.is_empty() {
+        let _ = writeln!(out, "\n### Warnings\n");
+        for warning in &report.warnings {
+            let _ = writeln!(out, "- {}", cell(warning));
+        }
+    }
+    out
+}

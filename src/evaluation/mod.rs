@@ -1,0 +1,13 @@
+//! Evaluation jobs between the store and the metrics: per-instance results as stored, and the
+//! report built from them.
+
+mod finalize;
+pub mod markdown;
+mod outcome;
+mod report;
+mod run;
+
+pub use finalize::{finalize, pair_warnings};
+pub use outcome::{InstanceView, SideResult, outcome_of, record_slices};
+pub use report::{build_report, report_options, task_kind};
+pub use run::{EvalRuntime, run_shard};

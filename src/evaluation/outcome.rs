@@ -1,0 +1,94 @@
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use serde_json::Value;
+
+use crate::metrics::{Answer, Flip, InstanceOutcome, SideOutcome};
+use crate::store::InstanceRecord;
+
+/// One model's result on one instance, as stored and as listed by the API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SideResult {
+    /// Index of the chosen answer (multiple choice).
+    pub prediction: Option<usize>,
+    /// Whether the prediction is the gold answer (multiple choice) or scored 1 (generation).
+    pub correct: Option<bool>,
+    /// Summed continuation log-probability of each choice (multiple choice).
+    pub scores: Option<Vec<f64>>,
+    /// The generated text (generation).
+    pub output: Option<String>,
+    /// 1/0 for multiple choice; the metric's value for generation.
+    pub score: f64,
+}
+
+impl SideResult {
+    fn outcome(&self) -> SideOutcome {
+        SideOutcome {
+            score: self.score,
+            answer: match self.prediction {
+                Some(choice) => Answer::Choice(choice),
+                None => Answer::Text(self.output.clone().unwrap_or_default()),
+            },
+        }
+    }
+}
+
+/// The metrics' view of a stored instance; None when the stored sides do not parse.
+pub fn outcome_of(record: &InstanceRecord) -> Option<InstanceOutcome> {
+    let old: SideResult = serde_json::from_value(record.old.clone()).ok()?;
+    let new: SideResult = serde_json::from_value(record.new.clone()).ok()?;
+    let tags = record
+        .tags
+        .as_object()
+        .map(|tags| {
+            tags.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_string())))
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(InstanceOutcome {
+        id: record.id.clone(),
+        gold: record.gold.and_then(|g| usize::try_from(g).ok()),
+        tags,
+        old: old.outcome(),
+        new: new.outcome(),
+    })
+}
+
+/// Slice names of a record, the same ones the report's slices use.
+pub fn record_slices(record: &InstanceRecord) -> Vec<String> {
+    outcome_of(record)
+        .map(|outcome| crate::metrics::slice_names(&outcome))
+        .unwrap_or_default()
+}
+
+/// One instance as the API lists it (and `muscle eval --instances` writes it).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstanceView {
+    pub id: String,
+    /// Position of the row in the dataset.
+    pub index: i64,
+    pub flip: Flip,
+    /// Gold answer index (multiple choice).
+    pub gold: Option<i64>,
+    #[schema(value_type = Object)]
+    pub tags: Value,
+    #[schema(value_type = SideResult)]
+    pub old: Value,
+    #[schema(value_type = SideResult)]
+    pub new: Value,
+}
+
+impl InstanceView {
+    pub fn of(record: InstanceRecord) -> Self {
+        Self {
+            flip: serde_json::from_value(Value::String(record.flip.clone())).unwrap_or(Flip::Tie),
+            id: record.id,
+            index: record.idx,
+            gold: record.gold,
+            tags: record.tags,
+            old: record.old,
+            new: record.new,
+        }
+    }
+}

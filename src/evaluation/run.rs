@@ -1,0 +1,293 @@
+//! A work shard of an evaluation: both models over the shard's instances, in chunks, each
+//! chunk's rows stored as soon as both models have scored it.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::SideResult;
+use super::report::task_kind;
+use crate::dataset::Item;
+use crate::engine::{
+    BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
+    RunOptions, WeightDtype,
+};
+use crate::metrics::{ExactMatchOptions, classify, exact_match, rouge_l_f, rouge1_f, slice_names};
+use crate::models::{FolderKind, Resolver};
+use crate::spec::{Dtype, EvaluationSpec, GenerationMetric, McScore, ModelRef, TaskSpec};
+use crate::stats::Stats;
+use crate::store::{DatasetRow, InstanceRecord};
+use crate::worker::{ShardContext, ShardError};
+
+/// What a worker host needs to run evaluations.
+#[derive(Clone)]
+pub struct EvalRuntime {
+    pub engine: EngineHandle,
+    pub resolver: Resolver,
+    pub device: DeviceSpec,
+    pub stats: Arc<Stats>,
+}
+
+impl EvalRuntime {
+    /// The engine's view of a model reference, resolved under this host's model root.
+    pub fn model_spec(&self, model: &ModelRef, field: &str) -> Result<ModelSpec, ShardError> {
+        let base = self
+            .resolver
+            .resolve(&model.model, FolderKind::Model)
+            .map_err(|e| ShardError::fatal(format!("{field}.model: {e}")))?;
+        let adapter = match &model.adapter {
+            Some(name) => Some(
+                self.resolver
+                    .resolve(name, FolderKind::Adapter)
+                    .map_err(|e| ShardError::fatal(format!("{field}.adapter: {e}")))?,
+            ),
+            None => None,
+        };
+        let dtype = match (model.dtype, self.device) {
+            (Some(Dtype::F32), _) | (None, DeviceSpec::Cpu) => WeightDtype::F32,
+            (Some(Dtype::F16), _) => WeightDtype::F16,
+            (Some(Dtype::Bf16), _) | (None, DeviceSpec::Cuda(_)) => WeightDtype::Bf16,
+        };
+        Ok(ModelSpec {
+            base,
+            adapter,
+            dtype,
+            device: self.device,
+        })
+    }
+}
+
+/// Whether another attempt could succeed: bad folders, refused adapters and over-budget models
+/// fail the same way again; a candle error (out of memory, a device fault) or a crash may not.
+pub(crate) fn engine_failure(ctx: &ShardContext, error: EngineError, what: &str) -> ShardError {
+    if let Err(stop) = ctx.check() {
+        return stop;
+    }
+    let message = format!("{what}: {error}");
+    match error {
+        EngineError::Cancelled => ShardError::Interrupted(crate::worker::Interruption::Cancelled),
+        EngineError::Candle(_) | EngineError::Panicked(_) | EngineError::EngineStopped => {
+            ShardError::retryable(message)
+        }
+        _ => ShardError::fatal(message),
+    }
+}
+
+/// One model's results on a chunk of rows, in row order.
+async fn score_side(
+    runtime: &EvalRuntime,
+    model: &ModelSpec,
+    spec: &EvaluationSpec,
+    items: &[Item],
+    cancel: &CancelFlag,
+) -> Result<Vec<SideResult>, EngineError> {
+    let options = RunOptions {
+        add_bos: spec.options.add_bos,
+        batch: Some(BatchConfig {
+            max_batch_tokens: spec.options.max_batch_tokens as usize,
+            max_batch_size: spec.options.batch_size as usize,
+        }),
+        cancel: Some(cancel.clone()),
+        no_prefix_sharing: false,
+    };
+    match &spec.task {
+        TaskSpec::MultipleChoice { delimiter, score } => {
+            let requests: Vec<McItem> = items
+                .iter()
+                .map(|item| match item {
+                    Item::MultipleChoice {
+                        prompt, choices, ..
+                    } => McItem {
+                        prompt: prompt.clone(),
+                        choices: choices.clone(),
+                        delimiter: Some(delimiter.clone()),
+                    },
+                    Item::Generation { prompt, .. } => McItem {
+                        prompt: prompt.clone(),
+                        choices: Vec::new(),
+                        delimiter: None,
+                    },
+                })
+                .collect();
+            let results = runtime
+                .engine
+                .score_multiple_choice(model.clone(), requests, options, None)
+                .await?;
+            Ok(results
+                .into_iter()
+                .zip(items)
+                .map(|(result, item)| {
+                    let prediction = match score {
+                        McScore::Acc => result.acc_pred,
+                        McScore::AccNorm => result.acc_norm_pred,
+                    };
+                    let correct = matches!(item, Item::MultipleChoice { answer, .. } if *answer == prediction);
+                    SideResult {
+                        prediction: Some(prediction),
+                        correct: Some(correct),
+                        scores: Some(result.logprobs),
+                        output: None,
+                        score: if correct { 1.0 } else { 0.0 },
+                    }
+                })
+                .collect())
+        }
+        TaskSpec::Generation {
+            max_new_tokens,
+            stop,
+            metric,
+            ignore_case,
+            ignore_punctuation,
+            ignore_whitespace,
+            ..
+        } => {
+            let requests: Vec<GenItem> = items
+                .iter()
+                .map(|item| GenItem {
+                    prompt: item.prompt().to_string(),
+                    max_new_tokens: *max_new_tokens as usize,
+                    stop: stop.clone(),
+                })
+                .collect();
+            let results = runtime
+                .engine
+                .generate(model.clone(), requests, options, None)
+                .await?;
+            let normalise = ExactMatchOptions {
+                ignore_case: *ignore_case,
+                ignore_punctuation: *ignore_punctuation,
+                ignore_whitespace: *ignore_whitespace,
+            };
+            Ok(results
+                .into_iter()
+                .zip(items)
+                .map(|(result, item)| {
+                    let targets: &[String] = match item {
+                        Item::Generation { targets, .. } => targets,
+                        Item::MultipleChoice { .. } => &[],
+                    };
+                    // Any one target counts: the best score over them.
+                    let score = targets
+                        .iter()
+                        .map(|target| match metric {
+                            GenerationMetric::ExactMatch => {
+                                exact_match(&result.text, target, normalise)
+                            }
+                            GenerationMetric::Rouge1 => rouge1_f(&result.text, target),
+                            GenerationMetric::RougeL => rouge_l_f(&result.text, target),
+                        })
+                        .fold(0.0, f64::max);
+                    SideResult {
+                        prediction: None,
+                        correct: Some(score >= 1.0),
+                        scores: None,
+                        output: Some(result.text),
+                        score,
+                    }
+                })
+                .collect())
+        }
+    }
+}
+
+fn record(
+    row: &DatasetRow,
+    item: &Item,
+    spec: &EvaluationSpec,
+    old: SideResult,
+    new: SideResult,
+) -> InstanceRecord {
+    let gold = match item {
+        Item::MultipleChoice { answer, .. } => Some(*answer as i64),
+        Item::Generation { .. } => None,
+    };
+    let flip = classify(task_kind(&spec.task), old.score, new.score);
+    let mut record = InstanceRecord {
+        idx: row.idx,
+        id: row.id.clone(),
+        flip: flip.as_str().to_string(),
+        gold,
+        tags: json!(item.tags()),
+        old: json!(old),
+        new: json!(new),
+        slices: Vec::new(),
+    };
+    record.slices = super::outcome_of(&record)
+        .map(|outcome| slice_names(&outcome))
+        .unwrap_or_default();
+    record
+}
+
+/// Runs the shard's remaining instances (rows stored by an earlier attempt are skipped).
+pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
+    let spec: EvaluationSpec = serde_json::from_value(ctx.claim.spec.clone())
+        .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))?;
+    let crate::spec::DatasetRef::Id(dataset_id) = &spec.dataset else {
+        return Err(ShardError::fatal("the job names no uploaded dataset"));
+    };
+    let old = runtime.model_spec(&spec.old, "old")?;
+    let new = runtime.model_spec(&spec.new, "new")?;
+    let (start, end) = (ctx.claim.start, ctx.claim.end);
+    let stored: HashSet<i64> = ctx
+        .store
+        .instance_indices(&ctx.claim.fence.job_id, start, end)
+        .await?
+        .into_iter()
+        .collect();
+    let rows: Vec<DatasetRow> = ctx
+        .store
+        .dataset_rows(dataset_id, start, end)
+        .await?
+        .into_iter()
+        .filter(|row| !stored.contains(&row.idx))
+        .collect();
+    let mut done = stored.len() as i64;
+    ctx.set_done(done);
+
+    let cancel = CancelFlag::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        let stop = ctx.stop.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            cancel.cancel();
+        })
+    };
+    let chunk = (spec.options.batch_size as usize * 8).max(32);
+    let result = async {
+        for rows in rows.chunks(chunk) {
+            ctx.check()?;
+            let items = rows
+                .iter()
+                .map(|row| {
+                    serde_json::from_value::<Item>(row.body.clone()).map_err(|e| {
+                        ShardError::fatal(format!("dataset row {} does not parse: {e}", row.idx))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let old_results = score_side(runtime, &old, &spec, &items, &cancel)
+                .await
+                .map_err(|e| engine_failure(ctx, e, "old model"))?;
+            let new_results = score_side(runtime, &new, &spec, &items, &cancel)
+                .await
+                .map_err(|e| engine_failure(ctx, e, "new model"))?;
+            let records: Vec<InstanceRecord> = rows
+                .iter()
+                .zip(&items)
+                .zip(old_results.into_iter().zip(new_results))
+                .map(|((row, item), (o, n))| record(row, item, &spec, o, n))
+                .collect();
+            done += records.len() as i64;
+            ctx.write_instances(&records, done).await?;
+            runtime
+                .stats
+                .instances_scored
+                .inc_by(2 * records.len() as u64);
+        }
+        Ok(())
+    }
+    .await;
+    watcher.abort();
+    result
+}

@@ -1,0 +1,209 @@
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{ApiQuery, Body, require_media_type};
+use super::jobs::{
+    JobProgress, JobTimes, ListParams, Submission, accepted, job_filter, not_found,
+    resolve_dataset, submit,
+};
+use crate::metrics::Report;
+use crate::spec::{EvaluationSpec, parse_body};
+use crate::store::{Job, JobKind, JobStatus, plan_shards};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_evaluation, list_evaluations))
+        .routes(routes!(get_evaluation))
+        .routes(routes!(cancel_evaluation))
+        .merge(super::reports::router())
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Evaluation {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: JobStatus,
+    pub progress: JobProgress,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    /// Partial (`partial: true`) while the job runs, final once it succeeded; null before the
+    /// first instance is stored and in listings.
+    #[schema(value_type = Option<Report>)]
+    pub report: Option<Value>,
+    /// The submitted spec with defaults filled in.
+    #[schema(value_type = EvaluationSpec)]
+    pub spec: Value,
+}
+
+impl Evaluation {
+    pub fn of(job: &Job, report: Option<Value>) -> Self {
+        let times = JobTimes::of(job);
+        Self {
+            id: job.id.clone(),
+            name: job.name.clone(),
+            status: job.status,
+            progress: JobProgress {
+                done: job.progress_done,
+                total: job.progress_total,
+            },
+            created_at: times.created_at,
+            started_at: times.started_at,
+            finished_at: times.finished_at,
+            error: job.error.clone(),
+            report,
+            spec: job.spec.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationPage {
+    pub items: Vec<Evaluation>,
+    pub next_cursor: Option<String>,
+}
+
+/// Queue an evaluation of an old and a new model on one dataset.
+#[utoipa::path(
+    post,
+    path = "/evaluations",
+    tag = "evaluations",
+    request_body = EvaluationSpec,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "The same key (with the same body) returns the same job")),
+    responses(
+        (status = 202, description = "Queued; Location names the job", body = Evaluation),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every field at fault", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_evaluation(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    require_media_type(&headers, &["application/json"])?;
+    let spec: EvaluationSpec =
+        parse_body(&body).map_err(|e| ApiError::invalid("the evaluation spec is invalid", e))?;
+    let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
+    let dataset = resolve_dataset(
+        &state,
+        &spec.dataset,
+        "dataset",
+        Some(spec.task.dataset_kind()),
+        "task.type",
+        &mut errors,
+    )
+    .await?;
+    let dataset = match dataset {
+        Some(dataset) if errors.is_empty() => dataset,
+        _ => return Err(ApiError::invalid("the evaluation spec is invalid", errors)),
+    };
+    let shard_size = spec.options.shard_size.unwrap_or(state.jobs.shard_size);
+    let stored_spec = serde_json::to_value(&spec).map_err(ApiError::internal)?;
+    let (job, created) = submit(
+        &state,
+        &headers,
+        &body,
+        Submission {
+            kind: JobKind::Evaluation,
+            name: spec.name.clone(),
+            spec: stored_spec,
+            total: dataset.rows,
+            shards: plan_shards(dataset.rows, i64::from(shard_size)),
+        },
+    )
+    .await?;
+    Ok(accepted(
+        format!("/v1/evaluations/{}", job.id),
+        created,
+        Evaluation::of(&job, None),
+    ))
+}
+
+/// List evaluations, newest first.
+#[utoipa::path(
+    get,
+    path = "/evaluations",
+    tag = "evaluations",
+    params(ListParams),
+    responses(
+        (status = 200, body = EvaluationPage),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_evaluations(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<EvaluationPage>> {
+    let page = state
+        .store
+        .list_jobs(job_filter(JobKind::Evaluation, params)?)
+        .await?;
+    Ok(Json(EvaluationPage {
+        items: page.items.iter().map(|j| Evaluation::of(j, None)).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub(super) async fn load(state: &AppState, id: &str) -> ApiResult<Job> {
+    state
+        .store
+        .get_job(JobKind::Evaluation, id)
+        .await?
+        .ok_or_else(|| not_found(JobKind::Evaluation, id))
+}
+
+/// One evaluation with its report (partial while it runs).
+#[utoipa::path(
+    get,
+    path = "/evaluations/{id}",
+    tag = "evaluations",
+    params(("id" = String, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, body = Evaluation),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_evaluation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Evaluation>> {
+    let job = load(&state, &id).await?;
+    let report = state.reports.report(state.store.as_ref(), &job).await?;
+    Ok(Json(Evaluation::of(&job, report.map(|r| (*r).clone()))))
+}
+
+/// Cancel a queued or running evaluation; workers stop between batches.
+#[utoipa::path(
+    post,
+    path = "/evaluations/{id}/cancel",
+    tag = "evaluations",
+    params(("id" = String, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Evaluation),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn cancel_evaluation(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Evaluation>> {
+    let job = state.store.cancel_job(JobKind::Evaluation, &id).await?;
+    Ok(Json(Evaluation::of(&job, None)))
+}

@@ -1,0 +1,95 @@
+use std::sync::atomic::Ordering;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub status: String,
+    /// `sqlite` or `postgres`.
+    pub database: String,
+    pub workers_configured: usize,
+    pub workers_running: usize,
+}
+
+/// The process is alive.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, body = Health)))]
+async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// The database answers and the configured workers are running.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, body = Readiness),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    )
+)]
+async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
+    let database = state.store.backend().as_str().to_string();
+    if let Err(error) = state.store.ping().await {
+        tracing::warn!(%error, "readiness: database unreachable");
+        return Err(ApiError::unavailable(format!(
+            "the {database} database does not answer"
+        )));
+    }
+    let running = state.workers_running.load(Ordering::SeqCst);
+    if running < state.workers_configured {
+        return Err(ApiError::unavailable(format!(
+            "{running} of {} workers are running",
+            state.workers_configured
+        )));
+    }
+    Ok(Json(Readiness {
+        status: "ready".into(),
+        database,
+        workers_configured: state.workers_configured,
+        workers_running: running,
+    }))
+}
+
+/// Prometheus text: jobs by status, queue depth, HTTP traffic, instances and tokens scored,
+/// batch sizes.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    responses((status = 200, body = String, content_type = "application/openmetrics-text"))
+)]
+async fn metrics(State(state): State<AppState>) -> ApiResult<Response> {
+    let queue = state.store.queue_stats().await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.stats.render(&queue),
+    )
+        .into_response())
+}

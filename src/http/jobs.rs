@@ -1,0 +1,195 @@
+//! What evaluations and trainings share: creation through the queue with an Idempotency-Key,
+//! listing with filters and cursors, cancel.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult};
+use crate::spec::DatasetRef;
+use crate::store::{
+    Dataset, DatasetKind, Idempotency, Job, JobFilter, JobKind, JobStatus, NewJob, NewShard,
+    PageRequest,
+};
+use crate::validation::FieldError;
+
+pub const DEFAULT_LIMIT: i64 = 50;
+pub const MAX_LIMIT: i64 = 500;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListParams {
+    /// Only jobs in this status.
+    pub status: Option<JobStatus>,
+    /// Only jobs with exactly this name.
+    pub name: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+/// Checks a page request; job and dataset cursors are ids.
+pub fn page_request(limit: Option<i64>, cursor: Option<String>) -> ApiResult<PageRequest> {
+    let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if let Some(cursor) = &cursor
+        && uuid::Uuid::parse_str(cursor).is_err()
+    {
+        return Err(ApiError::invalid_field(
+            "cursor",
+            "is not a cursor this API handed out",
+        ));
+    }
+    Ok(PageRequest { limit, cursor })
+}
+
+pub fn job_filter(kind: JobKind, params: ListParams) -> ApiResult<JobFilter> {
+    Ok(JobFilter {
+        kind,
+        status: params.status,
+        name: params.name,
+        page: page_request(params.limit, params.cursor)?,
+    })
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JobProgress {
+    pub done: i64,
+    pub total: i64,
+}
+
+/// A job's fields shared by evaluations and trainings.
+pub struct JobTimes {
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl JobTimes {
+    pub fn of(job: &Job) -> Self {
+        use crate::time::rfc3339;
+        Self {
+            created_at: rfc3339(job.created_at),
+            started_at: job.started_at.map(rfc3339),
+            finished_at: job.finished_at.map(rfc3339),
+        }
+    }
+}
+
+/// Looks up the dataset a spec names, checking its kind when one is required.
+pub async fn resolve_dataset(
+    state: &AppState,
+    reference: &DatasetRef,
+    field: &str,
+    kind: Option<DatasetKind>,
+    kind_field: &str,
+    errors: &mut Vec<FieldError>,
+) -> ApiResult<Option<Dataset>> {
+    let id = match reference {
+        DatasetRef::Id(id) => id,
+        DatasetRef::Path { .. } => {
+            errors.push(FieldError::field(
+                field,
+                "file paths are accepted by the muscle CLI only; upload the file with \
+                 POST /v1/datasets and pass its id",
+            ));
+            return Ok(None);
+        }
+    };
+    let Some(dataset) = state.store.get_dataset(id).await? else {
+        errors.push(FieldError::field(
+            field,
+            format!("no dataset with id {id:?}"),
+        ));
+        return Ok(None);
+    };
+    if let Some(kind) = kind
+        && dataset.kind != kind
+    {
+        errors.push(FieldError::field(
+            kind_field,
+            format!(
+                "is {} but dataset {id} holds {} rows",
+                kind.as_str(),
+                dataset.kind.as_str()
+            ),
+        ));
+    }
+    Ok(Some(dataset))
+}
+
+pub struct Submission {
+    pub kind: JobKind,
+    pub name: Option<String>,
+    pub spec: serde_json::Value,
+    pub total: i64,
+    pub shards: Vec<NewShard>,
+}
+
+/// Stores the job (or finds the one stored under the same Idempotency-Key).
+pub async fn submit(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+    submission: Submission,
+) -> ApiResult<(Job, bool)> {
+    let idempotency = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 255)
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "Idempotency-Key",
+                        "must be 1 to 255 visible ASCII characters",
+                    )
+                })?;
+            Some(Idempotency {
+                key: key.to_string(),
+                request_hash: hex::encode(Sha256::digest(body)),
+            })
+        }
+    };
+    let created = state
+        .store
+        .create_job(NewJob {
+            kind: submission.kind,
+            name: submission.name,
+            spec: submission.spec,
+            total: submission.total,
+            shards: submission.shards,
+            max_attempts: state.jobs.max_attempts,
+            idempotency,
+        })
+        .await?;
+    Ok((created.value, created.created))
+}
+
+/// 202 Accepted with the job's Location (also for an idempotent replay, which is marked).
+pub fn accepted(location: String, created: bool, body: impl Serialize) -> Response {
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    if !created {
+        response
+            .headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    response
+}
+
+pub fn not_found(kind: JobKind, id: &str) -> ApiError {
+    ApiError::not_found(format!("no {} with id {id:?}", kind.as_str()))
+}

@@ -1,0 +1,167 @@
+//! The HTTP API: one file per resource, routes registered through utoipa-axum so the OpenAPI
+//! document cannot miss one.
+
+mod auth;
+mod datasets;
+pub mod error;
+mod evaluations;
+mod extract;
+mod health;
+mod jobs;
+mod models;
+mod openapi;
+mod reports;
+mod trainings;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::models::Resolver;
+use crate::stats::{RouteLabels, Stats};
+use crate::store::Store;
+
+pub use openapi::openapi_json;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub resolver: Resolver,
+    pub stats: Arc<Stats>,
+    pub jobs: JobDefaults,
+    /// Worker loops configured, and how many are running now (for /readyz).
+    pub workers_configured: usize,
+    pub workers_running: Arc<AtomicUsize>,
+    pub reports: Arc<reports::PartialReports>,
+}
+
+/// Queue settings applied to the jobs the API creates.
+#[derive(Debug, Clone, Copy)]
+pub struct JobDefaults {
+    pub shard_size: u32,
+    pub max_attempts: u32,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    pub api_token: Option<String>,
+    pub cors_origins: Vec<String>,
+    pub max_body_bytes: usize,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The documented routes, before state and layers.
+pub fn api_router() -> OpenApiRouter<AppState> {
+    let v1 = OpenApiRouter::new()
+        .merge(datasets::router())
+        .merge(evaluations::router())
+        .merge(trainings::router())
+        .merge(models::router());
+    OpenApiRouter::with_openapi(openapi::base())
+        .nest("/v1", v1)
+        .merge(health::router())
+}
+
+/// The whole application: routes, docs, authentication, CORS, limits, tracing.
+pub fn app(state: AppState, options: &HttpOptions) -> Router {
+    let (router, spec) = api_router().split_for_parts();
+    let token = options.api_token.clone().filter(|t| !t.is_empty());
+    let router = router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .fallback(|| async { error::ApiError::not_found("no such route") })
+        .with_state(state.clone())
+        .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.stats.clone(), record))
+        .layer(middleware::from_fn_with_state(token, auth::require_token))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(error::ApiError::internal(
+                "a handler panicked",
+            ))
+        }))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(MatchedPath::as_str)
+                    .unwrap_or("unmatched");
+                let id = request
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                tracing::info_span!("request", method = %request.method(), route, request_id = id)
+            }),
+        )
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
+    match cors(&options.cors_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    }
+}
+
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    let origins: Vec<HeaderValue> = origins
+        .iter()
+        .map(|o| o.trim())
+        .filter(|o| !o.is_empty())
+        .filter_map(|o| HeaderValue::from_str(o).ok())
+        .collect();
+    if origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(origins))
+            .allow_methods([Method::GET, Method::POST])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                HeaderName::from_static("idempotency-key"),
+            ])
+            .expose_headers([header::LOCATION, REQUEST_ID])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Counts requests and their latency by route template.
+async fn record(
+    axum::extract::State(stats): axum::extract::State<Arc<Stats>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    let labels = RouteLabels {
+        method,
+        route,
+        status: response.status().as_u16(),
+    };
+    stats.http_requests.get_or_create(&labels).inc();
+    stats
+        .http_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    response
+}

@@ -1,0 +1,311 @@
+//! Reading an evaluation's results: the instances listing, report.md and instances.csv.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::evaluations::load;
+use super::extract::ApiQuery;
+use super::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
+use crate::evaluation::{InstanceView, build_report, markdown};
+use crate::metrics::{Flip, Report};
+use crate::spec::EvaluationSpec;
+use crate::store::{
+    InstanceFilter, InstanceRecord, Job, JobStatus, PageRequest, Store, StoreResult,
+};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_instances))
+        .routes(routes!(report_markdown))
+        .routes(routes!(instances_csv))
+}
+
+/// Reports of unfinished jobs, computed from the instances stored so far and kept until the
+/// job's progress moves, so polling dashboards do not rescan instances.
+#[derive(Default)]
+pub struct PartialReports {
+    cache: Mutex<HashMap<String, (i64, Arc<Value>)>>,
+}
+
+const CACHED_REPORTS: usize = 256;
+
+impl PartialReports {
+    /// The job's stored report once it succeeded; a partial one before; None before any
+    /// instance is stored.
+    pub async fn report(&self, store: &dyn Store, job: &Job) -> ApiResult<Option<Arc<Value>>> {
+        if job.status == JobStatus::Succeeded {
+            return Ok(job.report.clone().map(Arc::new));
+        }
+        if job.progress_done == 0 {
+            return Ok(None);
+        }
+        if let Some((done, report)) = self.lock().get(&job.id)
+            && *done == job.progress_done
+        {
+            return Ok(Some(report.clone()));
+        }
+        let spec: EvaluationSpec = serde_json::from_value(job.spec.clone())
+            .map_err(|e| ApiError::internal(format!("stored spec of {}: {e}", job.id)))?;
+        let report = build_report(store, &job.id, &spec, true, &[]).await?;
+        let report = Arc::new(serde_json::to_value(report).map_err(ApiError::internal)?);
+        let mut cache = self.lock();
+        if cache.len() >= CACHED_REPORTS {
+            cache.clear();
+        }
+        cache.insert(job.id.clone(), (job.progress_done, report.clone()));
+        Ok(Some(report))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<Value>)>> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstanceParams {
+    /// Only instances with this outcome.
+    pub flip: Option<Flip>,
+    /// Only instances in this slice (`answer=1`, `topic=physics`), as named in the report.
+    pub slice: Option<String>,
+    /// Page size, 1 to 500 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstancePage {
+    pub items: Vec<InstanceView>,
+    pub next_cursor: Option<String>,
+}
+
+fn instance_filter(params: InstanceParams) -> ApiResult<InstanceFilter> {
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(ApiError::invalid_field(
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}"),
+        ));
+    }
+    if let Some(cursor) = &params.cursor
+        && cursor.parse::<u64>().is_err()
+    {
+        return Err(ApiError::invalid_field(
+            "cursor",
+            "is not a cursor this API handed out",
+        ));
+    }
+    Ok(InstanceFilter {
+        flip: params.flip.map(|f| f.as_str().to_string()),
+        slice: params.slice,
+        page: PageRequest {
+            limit,
+            cursor: params.cursor,
+        },
+    })
+}
+
+/// Per-instance results, in dataset order, filtered by outcome and slice.
+#[utoipa::path(
+    get,
+    path = "/evaluations/{id}/instances",
+    tag = "evaluations",
+    params(("id" = String, Path, description = "Evaluation id"), InstanceParams),
+    responses(
+        (status = 200, body = InstancePage),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_instances(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<InstanceParams>,
+) -> ApiResult<Json<InstancePage>> {
+    let filter = instance_filter(params)?;
+    let job = load(&state, &id).await?;
+    let page = state.store.list_instances(&job.id, &filter).await?;
+    Ok(Json(InstancePage {
+        items: page.items.into_iter().map(InstanceView::of).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+const FIRST_NEGATIVE_FLIPS: i64 = 10;
+
+/// A Markdown summary for a pull-request comment: verdict, headline table, worst slices, first
+/// negative flips.
+#[utoipa::path(
+    get,
+    path = "/evaluations/{id}/report.md",
+    tag = "evaluations",
+    params(("id" = String, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, body = String, content_type = "text/markdown"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn report_markdown(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let job = load(&state, &id).await?;
+    let report: Option<Report> = match state.reports.report(state.store.as_ref(), &job).await? {
+        Some(value) => Some(
+            serde_json::from_value((*value).clone())
+                .map_err(|e| ApiError::internal(format!("stored report of {id}: {e}")))?,
+        ),
+        None => None,
+    };
+    let flips = state
+        .store
+        .list_instances(
+            &job.id,
+            &InstanceFilter {
+                flip: Some(Flip::Negative.as_str().into()),
+                slice: None,
+                page: PageRequest {
+                    limit: FIRST_NEGATIVE_FLIPS,
+                    cursor: None,
+                },
+            },
+        )
+        .await?;
+    let text = markdown::render(&job, report.as_ref(), &flips.items);
+    Ok((
+        [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
+        text,
+    )
+        .into_response())
+}
+
+const CSV_PAGE: i64 = 1000;
+const CSV_HEADER: [&str; 15] = [
+    "index",
+    "id",
+    "flip",
+    "gold",
+    "tags",
+    "old_prediction",
+    "old_correct",
+    "old_score",
+    "old_output",
+    "old_scores",
+    "new_prediction",
+    "new_correct",
+    "new_score",
+    "new_output",
+    "new_scores",
+];
+
+fn csv_row(record: &InstanceRecord) -> Vec<String> {
+    let text = |v: &Value| match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut row = vec![
+        record.idx.to_string(),
+        record.id.clone(),
+        record.flip.clone(),
+        record.gold.map(|g| g.to_string()).unwrap_or_default(),
+        record.tags.to_string(),
+    ];
+    for side in [&record.old, &record.new] {
+        for field in ["prediction", "correct", "score", "output", "scores"] {
+            row.push(text(&side[field]));
+        }
+    }
+    row
+}
+
+fn csv_bytes(rows: impl IntoIterator<Item = Vec<String>>) -> Result<Vec<u8>, csv::Error> {
+    let mut writer = csv::Writer::from_writer(Vec::new());
+    for row in rows {
+        writer.write_record(&row)?;
+    }
+    writer.into_inner().map_err(|e| e.into_error().into())
+}
+
+async fn csv_page(
+    store: Arc<dyn Store>,
+    job_id: String,
+    cursor: Option<String>,
+) -> StoreResult<(Vec<InstanceRecord>, Option<String>)> {
+    let filter = InstanceFilter {
+        page: PageRequest {
+            limit: CSV_PAGE,
+            cursor,
+        },
+        ..Default::default()
+    };
+    let page = store.list_instances(&job_id, &filter).await?;
+    Ok((page.items, page.next_cursor))
+}
+
+/// Every instance row as CSV, streamed page by page.
+#[utoipa::path(
+    get,
+    path = "/evaluations/{id}/instances.csv",
+    tag = "evaluations",
+    params(("id" = String, Path, description = "Evaluation id")),
+    responses(
+        (status = 200, body = String, content_type = "text/csv"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn instances_csv(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    let job = load(&state, &id).await?;
+    let header = csv_bytes([CSV_HEADER.iter().map(|h| h.to_string()).collect()])
+        .map_err(ApiError::internal)?;
+    let store = state.store.clone();
+    // State: None = not started, Some(None) = done, Some(Some(cursor)) = more to read.
+    let pages = futures::stream::unfold(Some(None::<String>), move |next| {
+        let store = store.clone();
+        let job_id = job.id.clone();
+        async move {
+            let cursor = next?;
+            match csv_page(store, job_id, cursor).await {
+                Ok((items, next_cursor)) => {
+                    let bytes = csv_bytes(items.iter().map(csv_row))
+                        .map_err(|e| std::io::Error::other(e.to_string()));
+                    Some((bytes, next_cursor.map(Some)))
+                }
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),
+            }
+        }
+    });
+    let body = futures::stream::once(async move { Ok::<_, std::io::Error>(header) }).chain(pages);
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/csv; charset=utf-8"),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"instances.csv\"",
+            ),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response())
+}

@@ -1,0 +1,265 @@
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{ApiQuery, Body, require_media_type};
+use super::jobs::{
+    JobTimes, ListParams, Submission, accepted, job_filter, not_found, resolve_dataset, submit,
+};
+use crate::spec::{Hyperparameters, TrainingSpec, parse_body};
+use crate::store::{Job, JobKind, JobStatus, NewShard, ShardKind};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_training, list_trainings))
+        .routes(routes!(get_training))
+        .routes(routes!(cancel_training))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrainingProgress {
+    pub step: i64,
+    pub total_steps: i64,
+    /// 1-based epoch the current step belongs to.
+    pub epoch: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Training {
+    pub id: String,
+    pub name: Option<String>,
+    pub status: JobStatus,
+    pub progress: TrainingProgress,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    /// Train loss per logging step and validation cross-entropy per epoch.
+    #[schema(value_type = Vec<Object>)]
+    pub history: Value,
+    pub best_epoch: Option<i64>,
+    /// Name of the written adapter under MUSCLE_MODEL_DIR.
+    pub adapter: Option<String>,
+    /// With `evaluate`: the two evaluations (old vs new, old vs new+compatibility), their
+    /// headline numbers and the change in nfr.
+    #[schema(value_type = Option<Object>)]
+    pub evaluations: Option<Value>,
+    #[schema(value_type = TrainingSpec)]
+    pub spec: Value,
+}
+
+impl Training {
+    fn of(job: &Job) -> Self {
+        let times = JobTimes::of(job);
+        let result = job.result.clone().unwrap_or(Value::Null);
+        let steps_per_epoch = job.spec["steps_per_epoch"].as_i64().unwrap_or(1).max(1);
+        Self {
+            id: job.id.clone(),
+            name: job.name.clone(),
+            status: job.status,
+            progress: TrainingProgress {
+                step: job.progress_done,
+                total_steps: job.progress_total,
+                epoch: (job.progress_done.max(1) - 1) / steps_per_epoch + 1,
+            },
+            created_at: times.created_at,
+            started_at: times.started_at,
+            finished_at: times.finished_at,
+            error: job.error.clone(),
+            history: match &result["history"] {
+                Value::Array(items) => Value::Array(items.clone()),
+                _ => Value::Array(Vec::new()),
+            },
+            best_epoch: result["best_epoch"].as_i64(),
+            adapter: result["adapter"].as_str().map(String::from),
+            evaluations: result.get("evaluations").cloned(),
+            spec: job.spec["spec"].clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TrainingPage {
+    pub items: Vec<Training>,
+    pub next_cursor: Option<String>,
+}
+
+/// Optimiser steps per epoch for `rows` dataset rows.
+pub fn steps_per_epoch(rows: i64, h: &Hyperparameters) -> i64 {
+    let validation = ((rows as f64) * h.validation_fraction).round() as i64;
+    let train = (rows - validation.max(1)).max(1);
+    let per_step = i64::from(h.batch_size) * i64::from(h.grad_accum);
+    (train + per_step - 1) / per_step
+}
+
+/// Queue a training run: a task adapter, or a compatibility adapter distilled from the old and
+/// new task models.
+#[utoipa::path(
+    post,
+    path = "/trainings",
+    tag = "trainings",
+    request_body = TrainingSpec,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "The same key (with the same body) returns the same job")),
+    responses(
+        (status = 202, description = "Queued; Location names the job", body = Training),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Every field at fault", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn create_training(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<Response> {
+    require_media_type(&headers, &["application/json"])?;
+    let spec: TrainingSpec =
+        parse_body(&body).map_err(|e| ApiError::invalid("the training spec is invalid", e))?;
+    let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
+    let dataset = resolve_dataset(
+        &state,
+        &spec.dataset,
+        "dataset",
+        None,
+        "dataset",
+        &mut errors,
+    )
+    .await?;
+    if let Some(evaluate) = &spec.evaluate {
+        resolve_dataset(
+            &state,
+            &evaluate.dataset,
+            "evaluate.dataset",
+            Some(evaluate.task.dataset_kind()),
+            "evaluate.task.type",
+            &mut errors,
+        )
+        .await?;
+    }
+    let dataset = match dataset {
+        Some(dataset) if errors.is_empty() => dataset,
+        _ => return Err(ApiError::invalid("the training spec is invalid", errors)),
+    };
+    if dataset.rows < 2 {
+        return Err(ApiError::invalid_field(
+            "dataset",
+            "needs at least 2 rows to split into training and validation",
+        ));
+    }
+    let per_epoch = steps_per_epoch(dataset.rows, &spec.hyperparameters);
+    let total = per_epoch * i64::from(spec.hyperparameters.epochs);
+    let stored = serde_json::json!({
+        "spec": spec,
+        "dataset_rows": dataset.rows,
+        "steps_per_epoch": per_epoch,
+    });
+    let (job, created) = submit(
+        &state,
+        &headers,
+        &body,
+        Submission {
+            kind: JobKind::Training,
+            name: spec.name.clone(),
+            spec: stored,
+            total,
+            shards: vec![
+                NewShard {
+                    kind: ShardKind::Work,
+                    start: 0,
+                    end: total,
+                },
+                NewShard {
+                    kind: ShardKind::Finalize,
+                    start: 0,
+                    end: total,
+                },
+            ],
+        },
+    )
+    .await?;
+    Ok(accepted(
+        format!("/v1/trainings/{}", job.id),
+        created,
+        Training::of(&job),
+    ))
+}
+
+/// List training runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/trainings",
+    tag = "trainings",
+    params(ListParams),
+    responses(
+        (status = 200, body = TrainingPage),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_trainings(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<ListParams>,
+) -> ApiResult<Json<TrainingPage>> {
+    let page = state
+        .store
+        .list_jobs(job_filter(JobKind::Training, params)?)
+        .await?;
+    Ok(Json(TrainingPage {
+        items: page.items.iter().map(Training::of).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// One training run: progress, loss history, best epoch, written adapter.
+#[utoipa::path(
+    get,
+    path = "/trainings/{id}",
+    tag = "trainings",
+    params(("id" = String, Path, description = "Training id")),
+    responses(
+        (status = 200, body = Training),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_training(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Training>> {
+    let job = state
+        .store
+        .get_job(JobKind::Training, &id)
+        .await?
+        .ok_or_else(|| not_found(JobKind::Training, &id))?;
+    Ok(Json(Training::of(&job)))
+}
+
+/// Cancel a queued or running training; the worker stops at the next step.
+#[utoipa::path(
+    post,
+    path = "/trainings/{id}/cancel",
+    tag = "trainings",
+    params(("id" = String, Path, description = "Training id")),
+    responses(
+        (status = 200, description = "Cancelled", body = Training),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already finished", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn cancel_training(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Training>> {
+    let job = state.store.cancel_job(JobKind::Training, &id).await?;
+    Ok(Json(Training::of(&job)))
+}

@@ -1,0 +1,34 @@
+//! The executor workers run: it routes each claimed shard to the code for its job and shard kind.
+
+use async_trait::async_trait;
+
+use crate::evaluation::{self, EvalRuntime};
+use crate::models::Resolver;
+use crate::store::{Completion, JobKind, ShardKind};
+use crate::worker::{Executor, ShardContext, ShardError, ShardResult};
+
+pub struct JobRunner {
+    pub resolver: Resolver,
+    pub evaluation: EvalRuntime,
+}
+
+#[async_trait]
+impl Executor for JobRunner {
+    async fn run(&self, ctx: &ShardContext) -> ShardResult {
+        match (ctx.claim.job_kind, ctx.claim.shard_kind) {
+            (JobKind::Evaluation, ShardKind::Work) => {
+                evaluation::run_shard(&self.evaluation, ctx).await?;
+                Ok(Completion {
+                    report: None,
+                    result: None,
+                })
+            }
+            (JobKind::Evaluation, ShardKind::Finalize) => {
+                evaluation::finalize(&self.resolver, ctx).await
+            }
+            (JobKind::Training, _) => Err(ShardError::fatal(
+                "training runs are not implemented by this version of muscle yet",
+            )),
+        }
+    }
+}

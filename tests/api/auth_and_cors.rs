@@ -1,0 +1,131 @@
+use muscle::http::HttpOptions;
+use reqwest::StatusCode;
+
+use super::helpers::*;
+
+fn with_token() -> Options {
+    Options {
+        workers: 0,
+        http: HttpOptions {
+            api_token: Some("s3cret-token".into()),
+            cors_origins: vec!["https://dash.example.com".into()],
+            max_body_bytes: 1 << 20,
+        },
+        ..Options::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_every_v1_route_but_not_operations() {
+    on_every_backend(with_token, |app| async move {
+        for path in [
+            "/v1/datasets",
+            "/v1/evaluations",
+            "/v1/trainings",
+            "/v1/models",
+            "/v1/evaluations/x/instances",
+        ] {
+            let response = app.get(path).await;
+            assert_eq!(response.headers()["www-authenticate"], "Bearer");
+            problem(response, StatusCode::UNAUTHORIZED).await;
+        }
+        let wrong = app
+            .client
+            .get(app.url("/v1/datasets"))
+            .bearer_auth("s3cret-tokeN")
+            .send()
+            .await
+            .unwrap();
+        problem(wrong, StatusCode::UNAUTHORIZED).await;
+        let upload = app
+            .client
+            .post(app.url("/v1/datasets"))
+            .header("content-type", "application/x-ndjson")
+            .body(MC_ROWS)
+            .send()
+            .await
+            .unwrap();
+        problem(upload, StatusCode::UNAUTHORIZED).await;
+
+        let right = app
+            .client
+            .get(app.url("/v1/datasets"))
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(right.status(), StatusCode::OK);
+        for path in ["/healthz", "/readyz", "/metrics", "/openapi.json", "/docs/"] {
+            assert_eq!(app.get(path).await.status(), StatusCode::OK, "{path}");
+        }
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_api_is_open() {
+    let open = || Options {
+        workers: 0,
+        ..Options::default()
+    };
+    on_every_backend(open, |app| async move {
+        assert_eq!(app.get("/v1/datasets").await.status(), StatusCode::OK);
+        let response = app
+            .client
+            .get(app.url("/v1/datasets"))
+            .header("origin", "https://dash.example.com")
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response
+                .headers()
+                .get("access-control-allow-origin")
+                .is_none(),
+            "no CORS unless origins are configured"
+        );
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listed_origins_may_call_from_a_browser() {
+    on_every_backend(with_token, |app| async move {
+        let preflight = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/evaluations"))
+            .header("origin", "https://dash.example.com")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), StatusCode::OK);
+        assert_eq!(
+            preflight.headers()["access-control-allow-origin"],
+            "https://dash.example.com"
+        );
+        let allowed = preflight.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(allowed.contains("authorization"));
+
+        let other = app
+            .client
+            .get(app.url("/v1/datasets"))
+            .header("origin", "https://evil.example.com")
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert!(other.headers().get("access-control-allow-origin").is_none());
+        app
+    })
+    .await;
+}

@@ -1,0 +1,516 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use async_trait::async_trait;
+use muscle::worker::{Executor, Interruption, ShardContext, ShardError, ShardResult};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_evaluation_runs_end_to_end_on_real_models() {
+    on_every_backend(Options::default, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let created: Value = response.json().await.unwrap();
+        assert_eq!(
+            location,
+            format!("/v1/evaluations/{}", created["id"].as_str().unwrap())
+        );
+        assert_eq!(created["status"], "queued");
+        assert_eq!(created["progress"], json!({"done": 0, "total": 6}));
+        assert_eq!(
+            created["spec"]["task"],
+            json!({"type": "multiple_choice", "delimiter": " ", "score": "acc"})
+        );
+
+        let done = app.wait_finished(&location).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["progress"], json!({"done": 6, "total": 6}));
+        assert!(done["started_at"].is_string() && done["finished_at"].is_string());
+        let report = &done["report"];
+        assert_eq!(report["n"], 6);
+        assert_eq!(report["partial"], false);
+        let counts = &report["counts"];
+        let sum: u64 = [
+            "negative_flips",
+            "positive_flips",
+            "both_correct",
+            "both_wrong",
+        ]
+        .iter()
+        .map(|k| counts[k].as_u64().unwrap())
+        .sum();
+        assert_eq!(sum, 6);
+        assert_eq!(report["gate"]["passed"], true);
+        assert_eq!(report["gate"]["checks"][0]["metric"], "nfr");
+
+        // Every instance row: both models' per-choice scores, a prediction that is their argmax,
+        // and a flip label consistent with correctness.
+        let page: Value = app
+            .get(&format!("{location}/instances?limit=100"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 6);
+        let mut old_differs_from_new = false;
+        for item in items {
+            for side in ["old", "new"] {
+                let scores: Vec<f64> = item[side]["scores"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|s| s.as_f64().unwrap())
+                    .collect();
+                assert!(scores.iter().all(|s| *s < 0.0 && s.is_finite()));
+                let argmax = scores
+                    .iter()
+                    .enumerate()
+                    .fold(0, |best, (i, s)| if *s > scores[best] { i } else { best });
+                assert_eq!(item[side]["prediction"], json!(argmax));
+                assert_eq!(
+                    item[side]["correct"],
+                    json!(Some(argmax as i64) == item["gold"].as_i64())
+                );
+            }
+            old_differs_from_new |= item["old"]["scores"] != item["new"]["scores"];
+            let flip = match (
+                item["old"]["correct"].as_bool().unwrap(),
+                item["new"]["correct"].as_bool().unwrap(),
+            ) {
+                (true, true) => "both_correct",
+                (true, false) => "negative",
+                (false, true) => "positive",
+                (false, false) => "both_wrong",
+            };
+            assert_eq!(item["flip"], flip);
+        }
+        assert!(
+            old_differs_from_new,
+            "the adapter changed the new model's scores"
+        );
+
+        let math: Value = app
+            .get(&format!("{location}/instances?slice=topic%3Dmath"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let ids: Vec<&str> = math["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, vec!["q2", "q6"]);
+        let both_correct = counts["both_correct"].as_u64().unwrap() as usize;
+        let listed: Value = app
+            .get(&format!("{location}/instances?flip=both_correct"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["items"].as_array().unwrap().len(), both_correct);
+        let bad = problem(
+            app.get(&format!("{location}/instances?flip=sideways"))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&bad), vec!["flip"]);
+
+        let markdown = app.get(&format!("{location}/report.md")).await;
+        assert_eq!(markdown.status(), StatusCode::OK);
+        assert!(
+            markdown.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/markdown")
+        );
+        let markdown = markdown.text().await.unwrap();
+        assert!(
+            markdown.contains("**Gate: PASSED** (1 check)"),
+            "{markdown}"
+        );
+        assert!(markdown.contains("| instances | 6 |"), "{markdown}");
+
+        let csv = app.get(&format!("{location}/instances.csv")).await;
+        assert_eq!(csv.status(), StatusCode::OK);
+        let csv = csv.text().await.unwrap();
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(lines.len(), 7);
+        assert!(lines[0].starts_with("index,id,flip,gold,tags,old_prediction"));
+        assert!(lines[1].starts_with("0,q1,"));
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_adapter_fails_the_job_with_its_reason() {
+    on_every_backend(Options::default, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let mut spec = evaluation_spec(&dataset);
+        spec["new"]["adapter"] = json!("adapters/bad-shape");
+        let response = app.post_json("/v1/evaluations", &spec).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let done = app.wait_finished(&location).await;
+        assert_eq!(done["status"], "failed");
+        let error = done["error"].as_str().unwrap();
+        assert!(
+            error.contains("new model") && error.contains("shape"),
+            "{error}"
+        );
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_submissions_name_every_field_and_create_nothing() {
+    let idle = || Options {
+        workers: 0,
+        ..Options::default()
+    };
+    on_every_backend(idle, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .client
+            .post(app.url("/v1/evaluations"))
+            .header("content-type", "text/plain")
+            .body(evaluation_spec(&dataset).to_string())
+            .send()
+            .await
+            .unwrap();
+        problem(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+
+        let mut spec = evaluation_spec(&dataset);
+        spec["old"]["model"] = json!("models/llama-gqq");
+        spec["new"]["adapter"] = json!("../engine/adapters/llama-gqa-lora-list");
+        spec["gate"] = json!([{"metric": "nfr", "max": 0.1}, {"metric": "flips", "max": 1}]);
+        spec["options"]["batch_size"] = json!(0);
+        let body = problem(
+            app.post_json("/v1/evaluations", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(
+            fields(&body),
+            vec![
+                "old.model",
+                "new.adapter",
+                "options.batch_size",
+                "gate[1].metric"
+            ]
+        );
+
+        let mut spec = evaluation_spec("no-such-dataset");
+        spec["task"] = json!({"type": "generation"});
+        let body = problem(
+            app.post_json("/v1/evaluations", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["dataset"]);
+
+        let mut spec = evaluation_spec(&dataset);
+        spec["task"] = json!({"type": "generation"});
+        let body = problem(
+            app.post_json("/v1/evaluations", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["task.type"]);
+
+        let mut spec = evaluation_spec(&dataset);
+        spec["dataset"] = json!({"path": "/etc/passwd"});
+        let body = problem(
+            app.post_json("/v1/evaluations", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["dataset"]);
+
+        let mut spec = evaluation_spec(&dataset);
+        spec["old"]["model"] = json!("/work/models/llama");
+        spec["options"]["batch_sise"] = json!(3);
+        let body = problem(
+            app.post_json("/v1/evaluations", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["options.batch_sise"]);
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("batch_sise")
+        );
+
+        let response = app
+            .client
+            .post(app.url("/v1/evaluations"))
+            .header("content-type", "application/json")
+            .body("{\"old\": ")
+            .send()
+            .await
+            .unwrap();
+        problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+
+        let page: Value = app.get("/v1/evaluations").await.json().await.unwrap();
+        assert_eq!(
+            page["items"],
+            json!([]),
+            "no refused submission left a job behind"
+        );
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_returns_the_same_job() {
+    let idle = || Options {
+        workers: 0,
+        ..Options::default()
+    };
+    on_every_backend(idle, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let spec = evaluation_spec(&dataset);
+        let post = |body: Value| {
+            app.client
+                .post(app.url("/v1/evaluations"))
+                .header("idempotency-key", "release-7")
+                .json(&body)
+                .send()
+        };
+        let first = post(spec.clone()).await.unwrap();
+        assert_eq!(first.status(), StatusCode::ACCEPTED);
+        assert!(first.headers().get("idempotent-replayed").is_none());
+        let first: Value = first.json().await.unwrap();
+        let again = post(spec.clone()).await.unwrap();
+        assert_eq!(again.status(), StatusCode::ACCEPTED);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["id"], first["id"]);
+        let mut other = spec.clone();
+        other["name"] = json!("another");
+        let body = problem(post(other).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(fields(&body), vec!["Idempotency-Key"]);
+        let page: Value = app.get("/v1/evaluations").await.json().await.unwrap();
+        assert_eq!(page["items"].as_array().unwrap().len(), 1);
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_filters_and_pages_stay_stable() {
+    let idle = || Options {
+        workers: 0,
+        ..Options::default()
+    };
+    on_every_backend(idle, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let mut ids = Vec::new();
+        for i in 0..7 {
+            let mut spec = evaluation_spec(&dataset);
+            spec["name"] = json!(if i % 2 == 0 { "even" } else { "odd" });
+            let body: Value = app
+                .post_json("/v1/evaluations", &spec)
+                .await
+                .json()
+                .await
+                .unwrap();
+            ids.push(body["id"].as_str().unwrap().to_string());
+        }
+        let cancelled = ids[6].clone();
+        app.client
+            .post(app.url(&format!("/v1/evaluations/{cancelled}/cancel")))
+            .send()
+            .await
+            .unwrap();
+
+        let mut seen = Vec::new();
+        let mut path = "/v1/evaluations?limit=3&status=queued".to_string();
+        loop {
+            let page: Value = app.get(&path).await.json().await.unwrap();
+            for item in page["items"].as_array().unwrap() {
+                assert_eq!(item["status"], "queued");
+                assert_eq!(item["report"], Value::Null);
+                seen.push(item["id"].as_str().unwrap().to_string());
+            }
+            // A job arriving between pages does not shift the pages already handed out.
+            app.post_json("/v1/evaluations", &evaluation_spec(&dataset))
+                .await;
+            match page["next_cursor"].as_str() {
+                Some(cursor) => {
+                    path = format!("/v1/evaluations?limit=3&status=queued&cursor={cursor}")
+                }
+                None => break,
+            }
+        }
+        let expected: Vec<String> = ids[..6].iter().rev().cloned().collect();
+        assert_eq!(seen, expected);
+
+        let odd: Value = app
+            .get("/v1/evaluations?name=odd&limit=500")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(odd["items"].as_array().unwrap().len(), 3);
+        let body = problem(
+            app.get("/v1/evaluations?status=done").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["status"]);
+        let body = problem(
+            app.get("/v1/evaluations?limit=501").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["limit"]);
+        app
+    })
+    .await;
+}
+
+/// Holds its shard until told to stop, and records why it stopped.
+struct Blocking {
+    started: Arc<AtomicUsize>,
+    stopped: Arc<std::sync::Mutex<Vec<Interruption>>>,
+}
+
+#[async_trait]
+impl Executor for Blocking {
+    async fn run(&self, ctx: &ShardContext) -> ShardResult {
+        self.started.fetch_add(1, Ordering::SeqCst);
+        ctx.stop.cancelled().await;
+        let error = ctx.check().unwrap_err();
+        if let ShardError::Interrupted(why) = &error {
+            self.stopped.lock().unwrap().push(*why);
+        }
+        Err(error)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_queued_and_running_evaluations() {
+    let started = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let options = {
+        let started = started.clone();
+        let stopped = stopped.clone();
+        move || Options {
+            executor: Some(Arc::new(Blocking {
+                started: started.clone(),
+                stopped: stopped.clone(),
+            })),
+            lease_seconds: 1,
+            ..Options::default()
+        }
+    };
+    on_every_backend(options, |app| {
+        let started = started.clone();
+        let stopped = stopped.clone();
+        async move {
+            started.store(0, Ordering::SeqCst);
+            stopped.lock().unwrap().clear();
+            let dataset = app.upload_ok(MC_ROWS).await;
+            let running: Value = app
+                .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let running_id = running["id"].as_str().unwrap().to_string();
+            while started.load(Ordering::SeqCst) == 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            let queued: Value = app
+                .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let queued_id = queued["id"].as_str().unwrap();
+
+            let response = app
+                .client
+                .post(app.url(&format!("/v1/evaluations/{queued_id}/cancel")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            let body: Value = response.json().await.unwrap();
+            assert_eq!(body["status"], "cancelled");
+
+            let before: Value = app
+                .get(&format!("/v1/evaluations/{running_id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(before["status"], "running");
+            let response = app
+                .client
+                .post(app.url(&format!("/v1/evaluations/{running_id}/cancel")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            // The worker learns of it at its next heartbeat and stops.
+            for _ in 0..300 {
+                if !stopped.lock().unwrap().is_empty() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(*stopped.lock().unwrap(), vec![Interruption::Cancelled]);
+            let after: Value = app
+                .get(&format!("/v1/evaluations/{running_id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            assert_eq!(after["status"], "cancelled");
+
+            let conflict = problem(
+                app.client
+                    .post(app.url(&format!("/v1/evaluations/{running_id}/cancel")))
+                    .send()
+                    .await
+                    .unwrap(),
+                StatusCode::CONFLICT,
+            )
+            .await;
+            assert!(
+                conflict["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("already cancelled")
+            );
+            problem(
+                app.client
+                    .post(app.url("/v1/evaluations/0190-none/cancel"))
+                    .send()
+                    .await
+                    .unwrap(),
+                StatusCode::NOT_FOUND,
+            )
+            .await;
+            app
+        }
+    })
+    .await;
+}

@@ -1,0 +1,226 @@
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use muscle::app::{App, Settings};
+use muscle::config::QueueArgs;
+use muscle::engine::DeviceSpec;
+use muscle::http::HttpOptions;
+use muscle::store::Store;
+use muscle::worker::Executor;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+
+use super::common::{self, TestDb};
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub store: Arc<dyn Store>,
+    pub db: Option<TestDb>,
+    stop: tokio_util::sync::CancellationToken,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// The committed fixture folder: models under `models/`, adapters under `adapters/`.
+pub fn model_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine")
+}
+
+pub struct Options {
+    pub workers: usize,
+    pub http: HttpOptions,
+    pub executor: Option<Arc<dyn Executor>>,
+    pub lease_seconds: u64,
+    pub shard_size: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            workers: 1,
+            http: HttpOptions {
+                max_body_bytes: 1 << 20,
+                ..Default::default()
+            },
+            executor: None,
+            lease_seconds: 30,
+            shard_size: 500,
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn(db: TestDb, options: Options) -> Self {
+        let settings = Settings {
+            database_url: db.url.clone(),
+            model_dir: model_dir(),
+            device: DeviceSpec::Cpu,
+            model_cache_bytes: 1 << 30,
+            allow_model_paths: false,
+            queue: QueueArgs {
+                lease_seconds: options.lease_seconds,
+                max_attempts: 3,
+                poll_ms: 20,
+                shard_size: options.shard_size,
+            },
+            workers: options.workers,
+            bind: Some("127.0.0.1:0".parse().unwrap()),
+            http: options.http,
+        };
+        let app = App::build_with(settings, options.executor)
+            .await
+            .expect("app builds");
+        let address = app.address().unwrap();
+        let store = app.store();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = {
+            let stop = stop.clone();
+            tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }))
+        };
+        Self {
+            base: format!("http://{address}"),
+            client: Client::new(),
+            store,
+            db: Some(db),
+            stop,
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client.get(self.url(path)).send().await.unwrap()
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn upload(&self, jsonl: &str) -> Response {
+        self.client
+            .post(self.url("/v1/datasets?name=test"))
+            .header("content-type", "application/x-ndjson")
+            .body(jsonl.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn upload_ok(&self, jsonl: &str) -> String {
+        let response = self.upload(jsonl).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls until the job reaches a final status.
+    pub async fn wait_finished(&self, path: &str) -> Value {
+        for _ in 0..1500 {
+            let body: Value = self.get(path).await.json().await.unwrap();
+            if matches!(
+                body["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return body;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("{path} did not finish");
+    }
+
+    /// Stops the server and workers gracefully, keeping the database.
+    pub async fn shutdown(&mut self) {
+        self.stop.cancel();
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+
+    /// Stops the server and workers gracefully and drops the database.
+    pub async fn stop(mut self) {
+        self.shutdown().await;
+        if let Some(db) = self.db.take() {
+            db.cleanup().await;
+        }
+    }
+}
+
+/// Runs `scenario` against a fresh app on every backend.
+pub async fn on_every_backend<F, Fut>(options: impl Fn() -> Options, scenario: F)
+where
+    F: Fn(TestApp) -> Fut,
+    Fut: std::future::Future<Output = TestApp>,
+{
+    for db in common::test_databases().await {
+        eprintln!("-- on {}", db.backend);
+        let app = TestApp::spawn(db, options()).await;
+        let app = scenario(app).await;
+        app.stop().await;
+    }
+}
+
+/// Asserts an RFC 9457 problem answer and returns its body.
+pub async fn problem(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"].to_str().unwrap(),
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], json!(status.as_u16()));
+    assert!(
+        body["title"].is_string() && body["detail"].is_string(),
+        "{body}"
+    );
+    body
+}
+
+/// The `field` of every listed error.
+pub fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub const MC_ROWS: &str = concat!(
+    r#"{"id": "q1", "prompt": "The cat sat on the", "choices": ["mat", "moon", "dog"], "answer": 0, "tags": {"topic": "animals"}}"#,
+    "\n",
+    r#"{"id": "q2", "prompt": "One plus one is", "choices": ["two", "three"], "answer": 0, "tags": {"topic": "math"}}"#,
+    "\n",
+    r#"{"id": "q3", "prompt": "The sky is", "choices": ["blue", "green", "loud"], "answer": 0, "tags": {"topic": "nature"}}"#,
+    "\n",
+    r#"{"id": "q4", "prompt": "Water is", "choices": ["dry", "wet"], "answer": 1, "tags": {"topic": "nature"}}"#,
+    "\n",
+    r#"{"id": "q5", "prompt": "A dog says", "choices": ["woof", "meow"], "answer": 0, "tags": {"topic": "animals"}}"#,
+    "\n",
+    r#"{"id": "q6", "prompt": "Two and two make", "choices": ["five", "four", "six"], "answer": 1, "tags": {"topic": "math"}}"#,
+    "\n",
+);
+
+/// An evaluation of the fixture Llama against itself with a LoRA adapter.
+pub fn evaluation_spec(dataset: &str) -> Value {
+    json!({
+        "name": "llama-gqa to llama-gqa+lora",
+        "old": {"model": "models/llama-gqa"},
+        "new": {"model": "models/llama-gqa", "adapter": "adapters/llama-gqa-lora-list"},
+        "dataset": dataset,
+        "task": {"type": "multiple_choice"},
+        "options": {"batch_size": 4, "shard_size": 4},
+        "gate": [{"metric": "nfr", "max": 1.0}],
+    })
+}

@@ -1,0 +1,185 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use muscle::store::{JobKind, JobStatus};
+use muscle::worker::{Executor, ShardContext, ShardResult};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::common;
+use super::helpers::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_readiness_metrics_docs() {
+    on_every_backend(Options::default, |app| async move {
+        let health: Value = app.get("/healthz").await.json().await.unwrap();
+        assert_eq!(health, json!({"status": "ok"}));
+        let mut ready = Value::Null;
+        for _ in 0..100 {
+            let response = app.get("/readyz").await;
+            if response.status() == StatusCode::OK {
+                ready = response.json().await.unwrap();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(ready["status"], "ready");
+        assert_eq!(ready["workers_running"], 1);
+        assert!(matches!(
+            ready["database"].as_str(),
+            Some("sqlite" | "postgres")
+        ));
+
+        app.upload_ok(MC_ROWS).await;
+        let metrics = app.get("/metrics").await;
+        assert!(
+            metrics.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        let text = metrics.text().await.unwrap();
+        assert!(
+            text.contains("muscle_queue_shards{status=\"queued\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "muscle_http_requests_total{method=\"POST\",route=\"/v1/datasets\",status=\"201\"} 1"
+        ), "{text}");
+
+        let docs = app.get("/docs/").await;
+        assert_eq!(docs.status(), StatusCode::OK);
+        assert!(
+            docs.text()
+                .await
+                .unwrap()
+                .to_lowercase()
+                .contains("swagger")
+        );
+        let spec: Value = app.get("/openapi.json").await.json().await.unwrap();
+        assert!(spec["paths"]["/v1/evaluations/{id}/instances"]["get"].is_object());
+
+        let missing = problem(app.get("/v2/nothing").await, StatusCode::NOT_FOUND).await;
+        assert_eq!(missing["type"], "about:blank");
+        app
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_api_only_server_is_ready_with_its_database_alone() {
+    let db = common::sqlite_db().await;
+    let app = TestApp::spawn(
+        db,
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let ready = app.get("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let ready: Value = ready.json().await.unwrap();
+    assert_eq!(ready["workers_configured"], 0);
+    assert_eq!(ready["database"], "sqlite");
+    app.stop().await;
+}
+
+#[test]
+fn the_committed_openapi_document_matches_the_code() {
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/openapi.json"))
+            .expect("openapi/openapi.json is committed");
+    let generated = muscle::http::openapi_json();
+    assert!(
+        committed == generated,
+        "openapi/openapi.json is stale: run `cargo run -- openapi > openapi/openapi.json`"
+    );
+    let spec: Value = serde_json::from_str(&generated).unwrap();
+    let paths: Vec<&String> = spec["paths"].as_object().unwrap().keys().collect();
+    for route in [
+        "/v1/datasets",
+        "/v1/datasets/{id}",
+        "/v1/evaluations",
+        "/v1/evaluations/{id}",
+        "/v1/evaluations/{id}/cancel",
+        "/v1/evaluations/{id}/instances",
+        "/v1/evaluations/{id}/report.md",
+        "/v1/evaluations/{id}/instances.csv",
+        "/v1/trainings",
+        "/v1/trainings/{id}",
+        "/v1/trainings/{id}/cancel",
+        "/v1/models",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    ] {
+        assert!(
+            paths.iter().any(|p| *p == route),
+            "{route} is missing from the spec"
+        );
+    }
+}
+
+/// Works until asked to stop (a long shard).
+struct Endless;
+
+#[async_trait]
+impl Executor for Endless {
+    async fn run(&self, ctx: &ShardContext) -> ShardResult {
+        ctx.stop.cancelled().await;
+        Err(ctx.check().unwrap_err())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_gives_running_work_back_to_the_queue() {
+    for db in common::test_databases().await {
+        let options = Options {
+            executor: Some(Arc::new(Endless)),
+            ..Options::default()
+        };
+        let mut app = TestApp::spawn(db, options).await;
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let job: Value = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let id = job["id"].as_str().unwrap().to_string();
+        loop {
+            let body: Value = app
+                .get(&format!("/v1/evaluations/{id}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            if body["status"] == "running" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let store = app.store.clone();
+        app.shutdown().await;
+        // The shard went back to the queue without using up an attempt: the next claim is
+        // the same shard, and the job is still running.
+        let claim = store
+            .claim("next-host", Duration::from_secs(30))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (claim.fence.job_id.as_str(), claim.fence.shard),
+            (id.as_str(), 0)
+        );
+        let job = store
+            .get_job(JobKind::Evaluation, &id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(job.status, JobStatus::Running);
+        app.stop().await;
+    }
+}

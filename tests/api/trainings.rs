@@ -1,0 +1,136 @@
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+fn idle() -> Options {
+    Options {
+        workers: 0,
+        ..Options::default()
+    }
+}
+
+fn compatibility_spec(dataset: &str) -> Value {
+    json!({
+        "name": "compat",
+        "objective": "compatibility",
+        "old": {"model": "models/llama-gqa", "adapter": "adapters/llama-gqa-lora-list"},
+        "new": {"model": "models/llama-gqa", "adapter": "adapters/llama-gqa-lora-all"},
+        "dataset": dataset,
+        "output": "adapters/new-compat-test",
+        "hyperparameters": {"epochs": 2, "batch_size": 2},
+        "evaluate": {"dataset": dataset, "task": {"type": "multiple_choice"}, "gate": [{"metric": "btc", "min": 0.5}]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trainings_are_queued_listed_and_cancelled() {
+    on_every_backend(idle, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .post_json("/v1/trainings", &compatibility_spec(&dataset))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let created: Value = response.json().await.unwrap();
+        assert_eq!(created["status"], "queued");
+        // 6 rows: 1 held out (20%), 5 to train, 3 steps of 2 per epoch, 2 epochs.
+        assert_eq!(
+            created["progress"],
+            json!({"step": 0, "total_steps": 6, "epoch": 1})
+        );
+        assert_eq!(
+            created["spec"]["hyperparameters"]["rank"], 16,
+            "defaults are filled in"
+        );
+        assert_eq!(created["history"], json!([]));
+
+        let fetched: Value = app.get(&location).await.json().await.unwrap();
+        assert_eq!(fetched["id"], created["id"]);
+        let listed: Value = app
+            .get("/v1/trainings?status=queued")
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["items"][0]["id"], created["id"]);
+        let evaluations: Value = app.get("/v1/evaluations").await.json().await.unwrap();
+        assert_eq!(
+            evaluations["items"],
+            json!([]),
+            "trainings are not evaluations"
+        );
+
+        let cancelled = app
+            .client
+            .post(app.url(&format!("{location}/cancel")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(cancelled.status(), StatusCode::OK);
+        let cancelled: Value = cancelled.json().await.unwrap();
+        assert_eq!(cancelled["status"], "cancelled");
+        problem(
+            app.client
+                .post(app.url(&format!("{location}/cancel")))
+                .send()
+                .await
+                .unwrap(),
+            StatusCode::CONFLICT,
+        )
+        .await;
+        problem(
+            app.get("/v1/trainings/missing").await,
+            StatusCode::NOT_FOUND,
+        )
+        .await;
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_training_specs_name_every_field() {
+    on_every_backend(idle, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let mut spec = compatibility_spec(&dataset);
+        spec.as_object_mut().unwrap().remove("old");
+        spec["output"] = json!("models/llama-gqa");
+        spec["hyperparameters"] = json!({"learning_rate": 0, "mask": "muscle"});
+        spec["evaluate"]["gate"] = json!([{"metric": "nfr"}]);
+        let body = problem(
+            app.post_json("/v1/trainings", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(
+            fields(&body),
+            vec![
+                "old",
+                "output",
+                "hyperparameters.learning_rate",
+                "evaluate.gate[0].min"
+            ]
+        );
+        let mut spec = compatibility_spec(&dataset);
+        spec["hyperparameters"]["mask"] = json!("random");
+        let body = problem(
+            app.post_json("/v1/trainings", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["hyperparameters.mask"]);
+        let mut spec = compatibility_spec("missing");
+        spec["evaluate"]["dataset"] = json!("missing-too");
+        let body = problem(
+            app.post_json("/v1/trainings", &spec).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["dataset", "evaluate.dataset"]);
+        let listed: Value = app.get("/v1/trainings").await.json().await.unwrap();
+        assert_eq!(listed["items"], json!([]));
+        app
+    })
+    .await;
+}
