@@ -19,6 +19,10 @@ pub struct SideResult {
     pub output: Option<String>,
     /// 1/0 for multiple choice; the metric's value for generation.
     pub score: f64,
+    /// With `options.noise_floor`, on the old side: the score of the old model's second run
+    /// (another batch size, reversed order).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_score: Option<f64>,
 }
 
 impl SideResult {

@@ -1,4 +1,6 @@
-use crate::metrics::{Report, ReportOptions, TaskKind, compute_report};
+use crate::metrics::{
+    Flip, NoiseFloorInput, Report, ReportOptions, TaskKind, classify, compute_report,
+};
 use crate::spec::{EvaluationSpec, TaskSpec};
 use crate::store::{InstanceFilter, PageRequest, Store, StoreError, StoreResult};
 
@@ -32,7 +34,12 @@ pub async fn build_report(
     partial: bool,
     warnings: &[String],
 ) -> StoreResult<Report> {
+    let kind = task_kind(&spec.task);
     let mut outcomes = Vec::new();
+    let mut noise = NoiseFloorInput {
+        self_flips: 0,
+        n: 0,
+    };
     let mut cursor = None;
     loop {
         let filter = InstanceFilter {
@@ -47,6 +54,12 @@ pub async fn build_report(
             let outcome = super::outcome_of(record).ok_or_else(|| {
                 StoreError::Corrupt(format!("instance {} of job {job_id}", record.id))
             })?;
+            if let Some(rerun) = record.old["rerun_score"].as_f64() {
+                noise.n += 1;
+                if classify(kind, outcome.old.score, rerun) == Flip::Negative {
+                    noise.self_flips += 1;
+                }
+            }
             outcomes.push(outcome);
         }
         match page.next_cursor {
@@ -54,11 +67,11 @@ pub async fn build_report(
             None => break,
         }
     }
-    let mut report = compute_report(
-        task_kind(&spec.task),
-        &outcomes,
-        &report_options(spec, partial),
-    );
+    let mut options = report_options(spec, partial);
+    if spec.options.noise_floor {
+        options.noise_floor = Some(noise);
+    }
+    let mut report = compute_report(kind, &outcomes, &options);
     report.warnings.extend(warnings.iter().cloned());
     Ok(report)
 }

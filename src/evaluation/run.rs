@@ -129,6 +129,7 @@ async fn score_side(
                         scores: Some(result.logprobs),
                         output: None,
                         score: if correct { 1.0 } else { 0.0 },
+                        rerun_score: None,
                     }
                 })
                 .collect())
@@ -184,11 +185,33 @@ async fn score_side(
                         scores: None,
                         output: Some(result.text),
                         score,
+                        rerun_score: None,
                     }
                 })
                 .collect())
         }
     }
+}
+
+/// The old model again, in reversed order and another batch size: the noise floor's second run.
+async fn rerun_scores(
+    runtime: &EvalRuntime,
+    model: &ModelSpec,
+    spec: &EvaluationSpec,
+    items: &[Item],
+    cancel: &CancelFlag,
+) -> Result<Vec<f64>, EngineError> {
+    let mut other = spec.clone();
+    let size = spec.options.batch_size;
+    other.options.batch_size = if size < 1024 { size * 2 } else { size / 2 };
+    let reversed: Vec<Item> = items.iter().rev().cloned().collect();
+    let mut scores: Vec<f64> = score_side(runtime, model, &other, &reversed, cancel)
+        .await?
+        .into_iter()
+        .map(|side| side.score)
+        .collect();
+    scores.reverse();
+    Ok(scores)
 }
 
 fn record(
@@ -266,9 +289,17 @@ pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), 
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let old_results = score_side(runtime, &old, &spec, &items, &cancel)
+            let mut old_results = score_side(runtime, &old, &spec, &items, &cancel)
                 .await
                 .map_err(|e| engine_failure(ctx, e, "old model"))?;
+            if spec.options.noise_floor {
+                let rerun = rerun_scores(runtime, &old, &spec, &items, &cancel)
+                    .await
+                    .map_err(|e| engine_failure(ctx, e, "old model (second run)"))?;
+                for (side, score) in old_results.iter_mut().zip(rerun) {
+                    side.rerun_score = Some(score);
+                }
+            }
             let new_results = score_side(runtime, &new, &spec, &items, &cancel)
                 .await
                 .map_err(|e| engine_failure(ctx, e, "new model"))?;

@@ -514,3 +514,46 @@ async fn cancel_queued_and_running_evaluations() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_noise_floor_reruns_the_old_model() {
+    on_every_backend(Options::default, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let mut spec = evaluation_spec(&dataset);
+        spec["options"]["noise_floor"] = json!(true);
+        let response = app.post_json("/v1/evaluations", &spec).await;
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let done = app.wait_finished(&location).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        // The engine's results do not depend on batch size or order, so a second run of the
+        // old model flips nothing.
+        let noise = &done["report"]["noise_floor"];
+        assert_eq!(noise["self_flip_rate"], 0.0, "{noise}");
+        assert!(noise["nfr_exceeds_noise"].is_boolean());
+        let page: Value = app
+            .get(&format!("{location}/instances"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        for item in page["items"].as_array().unwrap() {
+            assert_eq!(item["old"]["rerun_score"], item["old"]["score"]);
+            assert!(item["new"].get("rerun_score").is_none());
+        }
+        let plain: Value = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let plain = app
+            .wait_finished(&format!(
+                "/v1/evaluations/{}",
+                plain["id"].as_str().unwrap()
+            ))
+            .await;
+        assert_eq!(plain["report"]["noise_floor"], Value::Null);
+        app
+    })
+    .await;
+}

@@ -1,0 +1,126 @@
+//! `muscle eval`: the same path as the server, with exit codes a pipeline can act on.
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use super::helpers::*;
+
+fn muscle(dir: &Path, spec: &Value, extra: &[&str]) -> (i32, Value, String) {
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let out = dir.join("report.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .arg("eval")
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&out)
+        .args(extra)
+        .env("MUSCLE_MODEL_DIR", model_dir())
+        .env("MUSCLE_DATA_DIR", dir.join("data"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let report = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+        .unwrap_or(Value::Null);
+    (
+        output.status.code().unwrap_or(-1),
+        report,
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn spec_with_file(dir: &Path, gate: Value) -> Value {
+    let dataset = dir.join("questions.jsonl");
+    std::fs::write(&dataset, MC_ROWS).unwrap();
+    let mut spec = evaluation_spec("unused");
+    spec["dataset"] = json!({"path": dataset});
+    spec["gate"] = gate;
+    spec
+}
+
+#[test]
+fn eval_exit_codes_follow_the_gate_and_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let instances = dir.path().join("instances.jsonl");
+    let spec = spec_with_file(dir.path(), json!([{"metric": "nfr", "max": 1.0}]));
+    let (code, report, stderr) = muscle(
+        dir.path(),
+        &spec,
+        &["--instances", instances.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(report["n"], 6);
+    assert_eq!(report["gate"]["passed"], true);
+    let lines: Vec<Value> = std::fs::read_to_string(&instances)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    assert_eq!(lines[0]["id"], "q1");
+    assert!(lines[0]["old"]["scores"].as_array().unwrap().len() == 3);
+
+    // An impossible bound: the run completes, the gate fails, the exit code says so.
+    let spec = spec_with_file(dir.path(), json!([{"metric": "agreement", "min": 1.01}]));
+    let (code, report, _) = muscle(dir.path(), &spec, &[]);
+    assert_eq!(code, 1);
+    assert_eq!(report["gate"]["passed"], false);
+    assert_eq!(report["gate"]["checks"][0]["passed"], false);
+
+    let mut spec = spec_with_file(dir.path(), json!([]));
+    spec["new"]["model"] = json!("models/no-such-model");
+    let (code, _, stderr) = muscle(dir.path(), &spec, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("new.model"), "{stderr}");
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"prompt\": \"p\", \"choices\": [\"a\", \"b\"], \"answer\": 9}\n",
+    )
+    .unwrap();
+    let mut spec = spec_with_file(dir.path(), json!([]));
+    spec["dataset"] = json!({"path": bad});
+    let (code, _, stderr) = muscle(dir.path(), &spec, &[]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("line 1: answer"), "{stderr}");
+}
+
+#[test]
+fn different_tokenizers_are_evaluated_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("llama-other-tokenizer");
+    std::fs::create_dir_all(&other).unwrap();
+    let source = model_dir().join("models/llama-gqa");
+    for entry in std::fs::read_dir(&source).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), other.join(entry.file_name())).unwrap();
+    }
+    // The same vocabulary written differently: another file, so another tokenizer as far as
+    // a compatibility adapter is concerned.
+    let tokenizer: Value =
+        serde_json::from_str(&std::fs::read_to_string(other.join("tokenizer.json")).unwrap())
+            .unwrap();
+    std::fs::write(
+        other.join("tokenizer.json"),
+        serde_json::to_string(&tokenizer).unwrap(),
+    )
+    .unwrap();
+
+    let mut spec = spec_with_file(dir.path(), json!([]));
+    spec["new"] = json!({"model": other});
+    let (code, report, stderr) = muscle(dir.path(), &spec, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let warnings = report["warnings"].as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("tokenizers differ")),
+        "{warnings:?}"
+    );
+    assert_eq!(report["n"], 6);
+}
