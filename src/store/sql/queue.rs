@@ -297,6 +297,16 @@ impl SqlStore {
             Self::refresh_progress(&mut tx, &fence.job_id).await?;
         }
         tx.commit().await?;
+        if kind == ShardKind::Finalize.as_str() && self.backend == Backend::Postgres {
+            // A job's rows arrive in bulk, long before autovacuum's next look: without fresh
+            // statistics the planner picks seconds-long plans for the filtered listings.
+            if let Err(error) = sqlx::query("ANALYZE instances, instance_slices")
+                .execute(&self.pool)
+                .await
+            {
+                tracing::warn!(%error, "ANALYZE after a finished job failed");
+            }
+        }
         Ok(LeaseState::Held)
     }
 
