@@ -8,6 +8,8 @@ mod helpers;
 mod auth_and_cors;
 mod cli;
 mod datasets;
+mod deploy;
 mod evaluations;
+mod multi_worker;
 mod operations;
 mod trainings;
