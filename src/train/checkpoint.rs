@@ -36,6 +36,7 @@ fn state_json(s: &RunState) -> Value {
         "history": s.history,
         "best_epoch": s.best_epoch,
         "best_validation_ce": s.best_validation_ce,
+        "resumed_from": s.resumed_from,
     })
 }
 
@@ -116,6 +117,7 @@ pub fn restore(root: &Path, dir: &Path, trainer: &mut Trainer) -> Result<(), Str
         history: state["history"].as_array().cloned().unwrap_or_default(),
         best_epoch: state["best_epoch"].as_u64().map(|e| e as u32),
         best_validation_ce: state["best_validation_ce"].as_f64(),
+        resumed_from: serde_json::from_value(state["resumed_from"].clone()).unwrap_or_default(),
     };
     trainer.best_tensors = match best_adapter(root, &state) {
         Some(best) => Some(load_tensors(&best.join(super::peft::WEIGHTS), trainer)?),

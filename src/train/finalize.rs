@@ -136,6 +136,7 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
         "best_epoch": state["best_epoch"],
         "best_validation_ce": state["best_validation_ce"],
         "steps": state["step"],
+        "resumed_from_epochs": state["resumed_from"],
         "adapter": job.spec.output,
         "evaluations": evaluations,
     });

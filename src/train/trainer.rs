@@ -70,6 +70,8 @@ pub struct RunState {
     pub history: Vec<Value>,
     pub best_epoch: Option<u32>,
     pub best_validation_ce: Option<f64>,
+    /// Epochs this run was resumed from (one entry per reclaimed attempt).
+    pub resumed_from: Vec<u32>,
 }
 
 pub struct Trainer {

@@ -167,10 +167,11 @@ pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), 
         let mut trainer = Trainer::new(inputs)?;
         if let Some(dir) = resume {
             match checkpoint::restore(&root, &dir, &mut trainer) {
-                Ok(()) => tracing::info!(
-                    epoch = trainer.state.epochs_done,
-                    "resuming from the epoch checkpoint"
-                ),
+                Ok(()) => {
+                    let epoch = trainer.state.epochs_done;
+                    tracing::info!(epoch, "resuming from the epoch checkpoint");
+                    trainer.state.resumed_from.push(epoch);
+                }
                 Err(error) => tracing::warn!(
                     %error,
                     "the epoch checkpoint cannot be read (is MUSCLE_DATA_DIR shared by every \
