@@ -224,6 +224,16 @@ async fn a_compatibility_training_runs_through_the_queue_and_evaluates() {
     let best = done["best_epoch"].as_i64().unwrap();
     assert!((1..=2).contains(&best));
     assert_eq!(done["adapter"], "adapters/compat");
+    let job = muscle::store::Store::get_job(
+        db.store().await.as_ref(),
+        muscle::store::JobKind::Training,
+        created["id"].as_str().unwrap(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let init = job.result.unwrap()["init"].as_str().unwrap().to_string();
+    assert!(init.contains("started from"), "{init}");
     let folder = dirs.models.path().join("adapters/compat");
     assert!(folder.join("adapter_config.json").is_file());
     assert!(folder.join("adapter_model.safetensors").is_file());
@@ -308,6 +318,15 @@ async fn a_training_is_cancelled_between_steps() {
             < after["progress"]["total_steps"].as_i64().unwrap()
     );
     assert!(!dirs.models.path().join("adapters/cancelled").exists());
+    assert!(
+        !dirs
+            .data
+            .path()
+            .join("checkpoints")
+            .join(created["id"].as_str().unwrap())
+            .exists(),
+        "a cancelled run leaves no checkpoints"
+    );
     app.stop().await;
 }
 

@@ -326,3 +326,31 @@ fn peft_loads_our_adapter_to_the_same_logits() {
         );
     }
 }
+
+/// Training throughput on this machine (prints; asserts nothing):
+/// `MUSCLE_BENCH=task|compatibility cargo test --release --test train_engine throughput -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn throughput() {
+    let Ok(objective) = std::env::var("MUSCLE_BENCH") else {
+        return;
+    };
+    let hyper = json!({"rank": 8, "alpha": 16, "epochs": 3, "batch_size": 8, "warmup_steps": 0,
+                       "loss_tokens": "all", "max_seq_len": 64});
+    let mut inputs = if objective == "task" {
+        task_inputs(hyper, 200)
+    } else {
+        compat_inputs(hyper, model())
+    };
+    inputs.rows = rows(200);
+    let mut trainer = Trainer::new(inputs).unwrap();
+    let started = std::time::Instant::now();
+    trainer.run(&mut NoHooks).unwrap();
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "{objective}: {} steps, {} tokens in {seconds:.2} s = {:.0} tokens/s",
+        trainer.state.step,
+        trainer.tokens_seen,
+        trainer.tokens_seen as f64 / seconds
+    );
+}

@@ -63,6 +63,7 @@ pub fn save(root: &Path, trainer: &Trainer, base_model: &str) -> Result<PathBuf,
     )?;
     let mut state = state_json(&trainer.state);
     state["optimizer_step"] = json!(trainer.optimizer.step);
+    state["init"] = json!(trainer.lora.init);
     std::fs::write(
         tmp.join(STATE),
         serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?,

@@ -137,6 +137,7 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
         "best_validation_ce": state["best_validation_ce"],
         "steps": state["step"],
         "resumed_from_epochs": state["resumed_from"],
+        "init": state["init"],
         "adapter": job.spec.output,
         "evaluations": evaluations,
     });

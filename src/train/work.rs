@@ -212,6 +212,13 @@ pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), 
     let outcome = worker
         .await
         .map_err(|e| ShardError::retryable(format!("the training thread failed: {e}")))?;
+    if let Err(ShardError::Interrupted(Interruption::Cancelled)) = ctx.check() {
+        // Nothing will resume a cancelled job: its checkpoints go.
+        let _ = std::fs::remove_dir_all(checkpoint::job_dir(
+            &runtime.data_dir,
+            &ctx.claim.fence.job_id,
+        ));
+    }
     if let Some(error) = store_error {
         return Err(error);
     }
