@@ -19,6 +19,7 @@ use crate::models::Resolver;
 use crate::runner::JobRunner;
 use crate::stats::Stats;
 use crate::store::{self, Store};
+use crate::train::TrainRuntime;
 use crate::worker::{self, Executor, WorkerConfig};
 
 /// Everything `App::build` needs; tests fill it directly, `main` from the command line.
@@ -26,6 +27,9 @@ use crate::worker::{self, Executor, WorkerConfig};
 pub struct Settings {
     pub database_url: String,
     pub model_dir: PathBuf,
+    /// MUSCLE_DATA_DIR: training checkpoints go under `checkpoints/` (shared storage when
+    /// workers on several hosts run trainings).
+    pub data_dir: PathBuf,
     pub device: DeviceSpec,
     pub model_cache_bytes: u64,
     /// Model references may also be paths (the CLI); the server takes names under the root.
@@ -46,6 +50,7 @@ impl Settings {
         Ok(Self {
             database_url: common.database_url(),
             model_dir: common.model_dir.clone(),
+            data_dir: common.data_dir.clone(),
             device: parse_device(&common.device)?,
             model_cache_bytes: common.model_cache_bytes,
             allow_model_paths: false,
@@ -127,6 +132,11 @@ impl App {
                             resolver: resolver.clone(),
                             device: settings.device,
                             stats: stats.clone(),
+                        },
+                        training: TrainRuntime {
+                            resolver: resolver.clone(),
+                            device: settings.device,
+                            data_dir: settings.data_dir.clone(),
                         },
                     })
                 }

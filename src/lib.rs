@@ -15,5 +15,6 @@ pub mod stats;
 pub mod store;
 pub mod telemetry;
 pub mod time;
+pub mod train;
 pub mod validation;
 pub mod worker;

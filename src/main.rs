@@ -75,11 +75,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Train(args) => {
             telemetry::init(args.common.log_format, telemetry::COMMAND_FILTER);
-            eprintln!(
-                "error: training runs are not implemented by this version of muscle yet ({})",
-                args.spec.display()
-            );
-            Ok(ExitCode::from(3))
+            Ok(cli::train::run(args).await)
         }
     }
 }

@@ -5,11 +5,13 @@ use async_trait::async_trait;
 use crate::evaluation::{self, EvalRuntime};
 use crate::models::Resolver;
 use crate::store::{Completion, JobKind, ShardKind};
-use crate::worker::{Executor, ShardContext, ShardError, ShardResult};
+use crate::train::{self, TrainRuntime};
+use crate::worker::{Executor, ShardContext, ShardResult};
 
 pub struct JobRunner {
     pub resolver: Resolver,
     pub evaluation: EvalRuntime,
+    pub training: TrainRuntime,
 }
 
 #[async_trait]
@@ -26,9 +28,14 @@ impl Executor for JobRunner {
             (JobKind::Evaluation, ShardKind::Finalize) => {
                 evaluation::finalize(&self.resolver, ctx).await
             }
-            (JobKind::Training, _) => Err(ShardError::fatal(
-                "training runs are not implemented by this version of muscle yet",
-            )),
+            (JobKind::Training, ShardKind::Work) => {
+                train::run_work(&self.training, ctx).await?;
+                Ok(Completion {
+                    report: None,
+                    result: None,
+                })
+            }
+            (JobKind::Training, ShardKind::Finalize) => train::finalize(&self.training, ctx).await,
         }
     }
 }

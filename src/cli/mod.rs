@@ -1,3 +1,4 @@
 //! Subcommands that run one job without a server.
 
 pub mod eval;
+pub mod train;

@@ -36,12 +36,59 @@ impl RmsNorm {
     }
 }
 
+/// An unmerged LoRA path on a linear layer: `y = W x + scaling * B (A dropout(x))`. With `a`
+/// and `b` taken from candle `Var`s, gradients flow to them (training); the base stays frozen.
+#[derive(Debug, Clone)]
+pub struct LoraPath {
+    /// `[r, in_features]`
+    pub a: Tensor,
+    /// `[out_features, r]`
+    pub b: Tensor,
+    pub scaling: f64,
+    /// Dropout on the LoRA input while the decoder is in training mode.
+    pub dropout: f32,
+}
+
+/// A linear layer of a decoder block, with an optional unmerged LoRA path.
+#[derive(Debug, Clone)]
+struct Proj {
+    base: Linear,
+    lora: Option<LoraPath>,
+}
+
+impl From<Linear> for Proj {
+    fn from(base: Linear) -> Self {
+        Self { base, lora: None }
+    }
+}
+
+impl Proj {
+    fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        let y = self.base.forward(x)?;
+        let Some(l) = &self.lora else {
+            return Ok(y);
+        };
+        let mut h = x.to_dtype(l.a.dtype())?;
+        if training && l.dropout > 0.0 {
+            h = candle_nn::ops::dropout(&h, l.dropout)?;
+        }
+        let down = Linear::new(l.a.clone(), None).forward(&h)?;
+        let up = (Linear::new(l.b.clone(), None).forward(&down)? * l.scaling)?;
+        let up = up.to_dtype(y.dtype())?;
+        Ok((y + up)?)
+    }
+
+    fn dims(&self) -> Result<(usize, usize)> {
+        Ok(self.base.weight().dims2()?)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
+    q: Proj,
+    k: Proj,
+    v: Proj,
+    o: Proj,
     heads: usize,
     kv_heads: usize,
     head_dim: usize,
@@ -49,10 +96,21 @@ struct Attention {
 
 #[derive(Debug, Clone)]
 struct Mlp {
-    gate: Linear,
-    up: Linear,
-    down: Linear,
+    gate: Proj,
+    up: Proj,
+    down: Proj,
 }
+
+/// The adaptable linear layers of one decoder block, by their module-name suffix.
+pub const BLOCK_LINEARS: [&str; 7] = [
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+];
 
 #[derive(Debug, Clone)]
 struct Layer {
@@ -120,6 +178,8 @@ pub struct Decoder {
     pub parameters: u64,
     /// Use candle's fused kernels (no gradient) instead of plain ops.
     pub fused: bool,
+    /// Training mode: dropout on the LoRA paths is active.
+    pub training: bool,
 }
 
 /// Large negative additive mask value; finite so fully masked (padding) rows give no NaN.
@@ -139,19 +199,39 @@ impl Decoder {
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
             let attn = Attention {
-                q: w.linear(&format!("{p}.self_attn.q_proj"), nh * hd, h, cfg.qkv_bias)?,
-                k: w.linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, cfg.qkv_bias)?,
-                v: w.linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, cfg.qkv_bias)?,
-                o: w.linear(&format!("{p}.self_attn.o_proj"), h, nh * hd, cfg.o_bias)?,
+                q: Proj::from(w.linear(
+                    &format!("{p}.self_attn.q_proj"),
+                    nh * hd,
+                    h,
+                    cfg.qkv_bias,
+                )?),
+                k: Proj::from(w.linear(
+                    &format!("{p}.self_attn.k_proj"),
+                    nkv * hd,
+                    h,
+                    cfg.qkv_bias,
+                )?),
+                v: Proj::from(w.linear(
+                    &format!("{p}.self_attn.v_proj"),
+                    nkv * hd,
+                    h,
+                    cfg.qkv_bias,
+                )?),
+                o: Proj::from(w.linear(
+                    &format!("{p}.self_attn.o_proj"),
+                    h,
+                    nh * hd,
+                    cfg.o_bias,
+                )?),
                 heads: nh,
                 kv_heads: nkv,
                 head_dim: hd,
             };
             let i_sz = cfg.intermediate_size;
             let mlp = Mlp {
-                gate: w.linear(&format!("{p}.mlp.gate_proj"), i_sz, h, cfg.mlp_bias)?,
-                up: w.linear(&format!("{p}.mlp.up_proj"), i_sz, h, cfg.mlp_bias)?,
-                down: w.linear(&format!("{p}.mlp.down_proj"), h, i_sz, cfg.mlp_bias)?,
+                gate: Proj::from(w.linear(&format!("{p}.mlp.gate_proj"), i_sz, h, cfg.mlp_bias)?),
+                up: Proj::from(w.linear(&format!("{p}.mlp.up_proj"), i_sz, h, cfg.mlp_bias)?),
+                down: Proj::from(w.linear(&format!("{p}.mlp.down_proj"), h, i_sz, cfg.mlp_bias)?),
             };
             layers.push(Layer {
                 input_norm: RmsNorm {
@@ -194,7 +274,67 @@ impl Decoder {
             device: w.device.clone(),
             parameters: w.elements,
             fused: false,
+            training: false,
         })
+    }
+
+    /// The adaptable linear layers: (module name, out_features, in_features), in layer order.
+    pub fn linear_modules(&self) -> Result<Vec<(String, usize, usize)>> {
+        let mut out = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (suffix, proj) in BLOCK_LINEARS.iter().zip(Self::block_projs(layer)) {
+                let (o, n) = proj.dims()?;
+                out.push((format!("model.layers.{i}.{suffix}"), o, n));
+            }
+        }
+        Ok(out)
+    }
+
+    fn block_projs(layer: &Layer) -> [&Proj; 7] {
+        let (a, m) = (&layer.attn, &layer.mlp);
+        [&a.q, &a.k, &a.v, &a.o, &m.gate, &m.up, &m.down]
+    }
+
+    /// Sets (or with None removes) the unmerged LoRA path of `module`
+    /// (e.g. `model.layers.0.self_attn.q_proj`), checking the factor shapes.
+    pub fn set_lora(&mut self, module: &str, lora: Option<LoraPath>) -> Result<()> {
+        let bad = |m: String| super::error::EngineError::InvalidRequest(m);
+        let rest = module
+            .strip_prefix("model.layers.")
+            .ok_or_else(|| bad(format!("{module} is not an adaptable linear layer")))?;
+        let (index, suffix) = rest
+            .split_once('.')
+            .ok_or_else(|| bad(format!("{module} is not an adaptable linear layer")))?;
+        let layer = index
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.layers.get_mut(i))
+            .ok_or_else(|| bad(format!("{module}: no such layer")))?;
+        let (a, m) = (&mut layer.attn, &mut layer.mlp);
+        let proj = match suffix {
+            "self_attn.q_proj" => &mut a.q,
+            "self_attn.k_proj" => &mut a.k,
+            "self_attn.v_proj" => &mut a.v,
+            "self_attn.o_proj" => &mut a.o,
+            "mlp.gate_proj" => &mut m.gate,
+            "mlp.up_proj" => &mut m.up,
+            "mlp.down_proj" => &mut m.down,
+            _ => return Err(bad(format!("{module} is not an adaptable linear layer"))),
+        };
+        if let Some(l) = &lora {
+            let (out, inp) = proj.dims()?;
+            let (r, a_in) = l.a.dims2()?;
+            let (b_out, rb) = l.b.dims2()?;
+            if a_in != inp || b_out != out || rb != r {
+                return Err(bad(format!(
+                    "{module}: lora_A {:?} and lora_B {:?} do not fit the weight [{out}, {inp}]",
+                    l.a.dims(),
+                    l.b.dims()
+                )));
+            }
+        }
+        proj.lora = lora;
+        Ok(())
     }
 
     /// Bytes held by the weights.
@@ -225,9 +365,10 @@ impl Decoder {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = shape(a.q.forward(x)?, a.heads)?;
-        let k = shape(a.k.forward(x)?, a.kv_heads)?;
-        let v = shape(a.v.forward(x)?, a.kv_heads)?;
+        let tr = self.training;
+        let q = shape(a.q.forward(x, tr)?, a.heads)?;
+        let k = shape(a.k.forward(x, tr)?, a.kv_heads)?;
+        let v = shape(a.v.forward(x, tr)?, a.kv_heads)?;
         let q = rope::apply(&q, cos, sin, self.fused)?;
         let mut k = rope::apply(&k, cos, sin, self.fused)?;
         let mut v = v;
@@ -256,7 +397,7 @@ impl Decoder {
         let probs = self.softmax(&scores)?.to_dtype(self.dtype)?;
         let out = probs.matmul(&v.contiguous()?)?;
         let out = out.transpose(1, 2)?.reshape((b, t, a.heads * a.head_dim))?;
-        Ok(a.o.forward(&out)?)
+        a.o.forward(&out, tr)
     }
 
     /// Runs the layers; returns hidden states `[b, t, hidden]` before the final norm.
@@ -278,9 +419,9 @@ impl Decoder {
             let att = self.attention(&layer.attn, &hn, &cos, &sin, step.mask, slot)?;
             x = (x + att)?;
             let hn = layer.post_norm.forward(&x, self.fused)?;
-            let gate = layer.mlp.gate.forward(&hn)?.silu()?;
-            let up = layer.mlp.up.forward(&hn)?;
-            x = (x + layer.mlp.down.forward(&(gate * up)?)?)?;
+            let gate = layer.mlp.gate.forward(&hn, self.training)?.silu()?;
+            let up = layer.mlp.up.forward(&hn, self.training)?;
+            x = (x + layer.mlp.down.forward(&(gate * up)?, self.training)?)?;
         }
         Ok(x)
     }

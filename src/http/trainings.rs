@@ -14,8 +14,9 @@ use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
     JobTimes, ListParams, Submission, accepted, job_filter, not_found, resolve_dataset, submit,
 };
-use crate::spec::{Hyperparameters, TrainingSpec, parse_body};
-use crate::store::{Job, JobKind, JobStatus, NewShard, ShardKind};
+use crate::spec::{TrainingSpec, parse_body};
+use crate::store::{Job, JobKind, JobStatus};
+use crate::train::job::{check_vocabularies, training_job};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -92,12 +93,14 @@ pub struct TrainingPage {
     pub next_cursor: Option<String>,
 }
 
-/// Optimiser steps per epoch for `rows` dataset rows.
-pub fn steps_per_epoch(rows: i64, h: &Hyperparameters) -> i64 {
-    let validation = ((rows as f64) * h.validation_fraction).round() as i64;
-    let train = (rows - validation.max(1)).max(1);
-    let per_step = i64::from(h.batch_size) * i64::from(h.grad_accum);
-    (train + per_step - 1) / per_step
+/// The view with each evaluation's status and headline numbers read now.
+async fn view(state: &AppState, job: &Job) -> ApiResult<Training> {
+    let mut training = Training::of(job);
+    if let Some(evaluations) = &training.evaluations {
+        training.evaluations =
+            Some(crate::train::view::evaluations_view(state.store.as_ref(), evaluations).await?);
+    }
+    Ok(training)
 }
 
 /// Queue a training run: a task adapter, or a compatibility adapter distilled from the old and
@@ -125,6 +128,7 @@ async fn create_training(
     let spec: TrainingSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the training spec is invalid", e))?;
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
+    errors.extend(check_vocabularies(&spec, &state.resolver));
     let dataset = resolve_dataset(
         &state,
         &spec.dataset,
@@ -155,13 +159,7 @@ async fn create_training(
             "needs at least 2 rows to split into training and validation",
         ));
     }
-    let per_epoch = steps_per_epoch(dataset.rows, &spec.hyperparameters);
-    let total = per_epoch * i64::from(spec.hyperparameters.epochs);
-    let stored = serde_json::json!({
-        "spec": spec,
-        "dataset_rows": dataset.rows,
-        "steps_per_epoch": per_epoch,
-    });
+    let (stored, total, shards) = training_job(&spec, dataset.rows);
     let (job, created) = submit(
         &state,
         &headers,
@@ -171,18 +169,7 @@ async fn create_training(
             name: spec.name.clone(),
             spec: stored,
             total,
-            shards: vec![
-                NewShard {
-                    kind: ShardKind::Work,
-                    start: 0,
-                    end: total,
-                },
-                NewShard {
-                    kind: ShardKind::Finalize,
-                    start: 0,
-                    end: total,
-                },
-            ],
+            shards,
         },
     )
     .await?;
@@ -240,7 +227,7 @@ async fn get_training(
         .get_job(JobKind::Training, &id)
         .await?
         .ok_or_else(|| not_found(JobKind::Training, &id))?;
-    Ok(Json(Training::of(&job)))
+    Ok(Json(view(&state, &job).await?))
 }
 
 /// Cancel a queued or running training; the worker stops at the next step.

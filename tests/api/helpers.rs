@@ -55,6 +55,7 @@ impl TestApp {
         let settings = Settings {
             database_url: db.url.clone(),
             model_dir: model_dir(),
+            data_dir: std::env::temp_dir().join("muscle-api-tests"),
             device: DeviceSpec::Cpu,
             model_cache_bytes: 1 << 30,
             allow_model_paths: false,

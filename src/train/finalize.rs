@@ -1,0 +1,149 @@
+//! The Training/Finalize shard: the best epoch's adapter into MUSCLE_MODEL_DIR, the result, and
+//! with `evaluate` two evaluation jobs (old vs new, old vs new + the trained adapter).
+
+use std::path::Path;
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::checkpoint;
+use super::peft::{CONFIG, WEIGHTS};
+use super::work::{StoredTraining, TrainRuntime, stored};
+use crate::spec::{DatasetRef, EvaluationSpec, ModelRef, Objective};
+use crate::store::{Completion, Idempotency, JobKind, NewJob, Store, plan_shards};
+use crate::worker::{ShardContext, ShardError, ShardResult};
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
+}
+
+/// Copies the adapter folder `from` to `to`, refusing to overwrite anything but the same
+/// adapter (an earlier attempt of this shard that wrote it and then crashed).
+pub fn install(from: &Path, to: &Path, job_id: &str) -> Result<(), String> {
+    if to.exists() {
+        if same_file(&from.join(WEIGHTS), &to.join(WEIGHTS))
+            && same_file(&from.join(CONFIG), &to.join(CONFIG))
+        {
+            return Ok(());
+        }
+        return Err(format!(
+            "{} already exists; refusing to overwrite it (the trained adapter stays in {})",
+            to.display(),
+            from.display()
+        ));
+    }
+    let parent = to.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
+    let tmp = parent.join(format!(".{job_id}.partial"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    for file in [CONFIG, WEIGHTS] {
+        std::fs::copy(from.join(file), tmp.join(file))
+            .map_err(|e| format!("copying {}: {e}", from.join(file).display()))?;
+    }
+    std::fs::rename(&tmp, to).map_err(|e| format!("moving the adapter to {}: {e}", to.display()))
+}
+
+/// The evaluations a finished run asks for: (key, old side, new side).
+pub fn evaluation_pairs(job: &StoredTraining) -> Vec<(&'static str, ModelRef, ModelRef)> {
+    let spec = &job.spec;
+    let trained = ModelRef {
+        model: spec.new.model.clone(),
+        adapter: Some(spec.output.clone()),
+        dtype: spec.new.dtype,
+    };
+    match (spec.objective, &spec.old) {
+        (Objective::Compatibility, Some(old)) => vec![
+            ("old_vs_new", old.clone(), spec.new.clone()),
+            ("old_vs_compat", old.clone(), trained),
+        ],
+        _ => vec![("before_vs_after", spec.new.clone(), trained)],
+    }
+}
+
+/// Queues the evaluations (idempotently: a re-run of this shard finds the same jobs).
+pub async fn submit_evaluations(
+    store: &dyn Store,
+    job_id: &str,
+    job: &StoredTraining,
+) -> Result<Value, ShardError> {
+    let Some(evaluate) = &job.spec.evaluate else {
+        return Ok(Value::Null);
+    };
+    let DatasetRef::Id(dataset_id) = &evaluate.dataset else {
+        return Err(ShardError::fatal(
+            "evaluate.dataset names no uploaded dataset",
+        ));
+    };
+    let dataset = store.get_dataset(dataset_id).await?.ok_or_else(|| {
+        ShardError::fatal(format!("evaluate.dataset {dataset_id:?} does not exist"))
+    })?;
+    let label = job.spec.name.clone().unwrap_or_else(|| job_id.to_string());
+    let mut out = Map::new();
+    for (key, old, new) in evaluation_pairs(job) {
+        let spec = EvaluationSpec {
+            name: Some(format!("{label}: {}", key.replace('_', " "))),
+            old,
+            new,
+            dataset: evaluate.dataset.clone(),
+            task: evaluate.task.clone(),
+            options: evaluate.options.clone(),
+            gate: evaluate.gate.clone(),
+        };
+        let value = serde_json::to_value(&spec)
+            .map_err(|e| ShardError::fatal(format!("evaluation spec: {e}")))?;
+        let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
+        let shard_size = i64::from(evaluate.options.shard_size.unwrap_or(500).max(1));
+        let created = store
+            .create_job(NewJob {
+                kind: JobKind::Evaluation,
+                name: spec.name.clone(),
+                spec: value,
+                total: dataset.rows,
+                shards: plan_shards(dataset.rows, shard_size),
+                max_attempts: 3,
+                idempotency: Some(Idempotency {
+                    key: format!("training:{job_id}:{key}"),
+                    request_hash: hash,
+                }),
+            })
+            .await?;
+        out.insert(key.to_string(), json!({"id": created.value.id}));
+    }
+    Ok(Value::Object(out))
+}
+
+pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult {
+    let job = stored(ctx)?;
+    let job_id = &ctx.claim.fence.job_id;
+    let root = checkpoint::job_dir(&runtime.data_dir, job_id);
+    let last = checkpoint::epoch_dir(&root, job.spec.hyperparameters.epochs);
+    let state = checkpoint::read_state(&last).map_err(|e| {
+        ShardError::fatal(format!(
+            "the final epoch checkpoint cannot be read ({e}); is MUSCLE_DATA_DIR shared by every worker?"
+        ))
+    })?;
+    let best = checkpoint::best_adapter(&root, &state)
+        .ok_or_else(|| ShardError::fatal("the final checkpoint names no best epoch"))?;
+    let output = runtime
+        .resolver
+        .confined(&job.spec.output)
+        .map_err(|e| ShardError::fatal(format!("output: {e}")))?;
+    install(&best, &output, job_id).map_err(ShardError::fatal)?;
+    let evaluations = submit_evaluations(ctx.store.as_ref(), job_id, &job).await?;
+    let result = json!({
+        "history": state["history"],
+        "best_epoch": state["best_epoch"],
+        "best_validation_ce": state["best_validation_ce"],
+        "steps": state["step"],
+        "resumed_from_epochs": state["resumed_from"],
+        "init": state["init"],
+        "adapter": job.spec.output,
+        "evaluations": evaluations,
+    });
+    let _ = std::fs::remove_dir_all(&root);
+    Ok(Completion {
+        report: None,
+        result: Some(result),
+    })
+}
