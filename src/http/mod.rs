@@ -83,6 +83,7 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
         .fallback(|| async { error::ApiError::not_found("no such route") })
+        .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.stats.clone(), record))

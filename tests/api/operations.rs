@@ -62,6 +62,13 @@ async fn health_readiness_metrics_docs() {
 
         let missing = problem(app.get("/v2/nothing").await, StatusCode::NOT_FOUND).await;
         assert_eq!(missing["type"], "about:blank");
+        let wrong_method = app
+            .client
+            .delete(app.url("/v1/evaluations"))
+            .send()
+            .await
+            .unwrap();
+        problem(wrong_method, StatusCode::METHOD_NOT_ALLOWED).await;
         app
     })
     .await;
