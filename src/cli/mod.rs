@@ -1,4 +1,5 @@
 //! Subcommands that run one job without a server.
 
+mod common;
 pub mod eval;
 pub mod train;

@@ -1,0 +1,219 @@
+//! What `muscle eval` and `muscle train` share: reading the spec, the dataset (a file, or an
+//! uploaded id in the server's database), the private database, exit codes, output.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::de::DeserializeOwned;
+
+use crate::config::CommonArgs;
+use crate::dataset::{ParsedDataset, parse_jsonl};
+use crate::spec::{DatasetRef, parse_body};
+use crate::store::{self, Job, JobKind, NewDataset, Store};
+use crate::validation::FieldError;
+
+pub const GATE_FAILED: u8 = 1;
+pub const INVALID: u8 = 2;
+pub const FAILED: u8 = 3;
+
+pub enum Failure {
+    /// Bad input: the source (file) and every field or line at fault. Exit code 2.
+    Invalid(String, Vec<FieldError>),
+    /// Exit code 3.
+    Runtime(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(error: anyhow::Error) -> Self {
+        Self::Runtime(error)
+    }
+}
+
+impl Failure {
+    pub fn invalid_field(source: &Path, field: &str, message: impl Into<String>) -> Self {
+        Self::Invalid(
+            source.display().to_string(),
+            vec![FieldError::field(field, message)],
+        )
+    }
+
+    /// Prints the failure on stderr and returns its exit code.
+    pub fn report(self) -> ExitCode {
+        match self {
+            Self::Invalid(source, errors) => {
+                for error in &errors {
+                    match error.line {
+                        Some(line) => {
+                            eprintln!("{source}: line {line}: {}: {}", error.field, error.message)
+                        }
+                        None => eprintln!("{source}: {}: {}", error.field, error.message),
+                    }
+                }
+                ExitCode::from(INVALID)
+            }
+            Self::Runtime(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::from(FAILED)
+            }
+        }
+    }
+}
+
+/// Reads and parses a SPEC file.
+pub fn read_spec<T: DeserializeOwned>(path: &Path) -> Result<T, Failure> {
+    let bytes =
+        std::fs::read(path).map_err(|e| Failure::invalid_field(path, "(file)", e.to_string()))?;
+    parse_body(&bytes).map_err(|errors| Failure::Invalid(path.display().to_string(), errors))
+}
+
+/// The rows a spec names: a JSONL file, or a dataset uploaded to the server's database.
+pub async fn load_dataset(
+    common: &CommonArgs,
+    spec_path: &Path,
+    dataset: &DatasetRef,
+    field: &str,
+) -> Result<(String, ParsedDataset), Failure> {
+    match dataset {
+        DatasetRef::Path { path } => {
+            let bytes = std::fs::read(path).map_err(|e| {
+                Failure::invalid_field(spec_path, &format!("{field}.path"), format!("{path}: {e}"))
+            })?;
+            let parsed =
+                parse_jsonl(&bytes).map_err(|errors| Failure::Invalid(path.clone(), errors))?;
+            Ok((path.clone(), parsed))
+        }
+        DatasetRef::Id(id) => {
+            let url = common.database_url();
+            let server = store::connect(&url)
+                .await
+                .with_context(|| format!("opening {}", store::redact(&url)))?;
+            let Some(found) = server
+                .get_dataset(id)
+                .await
+                .context("reading the dataset")?
+            else {
+                return Err(Failure::invalid_field(
+                    spec_path,
+                    field,
+                    format!("no dataset with id {id:?} in {}", store::redact(&url)),
+                ));
+            };
+            let rows = server
+                .dataset_rows(id, 0, found.rows)
+                .await
+                .context("reading the dataset rows")?;
+            Ok((
+                found.name,
+                ParsedDataset {
+                    kind: found.kind,
+                    rows,
+                    sha256: found.sha256,
+                },
+            ))
+        }
+    }
+}
+
+/// Stores the dataset in the private database; its id and row count.
+pub async fn store_dataset(
+    store: &dyn Store,
+    name: String,
+    parsed: &ParsedDataset,
+) -> anyhow::Result<(String, i64)> {
+    let dataset = store
+        .insert_dataset(
+            &NewDataset {
+                name,
+                kind: parsed.kind,
+                sha256: parsed.sha256.clone(),
+            },
+            &parsed.rows,
+        )
+        .await
+        .context("storing the dataset")?;
+    Ok((dataset.id, dataset.rows))
+}
+
+/// Waits for a job to finish, drawing a progress bar of `unit` when stderr is a terminal.
+pub async fn wait(store: &dyn Store, kind: JobKind, id: &str, unit: &str) -> anyhow::Result<Job> {
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        let template = format!(
+            "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(&template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar
+    });
+    loop {
+        let job = store.get_job(kind, id).await?.context("the job vanished")?;
+        if let Some(bar) = &bar {
+            bar.set_length(job.progress_total.max(0) as u64);
+            bar.set_position(job.progress_done.max(0) as u64);
+        }
+        if job.status.is_finished() {
+            if let Some(bar) = &bar {
+                bar.finish_and_clear();
+            }
+            return Ok(job);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Writes pretty JSON to `out`, or to stdout.
+pub fn write_json(out: Option<&Path>, value: &serde_json::Value) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    match out {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to standard output")
+        }
+    }
+}
+
+/// An app with one in-process worker on a private SQLite database in a scratch folder (kept
+/// alive as long as the returned guard).
+pub async fn private_app(
+    common: &CommonArgs,
+    shard_size: u32,
+) -> anyhow::Result<(crate::app::App, tempfile::TempDir)> {
+    let scratch = tempfile::tempdir().context("creating a scratch folder")?;
+    let queue = crate::config::QueueArgs {
+        lease_seconds: 60,
+        max_attempts: 1,
+        poll_ms: 50,
+        shard_size,
+    };
+    let mut settings = crate::app::Settings::from_common(common, &queue, 1)?;
+    settings.database_url = format!("sqlite://{}", scratch.path().join("muscle.db").display());
+    settings.data_dir = scratch.path().to_path_buf();
+    settings.allow_model_paths = true;
+    Ok((crate::app::App::build(settings).await?, scratch))
+}
+
+/// Runs the app's workers while `work` runs, then stops them gracefully.
+pub async fn with_workers<T>(
+    app: crate::app::App,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let runner = {
+        let stop = stop.clone();
+        tokio::spawn(app.run_until_stopped(async move { stop.cancelled().await }))
+    };
+    let output = work.await;
+    stop.cancel();
+    let _ = runner.await;
+    output
+}
