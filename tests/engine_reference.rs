@@ -45,7 +45,19 @@ fn spec(dir: &std::path::Path, case: &Value) -> ModelSpec {
             .as_str()
             .map(|a| dir.join("adapters").join(a)),
         dtype: WeightDtype::parse(case["dtype"].as_str().unwrap()).unwrap(),
-        device: DeviceSpec::Cpu,
+        device: test_device(),
+    }
+}
+
+/// MUSCLE_TEST_DEVICE=cuda (or cuda:N) runs the comparison on a GPU: scripts/gpu-check.sh
+/// carries this test binary, built with the `cuda` feature, to a GPU host.
+fn test_device() -> DeviceSpec {
+    match std::env::var("MUSCLE_TEST_DEVICE").as_deref() {
+        Ok("cuda") => DeviceSpec::Cuda(0),
+        Ok(other) if other.starts_with("cuda:") => {
+            DeviceSpec::Cuda(other[5..].parse().expect("MUSCLE_TEST_DEVICE=cuda:N"))
+        }
+        _ => DeviceSpec::Cpu,
     }
 }
 
