@@ -190,3 +190,48 @@ async fn shutdown_gives_running_work_back_to_the_queue() {
         app.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn models_lists_the_model_root() {
+    let db = common::sqlite_db().await;
+    let app = TestApp::spawn(
+        db,
+        Options {
+            workers: 0,
+            ..Options::default()
+        },
+    )
+    .await;
+    let catalog: Value = app.get("/v1/models").await.json().await.unwrap();
+    let models = catalog["models"].as_array().unwrap();
+    let gqa = models
+        .iter()
+        .find(|m| m["name"] == "models/llama-gqa")
+        .unwrap();
+    assert_eq!(gqa["architecture"], "LlamaForCausalLM");
+    assert_eq!(gqa["dtype"], "F32");
+    assert_eq!(gqa["vocab_size"], 448);
+    assert!(gqa["parameters"].as_u64().unwrap() > 100_000);
+    let sharded = models
+        .iter()
+        .find(|m| m["name"] == "models/llama-sharded")
+        .unwrap();
+    assert!(
+        sharded["parameters"].as_u64().unwrap() > 0,
+        "shards are counted through the index"
+    );
+    let digests: std::collections::HashSet<&str> = models
+        .iter()
+        .map(|m| m["tokenizer_sha256"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests.len(), 1, "the fixture models share one tokenizer");
+    let adapters = catalog["adapters"].as_array().unwrap();
+    let lora = adapters
+        .iter()
+        .find(|a| a["name"] == "adapters/llama-gqa-lora-list")
+        .unwrap();
+    assert_eq!(lora["r"], 4);
+    assert_eq!(lora["lora_alpha"], 8.0);
+    assert_eq!(lora["target_modules"], json!(["q_proj", "v_proj"]));
+    app.stop().await;
+}
