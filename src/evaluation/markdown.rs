@@ -207,3 +207,112 @@ pub fn render(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::metrics::{
+        Answer, GateCheck, InstanceOutcome, ReportOptions, SideOutcome, TaskKind, compute_report,
+    };
+    use crate::store::{JobKind, JobStatus};
+
+    fn job() -> Job {
+        Job {
+            id: "j1".into(),
+            kind: JobKind::Evaluation,
+            name: Some("llama1 -> llama2 | piqa".into()),
+            status: JobStatus::Succeeded,
+            spec: json!({}),
+            progress_done: 4,
+            progress_total: 4,
+            error: None,
+            report: None,
+            result: None,
+            created_at: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+
+    fn outcome(id: &str, gold: usize, old: usize, new: usize) -> InstanceOutcome {
+        let side = |p: usize| SideOutcome {
+            score: if p == gold { 1.0 } else { 0.0 },
+            answer: Answer::Choice(p),
+        };
+        InstanceOutcome {
+            id: id.into(),
+            gold: Some(gold),
+            tags: BTreeMap::new(),
+            old: side(old),
+            new: side(new),
+        }
+    }
+
+    #[test]
+    fn a_failed_gate_comes_first_with_its_checks_slices_and_flips() {
+        let outcomes = [
+            outcome("a", 0, 0, 1),
+            outcome("b", 0, 0, 0),
+            outcome("c", 1, 0, 1),
+            outcome("d", 1, 1, 0),
+        ];
+        let options = ReportOptions {
+            gate: vec![GateCheck {
+                metric: "nfr".into(),
+                min: None,
+                max: Some(0.1),
+            }],
+            ..ReportOptions::default()
+        };
+        let report = compute_report(TaskKind::MultipleChoice, &outcomes, &options);
+        let flip = InstanceRecord {
+            idx: 0,
+            id: "a".into(),
+            flip: "negative".into(),
+            gold: Some(0),
+            tags: json!({}),
+            old: json!({"prediction": 0}),
+            new: json!({"prediction": 1}),
+            slices: vec![],
+        };
+        let text = render(&job(), Some(&report), &[flip]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[0],
+            "## Model update compatibility: llama1 -> llama2 \\| piqa"
+        );
+        assert_eq!(lines[2], "**Gate: FAILED** (1 check)");
+        assert!(
+            text.contains("| `nfr` | ≤ 0.1 | 0.5000 | **fail** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| negative flip rate (nfr) | 50.00% |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| flips (negative / positive) | 2 / 1 |"),
+            "{text}"
+        );
+        assert!(text.contains("### Worst slices by nfr"));
+        assert!(text.contains("| a | choice 0 | choice 1 |"), "{text}");
+        assert!(text.find("Gate").unwrap() < text.find("Worst slices").unwrap());
+    }
+
+    #[test]
+    fn a_job_with_nothing_scored_says_so() {
+        let mut job = job();
+        job.status = JobStatus::Failed;
+        job.error = Some("old.model: no model folder".into());
+        let text = render(&job, None, &[]);
+        assert!(
+            text.contains("**Status: failed** (4 of 4 instances done)"),
+            "{text}"
+        );
+        assert!(text.contains("Error: old.model: no model folder"));
+    }
+}
