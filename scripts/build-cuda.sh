@@ -2,7 +2,8 @@
 # Builds `muscle` with the `cuda` feature on a machine that has no GPU and no CUDA toolkit, to
 # carry the binary to a GPU host (driver 580 = CUDA 13.0 by default).
 #
-#   scripts/build-cuda.sh                      # -> target/cuda/release/muscle (sm_90: H100/H200)
+#   scripts/build-cuda.sh                      # -> target/cuda/carry/{muscle,engine_reference}[.xz]
+#                                              #    for sm_90 (H100/H200)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh  # A100
 #
 # nvcc and the CUDA libraries come from PyPI wheels (scripts/cuda-requirements.txt, pinned to
@@ -47,5 +48,20 @@ export PATH=$HOME_DIR/bin:$PATH
 export LIBRARY_PATH=$HOME_DIR/lib64:$HOME_DIR/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
 export RUSTFLAGS="${RUSTFLAGS:-} -L $HOME_DIR/lib64 -L $HOME_DIR/lib64/stubs"
 cargo build --release --features cuda --bin muscle --target-dir "$TARGET"
-strip "$TARGET/release/muscle"
-ls -l "$TARGET/release/muscle"
+# The engine's reference tests as a binary too, for scripts/gpu-check.sh on the GPU host.
+tests=$(cargo test --release --features cuda --no-run --test engine_reference \
+    --target-dir "$TARGET" --message-format=json 2>/dev/null \
+    | python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == "engine_reference":
+        print(m["executable"])')
+CARRY=$TARGET/carry
+mkdir -p "$CARRY"
+cp "$TARGET/release/muscle" "$CARRY/muscle"
+cp "$tests" "$CARRY/engine_reference"
+strip "$CARRY/muscle" "$CARRY/engine_reference"
+# The kernels' PTX makes the binaries large (about 70 and 55 MB); xz brings them to about 17 MB,
+# under the GPU machines' 64 MiB transfer limit. scripts/gpu-check.sh unpacks them.
+xz -T0 -6 -k -f "$CARRY/muscle" "$CARRY/engine_reference"
+ls -l "$CARRY"
