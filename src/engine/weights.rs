@@ -82,6 +82,26 @@ impl<'a> WeightLoader<'a> {
         })
     }
 
+    /// Reads tensors from memory instead of a folder: the decoder then holds clones of these
+    /// very tensors, so with candle `Var`s behind them, gradients reach every weight (full
+    /// pretraining). `dir` only names the source in error messages.
+    pub fn from_tensors(
+        tensors: std::collections::HashMap<String, Tensor>,
+        dtype: DType,
+        device: &Device,
+        dir: &Path,
+    ) -> Self {
+        Self {
+            vb: VarBuilder::from_tensors(tensors, DType::F32, device),
+            dir: dir.to_path_buf(),
+            dtype,
+            device: device.clone(),
+            lora: None,
+            merged: HashSet::new(),
+            elements: 0,
+        }
+    }
+
     pub fn contains(&self, name: &str) -> bool {
         self.vb.contains_tensor(name)
     }

@@ -10,6 +10,7 @@ pub mod loss;
 pub mod optim;
 pub mod pair;
 pub mod peft;
+pub mod pretrain;
 pub mod schedule;
 pub mod split;
 pub mod trainer;
