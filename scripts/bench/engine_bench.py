@@ -158,7 +158,11 @@ def versions() -> dict:
 def run_child(kind: str, a) -> dict:
     cmd = [sys.executable, str(HERE), "--child", kind, "--data", str(a.data), "--batch", str(a.batch),
            "--gen-batch", str(a.gen_batch)] + (["--limit", str(a.limit)] if a.limit else [])
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    # Passive OpenMP waiting: on a shared, loaded machine torch's spinning OpenMP threads lose
+    # much of their time when a sibling thread is descheduled; passive waiting is the peers'
+    # better setting there (set OMP_WAIT_POLICY yourself to override).
+    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if p.returncode != 0:
         sys.exit(f"{kind} failed:\n{p.stderr[-4000:]}")
     return json.loads(p.stdout.strip().splitlines()[-1])
