@@ -139,6 +139,26 @@ impl KvCache {
         self.len() == 0
     }
 
+    /// Replaces the cache by rows `rows` of its batch axis (row i of the result = row `rows[i]`):
+    /// a batch of prompts becomes the cache of their choices, one row per choice.
+    pub fn select_batch(&mut self, rows: &[u32]) -> Result<()> {
+        let Some(dev) = self
+            .layers
+            .iter()
+            .flatten()
+            .next()
+            .map(|(k, _)| k.device().clone())
+        else {
+            return Ok(());
+        };
+        let idx = Tensor::from_slice(rows, rows.len(), &dev)?;
+        for (k, v) in self.layers.iter_mut().flatten() {
+            *k = k.index_select(&idx, 0)?;
+            *v = v.index_select(&idx, 0)?;
+        }
+        Ok(())
+    }
+
     /// Repeats a batch-of-one cache `n` times along the batch axis (shared prompt, many choices).
     pub fn repeat_batch(&mut self, n: usize) -> Result<()> {
         for (k, v) in self.layers.iter_mut().flatten() {
@@ -445,6 +465,47 @@ impl Decoder {
         let idx = Tensor::from_slice(rows, rows.len(), &self.device)?;
         self.head(&flat.index_select(&idx, 0)?)
     }
+}
+
+/// Positions and additive mask for continuations that follow right-padded prompts in the KV cache.
+///
+/// Row i continues a prompt of `prompt_lens[i]` real tokens stored in a cache of `padded` slots
+/// (slots `prompt_lens[i]..padded` are padding); its `t` new tokens sit at positions
+/// `prompt_lens[i]..` and attend to the real prompt slots and, causally, to each other. Positions
+/// `[b, t]`, mask `[b, 1, t, padded + t]`.
+pub fn continuation_positions_and_mask(
+    t: usize,
+    prompt_lens: &[usize],
+    padded: usize,
+    sliding_window: Option<usize>,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let b = prompt_lens.len();
+    let tk = padded + t;
+    let mut pos = Vec::with_capacity(b * t);
+    let mut mask = Vec::with_capacity(b * t * tk);
+    for &lp in prompt_lens {
+        for qi in 0..t {
+            let q_abs = lp + qi;
+            pos.push(q_abs as u32);
+            for k in 0..tk {
+                let k_abs = if k < padded {
+                    Some(k).filter(|&k| k < lp)
+                } else {
+                    Some(lp + k - padded).filter(|&a| a <= q_abs)
+                };
+                let ok = match k_abs {
+                    Some(a) => sliding_window.is_none_or(|w| q_abs - a < w),
+                    None => false,
+                };
+                mask.push(if ok { 0.0 } else { MASKED });
+            }
+        }
+    }
+    Ok((
+        Tensor::from_vec(pos, (b, t), device)?,
+        Tensor::from_vec(mask, (b, 1, t, tk), device)?,
+    ))
 }
 
 /// Builds the positions and the additive attention mask for a batch.

@@ -8,7 +8,7 @@
 use candle_core::{D, DType, Tensor};
 
 use super::batching::{BatchConfig, plan};
-use super::decoder::{Decoder, KvCache, Step, positions_and_mask};
+use super::decoder::{Decoder, KvCache, Step, continuation_positions_and_mask, positions_and_mask};
 use super::error::{EngineError, Result};
 use super::model::LoadedModel;
 use super::types::{
@@ -139,70 +139,121 @@ pub fn score_tokens(
         .collect())
 }
 
-/// Scores the continuations of one shared context: the context runs once (batch of one), its KV
-/// cache is repeated for the continuations, which run as one right-padded batch.
-pub fn score_shared_prefix(
+/// Scores the continuations of several contexts, each context computed once: the contexts run as
+/// one right-padded batch that fills the KV cache, whose rows are then repeated, one per
+/// continuation, and the continuations run as one right-padded batch after them (each attending
+/// to its own context's real tokens only). `groups[g] = (context ids, continuations)`.
+pub fn score_shared_prefixes(
     dec: &Decoder,
-    ctx: &[u32],
-    conts: &[&[u32]],
-) -> Result<Vec<TokenScore>> {
-    let lc = ctx.len();
-    let n = conts.len();
-    if lc == 0 {
+    groups: &[(&[u32], Vec<&[u32]>)],
+) -> Result<Vec<Vec<TokenScore>>> {
+    if groups.iter().any(|(ctx, _)| ctx.is_empty()) {
         return Err(EngineError::InvalidRequest("empty context".into()));
     }
     let dev = &dec.device;
     let sw = dec.config.sliding_window;
-    let ids = Tensor::from_slice(ctx, (1, lc), dev)?;
-    let (positions, mask) = positions_and_mask(lc, 0, &[0], sw, dev)?;
+    let g = groups.len();
+    let p = groups.iter().map(|(c, _)| c.len()).max().unwrap_or(1);
+    let lens: Vec<usize> = groups.iter().map(|(c, _)| c.len()).collect();
+    let mut ids = vec![0u32; g * p];
+    for (i, (c, _)) in groups.iter().enumerate() {
+        ids[i * p..i * p + c.len()].copy_from_slice(c);
+    }
+    let ids = Tensor::from_vec(ids, (g, p), dev)?;
+    let (positions, mask) = positions_and_mask(p, 0, &vec![0; g], sw, dev)?;
     let mut cache = KvCache::default();
     let step = Step {
         ids: &ids,
         positions: &positions,
         mask: &mask,
     };
-    let first = dec.logits_at(&step, &[(lc - 1) as u32], Some(&mut cache))?;
-    let first_logp: Vec<f32> = candle_nn::ops::log_softmax(&first, D::Minus1)?
-        .flatten_all()?
-        .to_vec1()?;
-    let first_arg: u32 = first.argmax(D::Minus1)?.flatten_all()?.to_vec1::<u32>()?[0];
-    let mut out: Vec<TokenScore> = conts
+    let last: Vec<u32> = lens
         .iter()
-        .map(|c| match c.first() {
-            Some(&tok) => TokenScore {
-                logprob: first_logp[tok as usize] as f64,
-                is_greedy: first_arg == tok,
-            },
-            None => TokenScore {
-                logprob: 0.0,
-                is_greedy: true,
-            },
-        })
+        .enumerate()
+        .map(|(i, &l)| (i * p + l - 1) as u32)
         .collect();
-    let t = conts
+    let first = dec.logits_at(&step, &last, Some(&mut cache))?;
+    let first_logp = candle_nn::ops::log_softmax(&first, D::Minus1)?;
+    // First continuation token of every continuation: read from its context's last position.
+    let mut out: Vec<Vec<TokenScore>> = Vec::with_capacity(g);
+    let (mut sel_rows, mut sel_tok) = (Vec::new(), Vec::new());
+    for (i, (_, conts)) in groups.iter().enumerate() {
+        for c in conts {
+            if let Some(&tok) = c.first() {
+                sel_rows.push(i as u32);
+                sel_tok.push(tok);
+            }
+        }
+    }
+    let (first_picked, first_arg): (Vec<f32>, Vec<u32>) = if sel_rows.is_empty() {
+        (Vec::new(), Vec::new())
+    } else {
+        let r = Tensor::from_slice(&sel_rows, sel_rows.len(), dev)?;
+        let tgt = Tensor::from_slice(&sel_tok, (sel_tok.len(), 1), dev)?;
+        (
+            first_logp
+                .index_select(&r, 0)?
+                .gather(&tgt, 1)?
+                .flatten_all()?
+                .to_vec1()?,
+            first.argmax(D::Minus1)?.to_vec1()?,
+        )
+    };
+    let mut k = 0;
+    for (i, (_, conts)) in groups.iter().enumerate() {
+        out.push(
+            conts
+                .iter()
+                .map(|c| match c.first() {
+                    Some(&tok) => {
+                        let s = TokenScore {
+                            logprob: first_picked[k] as f64,
+                            is_greedy: first_arg[i] == tok,
+                        };
+                        k += 1;
+                        s
+                    }
+                    None => TokenScore {
+                        logprob: 0.0,
+                        is_greedy: true,
+                    },
+                })
+                .collect(),
+        );
+    }
+    // The rest of every continuation, one row per continuation.
+    let flat: Vec<(usize, usize, &[u32])> = groups
         .iter()
-        .map(|c| c.len().saturating_sub(1))
+        .enumerate()
+        .flat_map(|(i, (_, conts))| conts.iter().enumerate().map(move |(j, c)| (i, j, *c)))
+        .collect();
+    let t = flat
+        .iter()
+        .map(|(_, _, c)| c.len().saturating_sub(1))
         .max()
         .unwrap_or(0);
     if t == 0 {
         return Ok(out);
     }
-    cache.repeat_batch(n)?;
+    let n = flat.len();
+    let owner_rows: Vec<u32> = flat.iter().map(|&(i, _, _)| i as u32).collect();
+    cache.select_batch(&owner_rows)?;
     let mut ids = vec![0u32; n * t];
     let mut rows = Vec::new();
     let mut targets = Vec::new();
     let mut owner = Vec::new();
-    for (i, c) in conts.iter().enumerate() {
+    for (r, &(i, j, c)) in flat.iter().enumerate() {
         let l = c.len().saturating_sub(1);
-        ids[i * t..i * t + l].copy_from_slice(&c[..l]);
-        for k in 1..c.len() {
-            rows.push((i * t + k - 1) as u32);
-            targets.push(c[k]);
-            owner.push(i);
+        ids[r * t..r * t + l].copy_from_slice(&c[..l]);
+        for (q, &tok) in c.iter().enumerate().skip(1) {
+            rows.push((r * t + q - 1) as u32);
+            targets.push(tok);
+            owner.push((i, j));
         }
     }
     let ids = Tensor::from_vec(ids, (n, t), dev)?;
-    let (positions, mask) = positions_and_mask(t, lc, &vec![0; n], sw, dev)?;
+    let row_lens: Vec<usize> = flat.iter().map(|&(i, _, _)| lens[i]).collect();
+    let (positions, mask) = continuation_positions_and_mask(t, &row_lens, p, sw, dev)?;
     let step = Step {
         ids: &ids,
         positions: &positions,
@@ -213,11 +264,22 @@ pub fn score_shared_prefix(
     let tgt = Tensor::from_slice(&targets, (targets.len(), 1), dev)?;
     let picked: Vec<f32> = logp.gather(&tgt, 1)?.flatten_all()?.to_vec1()?;
     let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
-    for (k, &i) in owner.iter().enumerate() {
-        out[i].logprob += picked[k] as f64;
-        out[i].is_greedy &= argmax[k] == targets[k];
+    for (q, &(i, j)) in owner.iter().enumerate() {
+        out[i][j].logprob += picked[q] as f64;
+        out[i][j].is_greedy &= argmax[q] == targets[q];
     }
     Ok(out)
+}
+
+/// Scores the continuations of one shared context (see `score_shared_prefixes`).
+pub fn score_shared_prefix(
+    dec: &Decoder,
+    ctx: &[u32],
+    conts: &[&[u32]],
+) -> Result<Vec<TokenScore>> {
+    Ok(score_shared_prefixes(dec, &[(ctx, conts.to_vec())])?
+        .pop()
+        .unwrap_or_default())
 }
 
 fn tokenize_ll(
@@ -328,8 +390,12 @@ pub fn multiple_choice(
         .collect()
 }
 
-/// Multiple choice with the prompt computed once per instance. Choices whose context encodes
-/// differently (or that need truncation) fall back to full-sequence scoring.
+/// Multiple choice with the prompt computed once per instance. Instances are grouped (longest
+/// prompts first) so that a group's continuations stay within the batch limits: at most
+/// `max_batch_size` continuation rows (or one instance's choices, whatever their number) and
+/// rows x (longest prompt + longest continuation) within `max_batch_tokens`; each group is one
+/// prompt batch and one continuation batch. Choices whose context encodes differently (or that
+/// need truncation) fall back to full-sequence scoring.
 fn multiple_choice_shared(
     model: &LoadedModel,
     items: &[McItem],
@@ -340,15 +406,45 @@ fn multiple_choice_shared(
 ) -> Result<Vec<McResult>> {
     let dec = &model.decoder;
     let max_len = dec.config.max_position_embeddings;
-    let mut out = Vec::with_capacity(items.len());
-    for (i, (item, ps)) in items.iter().zip(pairs).enumerate() {
-        check_cancel(opts)?;
+    let mut out: Vec<Option<McResult>> = vec![None; items.len()];
+    let mut finish = |i: usize, scores: &[TokenScore], out: &mut Vec<Option<McResult>>| {
+        let r = McResult::from_scores(
+            &items[i].choices,
+            scores.iter().map(|s| s.logprob).collect(),
+            scores.iter().map(|s| s.is_greedy).collect(),
+        );
+        progress(i, &r);
+        out[i] = Some(r);
+    };
+    let shareable = |ps: &[(Vec<u32>, Vec<u32>)]| {
         let ctx = &ps[0].0;
-        let shareable = ps
+        ps.iter()
+            .all(|(c, k)| c == ctx && c.len() + k.len() <= max_len + 1)
+    };
+    let mut order: Vec<usize> = Vec::new();
+    for (i, ps) in pairs.iter().enumerate() {
+        if shareable(ps) {
+            order.push(i);
+            continue;
+        }
+        check_cancel(opts)?;
+        let reqs: Vec<TokenRequest> = ps
             .iter()
-            .all(|(c, k)| c == ctx && c.len() + k.len() <= max_len + 1);
-        let scores = if shareable {
-            // Chunk the choices so that one chunk stays within the batch limits.
+            .map(|(c, k)| truncate([c.as_slice(), k.as_slice()].concat(), k.len(), max_len))
+            .collect();
+        let refs: Vec<&TokenRequest> = reqs.iter().collect();
+        finish(i, &score_batch(dec, &refs)?, &mut out);
+    }
+    order.sort_by_key(|&i| (std::cmp::Reverse(pairs[i][0].0.len()), i));
+    let max_rows = batch.max_batch_size.max(1);
+    let cont_len = |i: usize| pairs[i].iter().map(|(_, k)| k.len()).max().unwrap_or(0);
+    let mut start = 0;
+    while start < order.len() {
+        check_cancel(opts)?;
+        let first = order[start];
+        if pairs[first].len() > max_rows {
+            // More choices than a batch holds: this instance alone, its choices in chunks.
+            let ps = &pairs[first];
             let lens: Vec<usize> = ps.iter().map(|(_, k)| k.len().max(1)).collect();
             let mut scores = vec![
                 TokenScore {
@@ -359,28 +455,50 @@ fn multiple_choice_shared(
             ];
             for chunk in plan(&lens, batch) {
                 let conts: Vec<&[u32]> = chunk.iter().map(|&j| ps[j].1.as_slice()).collect();
-                for (&j, s) in chunk.iter().zip(score_shared_prefix(dec, ctx, &conts)?) {
+                for (&j, s) in chunk
+                    .iter()
+                    .zip(score_shared_prefix(dec, &ps[0].0, &conts)?)
+                {
                     scores[j] = s;
                 }
             }
-            scores
-        } else {
-            let reqs: Vec<TokenRequest> = ps
-                .iter()
-                .map(|(c, k)| truncate([c.as_slice(), k.as_slice()].concat(), k.len(), max_len))
-                .collect();
-            let refs: Vec<&TokenRequest> = reqs.iter().collect();
-            score_batch(dec, &refs)?
-        };
-        let r = McResult::from_scores(
-            &item.choices,
-            scores.iter().map(|s| s.logprob).collect(),
-            scores.iter().map(|s| s.is_greedy).collect(),
-        );
-        progress(i, &r);
-        out.push(r);
+            finish(first, &scores, &mut out);
+            start += 1;
+            continue;
+        }
+        // Prompts are sorted longest first, so the first prompt is the group's longest.
+        let p = pairs[first][0].0.len();
+        let (mut end, mut rows, mut t) = (start, 0, 0);
+        while end < order.len() {
+            let i = order[end];
+            let (r, tt) = (rows + pairs[i].len(), t.max(cont_len(i)));
+            if end > start && (r > max_rows || r * (p + tt) > batch.max_batch_tokens) {
+                break;
+            }
+            (rows, t, end) = (r, tt, end + 1);
+        }
+        let groups: Vec<(&[u32], Vec<&[u32]>)> = order[start..end]
+            .iter()
+            .map(|&i| {
+                let ps = &pairs[i];
+                (
+                    ps[0].0.as_slice(),
+                    ps.iter().map(|(_, k)| k.as_slice()).collect(),
+                )
+            })
+            .collect();
+        let scores = score_shared_prefixes(dec, &groups)?;
+        for (&i, s) in order[start..end].iter().zip(scores) {
+            finish(i, &s, &mut out);
+        }
+        start = end;
     }
-    Ok(out)
+    out.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            r.ok_or_else(|| EngineError::InvalidRequest(format!("item {i} was not scored")))
+        })
+        .collect()
 }
 
 /// Logits (f32) of the next token after `ids`, for tests and diagnostics.

@@ -1,11 +1,17 @@
-//! Safetensors weights of a model folder (single file or sharded), memory-mapped, with PEFT
-//! LoRA factors merged into the linear weights as they are read.
+//! Safetensors weights of a model folder (single file or sharded), read tensor by tensor, with
+//! PEFT LoRA factors merged into the linear weights as they are read.
+//!
+//! The files are not memory-mapped: each tensor is read (`pread`) straight into the buffer that
+//! becomes its storage, so loading holds the weights once. A mapped file would add every page it
+//! touched to the process's resident set for as long as the mapping lives, which doubled the peak
+//! memory of a float32 model (weights copied out of a mapping that is itself resident).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 
 use super::error::{EngineError, Result};
 use super::lora::LoraAdapter;
@@ -47,9 +53,89 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
     ))
 }
 
+/// Where a tensor lies in a safetensors file.
+#[derive(Debug, Clone)]
+struct TensorEntry {
+    file: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+    /// Absolute byte offset of the data in the file.
+    offset: u64,
+    len: usize,
+}
+
+/// Parses the header of a safetensors file: `u64` LE header length, then a JSON object
+/// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`.
+fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, TensorEntry)>> {
+    let bad = |m: String| EngineError::config(path, m);
+    let mut n = [0u8; 8];
+    file.read_exact_at(&mut n, 0)
+        .map_err(|e| EngineError::io(path, e))?;
+    let n = u64::from_le_bytes(n);
+    let size = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    if n > size.saturating_sub(8) || n > 100 << 20 {
+        return Err(bad(format!("not a safetensors file (header length {n})")));
+    }
+    let mut header = vec![0u8; n as usize];
+    file.read_exact_at(&mut header, 8)
+        .map_err(|e| EngineError::io(path, e))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(format!("safetensors header is not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad("safetensors header is not an object".into()))?;
+    let data_start = 8 + n;
+    let mut out = Vec::with_capacity(obj.len());
+    for (name, t) in obj {
+        if name == "__metadata__" {
+            continue;
+        }
+        let dtype = match t.get("dtype").and_then(|d| d.as_str()) {
+            Some("F32") => DType::F32,
+            Some("F16") => DType::F16,
+            Some("BF16") => DType::BF16,
+            Some("F64") => DType::F64,
+            other => {
+                return Err(bad(format!(
+                    "tensor {name} has unsupported dtype {other:?} (F32, F16, BF16, F64)"
+                )));
+            }
+        };
+        let shape: Vec<usize> = t
+            .get("shape")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or_else(|| bad(format!("tensor {name} has no shape")))?;
+        let offs: [u64; 2] = t
+            .get("data_offsets")
+            .and_then(|s| serde_json::from_value(s.clone()).ok())
+            .ok_or_else(|| bad(format!("tensor {name} has no data_offsets")))?;
+        let len = (offs[1].saturating_sub(offs[0])) as usize;
+        let expected = shape.iter().product::<usize>() * dtype.size_in_bytes();
+        if len != expected || data_start + offs[1] > size {
+            return Err(bad(format!(
+                "tensor {name}: data_offsets {offs:?} do not fit shape {shape:?} and the file size"
+            )));
+        }
+        out.push((
+            name.clone(),
+            TensorEntry {
+                file: index,
+                dtype,
+                shape,
+                offset: data_start + offs[0],
+                len,
+            },
+        ));
+    }
+    Ok(out)
+}
+
 /// Reads base tensors by name, converting to the model dtype and merging LoRA deltas into linears.
 pub struct WeightLoader<'a> {
-    vb: VarBuilder<'static>,
+    files: Vec<(PathBuf, File)>,
+    index: HashMap<String, TensorEntry>,
+    /// Tensors given in memory instead of files (full pretraining): used as they are.
+    memory: HashMap<String, Tensor>,
     dir: PathBuf,
     pub dtype: DType,
     pub device: Device,
@@ -66,13 +152,17 @@ impl<'a> WeightLoader<'a> {
         device: &Device,
         lora: Option<&'a LoraAdapter>,
     ) -> Result<Self> {
-        let files = safetensors_files(dir)?;
-        // SAFETY: the files are memory-mapped read-only; as with every mmap-based loader, they must
-        // not be truncated while the model is being loaded. Tensors are copied out at load time.
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files, DType::F32, device) }
-            .map_err(|e| EngineError::config(dir, format!("cannot map safetensors: {e}")))?;
+        let mut files = Vec::new();
+        let mut index = HashMap::new();
+        for (i, path) in safetensors_files(dir)?.into_iter().enumerate() {
+            let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
+            index.extend(read_header(&path, &file, i)?);
+            files.push((path, file));
+        }
         Ok(Self {
-            vb,
+            files,
+            index,
+            memory: HashMap::new(),
             dir: dir.to_path_buf(),
             dtype,
             device: device.clone(),
@@ -86,13 +176,15 @@ impl<'a> WeightLoader<'a> {
     /// very tensors, so with candle `Var`s behind them, gradients reach every weight (full
     /// pretraining). `dir` only names the source in error messages.
     pub fn from_tensors(
-        tensors: std::collections::HashMap<String, Tensor>,
+        tensors: HashMap<String, Tensor>,
         dtype: DType,
         device: &Device,
         dir: &Path,
     ) -> Self {
         Self {
-            vb: VarBuilder::from_tensors(tensors, DType::F32, device),
+            files: Vec::new(),
+            index: HashMap::new(),
+            memory: tensors,
             dir: dir.to_path_buf(),
             dtype,
             device: device.clone(),
@@ -102,8 +194,34 @@ impl<'a> WeightLoader<'a> {
         }
     }
 
+    /// Reads one tensor as f32 on the loader's device. Float32 data is read straight into the
+    /// vector that becomes the tensor's storage (no second copy on the CPU).
+    fn read_f32(&self, e: &TensorEntry) -> Result<Tensor> {
+        let (path, file) = &self.files[e.file];
+        let read = |buf: &mut [u8]| {
+            file.read_exact_at(buf, e.offset)
+                .map_err(|err| EngineError::io(path, err))
+        };
+        if e.dtype == DType::F32 {
+            let mut v = vec![0f32; e.len / 4];
+            // SAFETY: a f32 slice viewed as its bytes; every bit pattern is a valid f32.
+            let bytes =
+                unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<u8>(), e.len) };
+            read(bytes)?;
+            #[cfg(target_endian = "big")]
+            for x in v.iter_mut() {
+                *x = f32::from_bits(u32::from_le(x.to_bits()));
+            }
+            return Ok(Tensor::from_vec(v, e.shape.as_slice(), &self.device)?);
+        }
+        let mut bytes = vec![0u8; e.len];
+        read(&mut bytes)?;
+        let t = Tensor::from_raw_buffer(&bytes, e.dtype, &e.shape, &Device::Cpu)?;
+        Ok(t.to_dtype(DType::F32)?.to_device(&self.device)?)
+    }
+
     pub fn contains(&self, name: &str) -> bool {
-        self.vb.contains_tensor(name)
+        self.index.contains_key(name) || self.memory.contains_key(name)
     }
 
     /// True when the adapter has factors for `module`.
@@ -113,20 +231,31 @@ impl<'a> WeightLoader<'a> {
 
     /// A tensor in f32, checked against `shape`.
     pub fn tensor_f32(&mut self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        if !self.vb.contains_tensor(name) {
+        if let Some(t) = self.memory.get(name) {
+            if t.dims() != shape {
+                return Err(EngineError::TensorShape {
+                    name: name.to_string(),
+                    expected: shape.to_vec(),
+                    got: t.dims().to_vec(),
+                });
+            }
+            self.elements += t.elem_count() as u64;
+            return Ok(t.to_dtype(DType::F32)?);
+        }
+        let Some(e) = self.index.get(name) else {
             return Err(EngineError::MissingTensor {
                 name: name.to_string(),
                 path: self.dir.clone(),
             });
-        }
-        let t = self.vb.get_unchecked_dtype(name, DType::F32)?;
-        if t.dims() != shape {
+        };
+        if e.shape != shape {
             return Err(EngineError::TensorShape {
                 name: name.to_string(),
                 expected: shape.to_vec(),
-                got: t.dims().to_vec(),
+                got: e.shape.clone(),
             });
         }
+        let t = self.read_f32(e)?;
         self.elements += t.elem_count() as u64;
         Ok(t)
     }
