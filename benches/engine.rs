@@ -24,7 +24,8 @@ use std::time::Instant;
 use muscle::engine::config::ModelConfig;
 use muscle::engine::tokenize::TokenizerInfo;
 use muscle::engine::{
-    BatchConfig, EngineConfig, EngineHandle, GenItem, McItem, ModelSpec, RunOptions,
+    BatchConfig, DeviceSpec, EngineConfig, EngineHandle, GenItem, McItem, ModelSpec, RunOptions,
+    WeightDtype,
 };
 use serde::Deserialize;
 use serde_json::json;
@@ -54,13 +55,15 @@ struct Args {
     tasks: Vec<String>,
     limit: Option<usize>,
     out: Option<PathBuf>,
+    device: DeviceSpec,
+    dtype: WeightDtype,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench engine -- --model DIR [--mc FILE] [--gen FILE] [--batch N] \
          [--gen-batch N] [--kernels fused|plain] [--no-prefix-sharing] [--tasks mc,gen] \
-         [--limit N] [--out FILE]"
+         [--limit N] [--out FILE] [--device cpu|cuda[:N]] [--dtype f32|bf16|f16]"
     );
     std::process::exit(2)
 }
@@ -77,6 +80,8 @@ fn parse_args() -> Args {
         tasks: vec!["mc".into(), "gen".into()],
         limit: None,
         out: None,
+        device: DeviceSpec::Cpu,
+        dtype: WeightDtype::F32,
     };
     let mut it = std::env::args().skip(1);
     let mut model = None;
@@ -99,6 +104,17 @@ fn parse_args() -> Args {
             "--tasks" => a.tasks = val().split(',').map(str::to_string).collect(),
             "--limit" => a.limit = Some(val().parse().unwrap_or_else(|_| usage())),
             "--out" => a.out = Some(PathBuf::from(val())),
+            "--device" => {
+                a.device = match val().as_str() {
+                    "cpu" => DeviceSpec::Cpu,
+                    "cuda" => DeviceSpec::Cuda(0),
+                    other => match other.strip_prefix("cuda:").map(str::parse) {
+                        Some(Ok(i)) => DeviceSpec::Cuda(i),
+                        _ => usage(),
+                    },
+                }
+            }
+            "--dtype" => a.dtype = WeightDtype::parse(&val()).unwrap_or_else(|_| usage()),
             // `cargo bench` passes --bench to harness-less benches.
             "--bench" => {}
             _ => usage(),
@@ -148,7 +164,12 @@ async fn run(args: Args) {
         ..EngineConfig::default()
     })
     .expect("engine");
-    let spec = ModelSpec::cpu_f32(&args.model, None);
+    let spec = ModelSpec {
+        base: args.model.clone(),
+        adapter: None,
+        dtype: args.dtype,
+        device: args.device,
+    };
     let info = engine
         .describe_model(args.model.clone())
         .await

@@ -96,8 +96,12 @@ fi
 
 # 3. Throughput against transformers and lm-evaluation-harness, when the bench binary came along.
 if [ -x "$BIN/engine_bench" ] && [ -f scripts/bench/engine_bench.py ]; then
-    timeout 420 python3 scripts/bench/engine_bench.py --device "$DEVICE" --bench-bin "$BIN/engine_bench" \
-        --data "$OUT/bench" > "$OUT/bench.md" 2> "$OUT/bench.log"
+    for dtype in f32 bf16; do
+        printf '\n### Throughput, %s on %s\n\n' "$dtype" "$DEVICE" >> "$OUT/bench.md"
+        timeout 300 python3 scripts/bench/engine_bench.py --device "$DEVICE" --dtype "$dtype" \
+            --bench-bin "$BIN/engine_bench" --variants fused --limit "${BENCH_LIMIT:-200}" \
+            --data "$OUT/bench" >> "$OUT/bench.md" 2>> "$OUT/bench.log"
+    done
     code=$?
     row "throughput" "$([ $code -eq 0 ] && echo ok || echo "FAILED (exit $code)")" "table below"
 else

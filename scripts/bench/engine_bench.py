@@ -71,7 +71,7 @@ def child_lmeval(a) -> dict:
 
     items = read_jsonl(a.data / "mc.jsonl", a.limit)
     t0 = time.perf_counter()
-    lm = HFLM(pretrained=str(a.data / "model"), backend="causal", device="cpu", dtype="float32",
+    lm = HFLM(pretrained=str(a.data / "model"), backend="causal", device=a.device, dtype=TORCH_DTYPE[a.dtype],
               batch_size=a.batch, add_bos_token=False)
     load_s = time.perf_counter() - t0
     # What lm-eval's ConfigurableTask.construct_requests builds for output_type multiple_choice
@@ -113,7 +113,8 @@ def child_hfgen(a) -> dict:
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    model = AutoModelForCausalLM.from_pretrained(a.data / "model", dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(a.data / "model", dtype=getattr(torch, TORCH_DTYPE[a.dtype]))
+    model = model.to(a.device).eval()
     load_s = time.perf_counter() - t0
     eos = tok.eos_token_id
     enc = [tok.encode(it["prompt"], add_special_tokens=False) for it in items]
@@ -121,15 +122,15 @@ def child_hfgen(a) -> dict:
     order = sorted(range(len(items)), key=lambda i: (-(len(enc[i]) + items[i]["max_new_tokens"]), i))
     outs = [None] * len(items)
     with torch.inference_mode():  # warm-up, untimed
-        model.generate(input_ids=torch.tensor([enc[0]]), max_new_tokens=2, do_sample=False,
+        model.generate(input_ids=torch.tensor([enc[0]], device=a.device), max_new_tokens=2, do_sample=False,
                        pad_token_id=tok.pad_token_id)
     t = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(order), a.gen_batch):
             idx = order[s:s + a.gen_batch]
             L = max(len(enc[i]) for i in idx)
-            ids = torch.tensor([[tok.pad_token_id] * (L - len(enc[i])) + enc[i] for i in idx])
-            att = torch.tensor([[0] * (L - len(enc[i])) + [1] * len(enc[i]) for i in idx])
+            ids = torch.tensor([[tok.pad_token_id] * (L - len(enc[i])) + enc[i] for i in idx], device=a.device)
+            att = torch.tensor([[0] * (L - len(enc[i])) + [1] * len(enc[i]) for i in idx], device=a.device)
             mnt = max(items[i]["max_new_tokens"] for i in idx)
             g = model.generate(input_ids=ids, attention_mask=att, max_new_tokens=mnt, do_sample=False,
                                pad_token_id=tok.pad_token_id, eos_token_id=eos, num_beams=1)
@@ -146,6 +147,9 @@ def child_hfgen(a) -> dict:
             "details": {"gen": {"output_ids": outs}}, "versions": versions()}
 
 
+TORCH_DTYPE = {"f32": "float32", "bf16": "bfloat16", "f16": "float16"}
+
+
 def versions() -> dict:
     import importlib.metadata as md
 
@@ -157,7 +161,8 @@ def versions() -> dict:
 
 def run_child(kind: str, a) -> dict:
     cmd = [sys.executable, str(HERE), "--child", kind, "--data", str(a.data), "--batch", str(a.batch),
-           "--gen-batch", str(a.gen_batch)] + (["--limit", str(a.limit)] if a.limit else [])
+           "--gen-batch", str(a.gen_batch), "--device", a.device, "--dtype", a.dtype] \
+        + (["--limit", str(a.limit)] if a.limit else [])
     # Passive OpenMP waiting: on a shared, loaded machine torch's spinning OpenMP threads lose
     # much of their time when a sibling thread is descheduled; passive waiting is the peers'
     # better setting there (set OMP_WAIT_POLICY yourself to override).
@@ -171,7 +176,8 @@ def run_child(kind: str, a) -> dict:
 def run_ours(variant: str, tasks: str, a) -> dict:
     kernels = "plain" if variant.startswith("plain") else "fused"
     out = a.data / f"muscle-{variant}-{a.batch}.json"
-    cmd = ["cargo", "bench", "--quiet", "--bench", "engine", "--", "--model", str(a.data / "model"),
+    runner = [str(a.bench_bin)] if a.bench_bin else ["cargo", "bench", "--quiet", "--bench", "engine", "--"]
+    cmd = runner + ["--model", str(a.data / "model"), "--device", a.device, "--dtype", a.dtype,
            "--mc", str(a.data / "mc.jsonl"), "--gen", str(a.data / "gen.jsonl"), "--batch", str(a.batch),
            "--gen-batch", str(a.gen_batch), "--kernels", kernels, "--tasks", tasks, "--out", str(out)]
     if variant.endswith("noshare"):
@@ -200,6 +206,10 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--variants", default="fused,plain,fused-noshare")
     ap.add_argument("--child", choices=["lmeval", "hfgen"])
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (engine and peers alike)")
+    ap.add_argument("--dtype", default="f32", choices=sorted(TORCH_DTYPE))
+    ap.add_argument("--bench-bin", type=Path, default=None,
+                    help="a prebuilt bench binary (GPU hosts have no cargo); default: cargo bench")
     a = ap.parse_args()
     if a.child:
         r = child_lmeval(a) if a.child == "lmeval" else child_hfgen(a)
@@ -209,7 +219,8 @@ def main() -> None:
     if not (a.data / "model" / "model.safetensors").exists():
         subprocess.run([sys.executable, str(HERE.parent / "make_bench_model.py"), str(a.data)], check=True)
     # Build first so that compiling is not part of any measurement.
-    subprocess.run(["cargo", "bench", "--quiet", "--bench", "engine", "--no-run"], cwd=REPO, check=True)
+    if not a.bench_bin:
+        subprocess.run(["cargo", "bench", "--quiet", "--bench", "engine", "--no-run"], cwd=REPO, check=True)
 
     runs, loads = [], {}
     for v in a.variants.split(","):
