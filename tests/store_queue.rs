@@ -285,7 +285,7 @@ mod scenarios {
     pub async fn expired_lease_is_reclaimed_and_the_zombie_is_fenced(store: Arc<SqlStore>) {
         let job = store.create_job(new_job(3, 10, 3)).await.unwrap().value;
         let zombie = store
-            .claim("w1", Duration::from_millis(50))
+            .claim("w1", Duration::from_millis(500))
             .await
             .unwrap()
             .unwrap();
@@ -293,7 +293,7 @@ mod scenarios {
             store.claim("w2", LEASE).await.unwrap().is_none(),
             "lease still held"
         );
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(700)).await;
         let fresh = store.claim("w2", LEASE).await.unwrap().unwrap();
         assert_eq!(fresh.fence.shard, zombie.fence.shard);
         assert_eq!(fresh.fence.attempt, 2);
