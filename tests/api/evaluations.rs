@@ -197,11 +197,7 @@ async fn bad_submissions_name_every_field_and_create_nothing() {
         spec["new"]["adapter"] = json!("../engine/adapters/llama-gqa-lora-list");
         spec["gate"] = json!([{"metric": "nfr", "max": 0.1}, {"metric": "flips", "max": 1}]);
         spec["options"]["batch_size"] = json!(0);
-        let body = problem(
-            app.post_json("/v1/evaluations", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/evaluations", &spec).await;
         assert_eq!(
             fields(&body),
             vec![
@@ -214,39 +210,23 @@ async fn bad_submissions_name_every_field_and_create_nothing() {
 
         let mut spec = evaluation_spec("no-such-dataset");
         spec["task"] = json!({"type": "generation"});
-        let body = problem(
-            app.post_json("/v1/evaluations", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/evaluations", &spec).await;
         assert_eq!(fields(&body), vec!["dataset"]);
 
         let mut spec = evaluation_spec(&dataset);
         spec["task"] = json!({"type": "generation"});
-        let body = problem(
-            app.post_json("/v1/evaluations", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/evaluations", &spec).await;
         assert_eq!(fields(&body), vec!["task.type"]);
 
         let mut spec = evaluation_spec(&dataset);
         spec["dataset"] = json!({"path": "/etc/passwd"});
-        let body = problem(
-            app.post_json("/v1/evaluations", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/evaluations", &spec).await;
         assert_eq!(fields(&body), vec!["dataset"]);
 
         let mut spec = evaluation_spec(&dataset);
         spec["old"]["model"] = json!("/work/models/llama");
         spec["options"]["batch_sise"] = json!(3);
-        let body = problem(
-            app.post_json("/v1/evaluations", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/evaluations", &spec).await;
         assert_eq!(fields(&body), vec!["options.batch_sise"]);
         assert!(
             body["errors"][0]["message"]

@@ -106,6 +106,15 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs a JSON body that must be refused with 422; the problem document.
+    pub async fn refused(&self, path: &str, body: &Value) -> Value {
+        problem(
+            self.post_json(path, body).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await
+    }
+
     pub async fn upload(&self, jsonl: &str) -> Response {
         self.client
             .post(self.url("/v1/datasets?name=test"))

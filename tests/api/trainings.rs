@@ -98,11 +98,7 @@ async fn bad_training_specs_name_every_field() {
         spec["output"] = json!("models/llama-gqa");
         spec["hyperparameters"] = json!({"learning_rate": 0, "mask": "muscle"});
         spec["evaluate"]["gate"] = json!([{"metric": "nfr"}]);
-        let body = problem(
-            app.post_json("/v1/trainings", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/trainings", &spec).await;
         assert_eq!(
             fields(&body),
             vec![
@@ -114,19 +110,11 @@ async fn bad_training_specs_name_every_field() {
         );
         let mut spec = compatibility_spec(&dataset);
         spec["hyperparameters"]["mask"] = json!("random");
-        let body = problem(
-            app.post_json("/v1/trainings", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/trainings", &spec).await;
         assert_eq!(fields(&body), vec!["hyperparameters.mask"]);
         let mut spec = compatibility_spec("missing");
         spec["evaluate"]["dataset"] = json!("missing-too");
-        let body = problem(
-            app.post_json("/v1/trainings", &spec).await,
-            StatusCode::UNPROCESSABLE_ENTITY,
-        )
-        .await;
+        let body = app.refused("/v1/trainings", &spec).await;
         assert_eq!(fields(&body), vec!["dataset", "evaluate.dataset"]);
         let listed: Value = app.get("/v1/trainings").await.json().await.unwrap();
         assert_eq!(listed["items"], json!([]));
