@@ -5,42 +5,20 @@
 use std::path::{Path, PathBuf};
 
 use muscle::dataset::Item;
-use muscle::engine::scoring::multiple_choice;
-use muscle::engine::{BatchConfig, LoadedModel, McItem, ModelSpec, RunOptions};
+
+/// The regeneration program's own scoring, so the test checks what the program recorded the
+/// same way it was computed.
+#[path = "../examples/model_update/score.rs"]
+#[allow(dead_code)]
+mod score;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/model-update")
 }
 
 fn correct(base: &str, adapter: &str, items: &[Item]) -> Vec<bool> {
-    let spec = ModelSpec::cpu_f32(root().join(base), Some(root().join(adapter)));
-    let model = LoadedModel::load(&spec, true).expect("the shipped model loads");
-    let mc: Vec<McItem> = items
-        .iter()
-        .map(|i| match i {
-            Item::MultipleChoice {
-                prompt, choices, ..
-            } => McItem {
-                prompt: prompt.clone(),
-                choices: choices.clone(),
-                delimiter: None,
-            },
-            Item::Generation { .. } => panic!("the task is multiple choice"),
-        })
-        .collect();
-    let got = multiple_choice(
-        &model,
-        &mc,
-        BatchConfig::default(),
-        &RunOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
-    items
-        .iter()
-        .zip(got)
-        .map(|(i, r)| matches!(i, Item::MultipleChoice { answer, .. } if *answer == r.acc_pred))
-        .collect()
+    score::correct(&root().join(base), Some(&root().join(adapter)), items)
+        .expect("the shipped model loads and scores")
 }
 
 #[test]
