@@ -65,11 +65,7 @@ async fn a_token_guards_every_v1_route_but_not_operations() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_the_api_is_open() {
-    let open = || Options {
-        workers: 0,
-        ..Options::default()
-    };
-    on_every_backend(open, |app| async move {
+    on_every_backend(Options::api_only, |app| async move {
         assert_eq!(app.get("/v1/datasets").await.status(), StatusCode::OK);
         let response = app
             .client

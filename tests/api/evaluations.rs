@@ -176,11 +176,7 @@ async fn a_refused_adapter_fails_the_job_with_its_reason() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_submissions_name_every_field_and_create_nothing() {
-    let idle = || Options {
-        workers: 0,
-        ..Options::default()
-    };
-    on_every_backend(idle, |app| async move {
+    on_every_backend(Options::api_only, |app| async move {
         let dataset = app.upload_ok(MC_ROWS).await;
         let response = app
             .client
@@ -258,11 +254,7 @@ async fn bad_submissions_name_every_field_and_create_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_key_returns_the_same_job() {
-    let idle = || Options {
-        workers: 0,
-        ..Options::default()
-    };
-    on_every_backend(idle, |app| async move {
+    on_every_backend(Options::api_only, |app| async move {
         let dataset = app.upload_ok(MC_ROWS).await;
         let spec = evaluation_spec(&dataset);
         let post = |body: Value| {
@@ -294,11 +286,7 @@ async fn idempotency_key_returns_the_same_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_filters_and_pages_stay_stable() {
-    let idle = || Options {
-        workers: 0,
-        ..Options::default()
-    };
-    on_every_backend(idle, |app| async move {
+    on_every_backend(Options::api_only, |app| async move {
         let dataset = app.upload_ok(MC_ROWS).await;
         let mut ids = Vec::new();
         for i in 0..7 {

@@ -50,6 +50,16 @@ impl Default for Options {
     }
 }
 
+impl Options {
+    /// The API alone: jobs stay queued.
+    pub fn api_only() -> Self {
+        Self {
+            workers: 0,
+            ..Self::default()
+        }
+    }
+}
+
 impl TestApp {
     pub async fn spawn(db: TestDb, options: Options) -> Self {
         let settings = Settings {

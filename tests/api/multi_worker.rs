@@ -62,14 +62,7 @@ async fn workers_share_the_queue_and_survive_a_sigkill() {
     for db in common::test_databases().await {
         eprintln!("-- on {}", db.backend);
         let url = db.url.clone();
-        let app = TestApp::spawn(
-            db,
-            Options {
-                workers: 0,
-                ..Options::default()
-            },
-        )
-        .await;
+        let app = TestApp::spawn(db, Options::api_only()).await;
         sqlx::any::install_default_drivers();
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
 

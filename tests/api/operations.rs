@@ -77,14 +77,7 @@ async fn health_readiness_metrics_docs() {
 #[tokio::test]
 async fn an_api_only_server_is_ready_with_its_database_alone() {
     let db = common::sqlite_db().await;
-    let app = TestApp::spawn(
-        db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::spawn(db, Options::api_only()).await;
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
     let ready: Value = ready.json().await.unwrap();
@@ -194,14 +187,7 @@ async fn shutdown_gives_running_work_back_to_the_queue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_lists_the_model_root() {
     let db = common::sqlite_db().await;
-    let app = TestApp::spawn(
-        db,
-        Options {
-            workers: 0,
-            ..Options::default()
-        },
-    )
-    .await;
+    let app = TestApp::spawn(db, Options::api_only()).await;
     let catalog: Value = app.get("/v1/models").await.json().await.unwrap();
     let models = catalog["models"].as_array().unwrap();
     let gqa = models

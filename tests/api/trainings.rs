@@ -3,13 +3,6 @@ use serde_json::{Value, json};
 
 use super::helpers::*;
 
-fn idle() -> Options {
-    Options {
-        workers: 0,
-        ..Options::default()
-    }
-}
-
 fn compatibility_spec(dataset: &str) -> Value {
     json!({
         "name": "compat",
@@ -25,7 +18,7 @@ fn compatibility_spec(dataset: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trainings_are_queued_listed_and_cancelled() {
-    on_every_backend(idle, |app| async move {
+    on_every_backend(Options::api_only, |app| async move {
         let dataset = app.upload_ok(MC_ROWS).await;
         let response = app
             .post_json("/v1/trainings", &compatibility_spec(&dataset))
@@ -91,7 +84,7 @@ async fn trainings_are_queued_listed_and_cancelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_training_specs_name_every_field() {
-    on_every_backend(idle, |app| async move {
+    on_every_backend(Options::api_only, |app| async move {
         let dataset = app.upload_ok(MC_ROWS).await;
         let mut spec = compatibility_spec(&dataset);
         spec.as_object_mut().unwrap().remove("old");
