@@ -8,6 +8,6 @@ mod report;
 mod run;
 
 pub use finalize::{finalize, pair_warnings};
-pub use outcome::{InstanceView, SideResult, outcome_of, record_slices};
+pub use outcome::{InstanceView, SideResult, outcome_of};
 pub use report::{build_report, report_options, task_kind};
 pub use run::{EvalRuntime, run_shard};

@@ -26,7 +26,7 @@ pub struct SideResult {
 }
 
 impl SideResult {
-    fn outcome(&self) -> SideOutcome {
+    pub(crate) fn outcome(&self) -> SideOutcome {
         SideOutcome {
             score: self.score,
             answer: match self.prediction {
@@ -57,13 +57,6 @@ pub fn outcome_of(record: &InstanceRecord) -> Option<InstanceOutcome> {
         old: old.outcome(),
         new: new.outcome(),
     })
-}
-
-/// Slice names of a record, the same ones the report's slices use.
-pub fn record_slices(record: &InstanceRecord) -> Vec<String> {
-    outcome_of(record)
-        .map(|outcome| crate::metrics::slice_names(&outcome))
-        .unwrap_or_default()
 }
 
 /// One instance as the API lists it (and `muscle eval --instances` writes it).

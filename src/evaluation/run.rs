@@ -13,7 +13,9 @@ use crate::engine::{
     BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
     RunOptions, WeightDtype,
 };
-use crate::metrics::{ExactMatchOptions, classify, exact_match, rouge_l_f, rouge1_f, slice_names};
+use crate::metrics::{
+    ExactMatchOptions, InstanceOutcome, classify, exact_match, rouge_l_f, rouge1_f, slice_names,
+};
 use crate::models::{FolderKind, Resolver};
 use crate::spec::{Dtype, EvaluationSpec, GenerationMetric, McScore, ModelRef, TaskSpec};
 use crate::stats::Stats;
@@ -222,24 +224,27 @@ fn record(
     new: SideResult,
 ) -> InstanceRecord {
     let gold = match item {
-        Item::MultipleChoice { answer, .. } => Some(*answer as i64),
+        Item::MultipleChoice { answer, .. } => Some(*answer),
         Item::Generation { .. } => None,
     };
     let flip = classify(task_kind(&spec.task), old.score, new.score);
-    let mut record = InstanceRecord {
+    let slices = slice_names(&InstanceOutcome {
+        id: row.id.clone(),
+        gold,
+        tags: item.tags().clone(),
+        old: old.outcome(),
+        new: new.outcome(),
+    });
+    InstanceRecord {
         idx: row.idx,
         id: row.id.clone(),
         flip: flip.as_str().to_string(),
-        gold,
+        gold: gold.map(|g| g as i64),
         tags: json!(item.tags()),
         old: json!(old),
         new: json!(new),
-        slices: Vec::new(),
-    };
-    record.slices = super::outcome_of(&record)
-        .map(|outcome| slice_names(&outcome))
-        .unwrap_or_default();
-    record
+        slices,
+    }
 }
 
 /// Runs the shard's remaining instances (rows stored by an earlier attempt are skipped).
