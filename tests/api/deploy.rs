@@ -9,26 +9,36 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// docker-compose (v1, Debian's package) or the v2 plugin, whichever answers.
+/// docker-compose (v1, Debian's package) or the v2 plugin, whichever is installed. A plain
+/// `docker` client without the compose plugin reads `compose` as an unknown command and `-f` as
+/// an unknown flag, so the plugin is asked for its version before it is used.
 fn compose_config(file: &Path) -> Option<String> {
+    let answers = |cmd: &[&str]| {
+        Command::new(cmd[0])
+            .args(&cmd[1..])
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
     let attempts: [&[&str]; 2] = [&["docker-compose"], &["docker", "compose"]];
-    for attempt in attempts {
-        let output = Command::new(attempt[0])
-            .args(&attempt[1..])
-            .arg("-f")
-            .arg(file)
-            .arg("config")
-            .output();
-        let Ok(output) = output else { continue };
-        if output.status.success() {
-            return Some(String::from_utf8_lossy(&output.stdout).into_owned());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if !stderr.contains("unknown command") {
-            panic!("{} rejects the compose file:\n{stderr}", attempt.join(" "));
-        }
+    let tool = attempts.into_iter().find(|cmd| answers(cmd))?;
+    let output = Command::new(tool[0])
+        .args(&tool[1..])
+        .arg("-f")
+        .arg(file)
+        .arg("config")
+        .output()
+        .unwrap_or_else(|e| panic!("{} config: {e}", tool.join(" ")));
+    if !output.status.success() {
+        panic!(
+            "{} rejects the compose file:\n{}",
+            tool.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
-    None
+    Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 #[test]
@@ -38,7 +48,9 @@ fn the_compose_file_validates_with_postgres_api_and_gpu_workers() {
             std::env::var_os("CI").is_none(),
             "CI must have docker-compose to validate docker/compose.yaml (.ci/run installs it)"
         );
-        eprintln!("docker-compose is not installed: compose validation skipped");
+        eprintln!(
+            "skipped: neither docker-compose nor the docker compose plugin is installed (apt-get install docker-compose)"
+        );
         return;
     };
     for needle in [
