@@ -382,10 +382,13 @@ fn missing_tensor_and_unknown_architecture_are_named() {
     assert!(e.contains("model.layers.1.mlp.up_proj.weight"), "{e}");
     let cfg = std::fs::read_to_string(dir.join("config.json"))
         .unwrap()
-        .replace("LlamaForCausalLM", "PhiForCausalLM");
+        .replace("LlamaForCausalLM", "GPT2LMHeadModel");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     let e = load(&dir, None, true).err().unwrap().to_string();
-    assert!(e.contains("PhiForCausalLM"), "{e}");
+    assert!(
+        e.contains("GPT2LMHeadModel") && e.contains("Phi3ForCausalLM"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -494,7 +497,9 @@ async fn engine_thread_caches_models_and_reports_progress() {
         .unwrap();
     assert_ne!(r1[0].logprob, ra[0].logprob);
     let stats = h.cache_stats().await.unwrap();
-    assert_eq!((stats.loads, stats.evictions, stats.entries), (2, 1, 1));
+    // The adapter is applied over the cached base: the base weights are held once.
+    assert_eq!((stats.loads, stats.evictions, stats.entries), (1, 0, 2));
+    assert!(stats.bytes < model_bytes + model_bytes / 10, "{stats:?}");
 
     // Cancellation stops between batches.
     let cancel = CancelFlag::new();
@@ -505,7 +510,7 @@ async fn engine_thread_caches_models_and_reports_progress() {
             reqs,
             RunOptions {
                 cancel: Some(cancel),
-                ..opts
+                ..opts.clone()
             },
             None,
         )
@@ -521,6 +526,14 @@ async fn engine_thread_caches_models_and_reports_progress() {
     );
     assert_eq!(info.vocab_size, WORDS.len());
     assert_eq!(info.tokenizer_sha256.len(), 64);
+
+    // A second base does not fit beside the first: the first goes, and the adapter built on it.
+    let (other, _) = tiny_model("handle-other");
+    h.loglikelihood(ModelSpec::cpu_f32(&other, None), ll_requests(2), opts, None)
+        .await
+        .unwrap();
+    let stats = h.cache_stats().await.unwrap();
+    assert_eq!((stats.loads, stats.evictions, stats.entries), (2, 2, 1));
     assert_eq!(loads.lock().unwrap().len(), 2);
 }
 

@@ -1,4 +1,8 @@
 //! Loaded models kept in memory, keyed by `ModelSpec`, bounded by a byte budget (LRU eviction).
+//!
+//! A model with an adapter is its base model (cached under the spec without adapter) plus the
+//! adapter applied unmerged, sharing the base's tensors: the base is held once however many of
+//! its adapters are in use, and evicting a base evicts the adapters built on it.
 
 use std::sync::Arc;
 
@@ -10,6 +14,8 @@ type Loader = Box<dyn FnMut(&ModelSpec) -> Result<LoadedModel> + Send>;
 
 struct Entry {
     spec: ModelSpec,
+    /// The cached base model whose tensors this one shares.
+    base: Option<ModelSpec>,
     model: Arc<LoadedModel>,
     bytes: u64,
     last_used: u64,
@@ -34,7 +40,7 @@ pub struct ModelCache {
 }
 
 impl ModelCache {
-    /// A cache using `LoadedModel::load` (with the given fused-kernel choice).
+    /// A cache using `LoadedModel::load` for base models (with the given fused-kernel choice).
     pub fn new(budget_bytes: u64, fused: bool) -> Self {
         Self::with_loader(budget_bytes, Box::new(move |s| LoadedModel::load(s, fused)))
     }
@@ -65,8 +71,26 @@ impl ModelCache {
             self.stats.hits += 1;
             return Ok(e.model.clone());
         }
+        if spec.adapter.is_some() {
+            let base_spec = ModelSpec {
+                adapter: None,
+                ..spec.clone()
+            };
+            let base = self.get(&base_spec)?;
+            let model = LoadedModel::with_adapter(&base, spec)?;
+            return self.insert(spec, model, Some(base_spec));
+        }
         let model = (self.loader)(spec)?;
         self.stats.loads += 1;
+        self.insert(spec, model, None)
+    }
+
+    fn insert(
+        &mut self,
+        spec: &ModelSpec,
+        model: LoadedModel,
+        base: Option<ModelSpec>,
+    ) -> Result<Arc<LoadedModel>> {
         let bytes = model.bytes();
         if bytes > self.budget {
             return Err(EngineError::OverBudget {
@@ -75,10 +99,12 @@ impl ModelCache {
             });
         }
         while self.entries.iter().map(|e| e.bytes).sum::<u64>() + bytes > self.budget {
+            // The base this model shares is in use: never its victim.
             let Some((i, _)) = self
                 .entries
                 .iter()
                 .enumerate()
+                .filter(|(_, e)| Some(&e.spec) != base.as_ref())
                 .min_by_key(|(_, e)| e.last_used)
             else {
                 break;
@@ -86,10 +112,14 @@ impl ModelCache {
             let e = self.entries.remove(i);
             tracing::info!(base = %e.spec.base.display(), "evicting model from cache");
             self.stats.evictions += 1;
+            let before = self.entries.len();
+            self.entries.retain(|d| d.base.as_ref() != Some(&e.spec));
+            self.stats.evictions += (before - self.entries.len()) as u64;
         }
         let model = Arc::new(model);
         self.entries.push(Entry {
             spec: spec.clone(),
+            base,
             model: model.clone(),
             bytes,
             last_used: self.clock,

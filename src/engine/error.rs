@@ -13,10 +13,8 @@ pub enum EngineError {
     },
     #[error("invalid {path}: {message}")]
     Config { path: PathBuf, message: String },
-    #[error(
-        "unsupported architecture {0:?} (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"
-    )]
-    UnsupportedArchitecture(String),
+    #[error("unsupported architecture {name:?} (supported: {supported})")]
+    UnsupportedArchitecture { name: String, supported: String },
     #[error("missing tensor {name} in the weights of {path}")]
     MissingTensor { name: String, path: PathBuf },
     #[error("tensor {name} has shape {got:?}, expected {expected:?}")]

@@ -1,15 +1,17 @@
-//! The model engine: loads Hugging Face Llama-family folders (+ PEFT LoRA adapters), scores and
-//! generates like lm-evaluation-harness, on its own thread behind `EngineHandle`.
+//! The model engine: loads Hugging Face model folders of the families in `families` (+ PEFT LoRA
+//! adapters), scores and generates like lm-evaluation-harness, on its own thread behind
+//! `EngineHandle`.
 
 pub mod batching;
 pub mod cache;
 pub mod config;
 pub mod decoder;
 pub mod error;
+pub mod families;
 pub mod handle;
+pub mod layers;
 pub mod lora;
 pub mod model;
-pub mod rope;
 pub mod scoring;
 pub mod tokenize;
 pub mod types;

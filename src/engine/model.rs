@@ -1,9 +1,11 @@
-//! A loaded model: decoder (LoRA merged) + tokenizer; and `describe` without loading weights.
+//! A loaded model: decoder + tokenizer, with an adapter merged into its weights or applied
+//! unmerged over a shared base; and `describe` without loading weights.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::config::ModelConfig;
-use super::decoder::Decoder;
+use super::decoder::{Decoder, LoraPath};
 use super::error::{EngineError, Result};
 use super::lora::LoraAdapter;
 use super::tokenize::TokenizerInfo;
@@ -13,7 +15,10 @@ use super::weights::{WeightLoader, safetensors_files};
 pub struct LoadedModel {
     pub spec: ModelSpec,
     pub decoder: Decoder,
-    pub tokenizer: TokenizerInfo,
+    pub tokenizer: Arc<TokenizerInfo>,
+    /// Bytes this model holds of its own: all its weights, or only the adapter's factors when
+    /// it shares a base model's tensors.
+    own_bytes: u64,
 }
 
 impl LoadedModel {
@@ -35,14 +40,63 @@ impl LoadedModel {
         tracing::info!(parameters = decoder.parameters, "model loaded");
         Ok(Self {
             spec: spec.clone(),
+            own_bytes: decoder.weight_bytes(),
             decoder,
-            tokenizer,
+            tokenizer: Arc::new(tokenizer),
         })
     }
 
-    /// Bytes held by the weights (for the cache budget).
+    /// `base` (a model without adapter) with the adapter of `spec` applied unmerged,
+    /// `y = W x + s B (A x)`: every base tensor is shared with `base`, so evaluating the base
+    /// against base + adapter, or two adapters of one base, holds the base weights once.
+    pub fn with_adapter(base: &LoadedModel, spec: &ModelSpec) -> Result<Self> {
+        let dir = spec.adapter.as_deref().ok_or_else(|| {
+            EngineError::InvalidRequest("with_adapter needs a spec with an adapter".into())
+        })?;
+        let adapter = LoraAdapter::load(dir, &base.decoder.device)?;
+        let mut decoder = base.decoder.clone();
+        let mut own_bytes = 0;
+        for (module, f) in &adapter.factors {
+            let Some((out, inp)) = decoder.proj_dims(module)? else {
+                return Err(EngineError::adapter(
+                    dir,
+                    format!(
+                        "tensor base_model.model.{module}.lora_A.weight maps to no base weight (no linear layer {module} in the model)"
+                    ),
+                ));
+            };
+            let (_, a_in) = f.a.dims2()?;
+            let (b_out, _) = f.b.dims2()?;
+            if a_in != inp || b_out != out {
+                return Err(EngineError::adapter(
+                    dir,
+                    format!(
+                        "shape mismatch for {module}: lora_A {:?} and lora_B {:?} do not fit the base weight [{out}, {inp}]",
+                        f.a.dims(),
+                        f.b.dims()
+                    ),
+                ));
+            }
+            own_bytes += ((f.a.elem_count() + f.b.elem_count()) * 4) as u64;
+            let path = LoraPath {
+                a: f.a.clone(),
+                b: f.b.clone(),
+                scaling: f.scaling,
+                dropout: 0.0,
+            };
+            decoder.set_lora(module, Some(path))?;
+        }
+        Ok(Self {
+            spec: spec.clone(),
+            decoder,
+            tokenizer: base.tokenizer.clone(),
+            own_bytes,
+        })
+    }
+
+    /// Bytes this model adds to memory (for the cache budget).
     pub fn bytes(&self) -> u64 {
-        self.decoder.weight_bytes()
+        self.own_bytes
     }
 }
 
@@ -67,7 +121,7 @@ pub fn describe(dir: &Path) -> Result<ModelInfo> {
     });
     let tokenizer = TokenizerInfo::load(dir, &cfg)?;
     Ok(ModelInfo {
-        architecture: cfg.architecture.hf_name().to_string(),
+        architecture: cfg.architecture.clone(),
         parameters,
         dtype,
         vocab_size: cfg.vocab_size,

@@ -76,8 +76,9 @@ pub fn score_batch(dec: &Decoder, reqs: &[&TokenRequest]) -> Result<Vec<TokenSco
         ]);
     }
     let ids = Tensor::from_vec(ids, (b, t), &dec.device)?;
-    let (positions, mask) =
-        positions_and_mask(t, 0, &vec![0; b], dec.config.sliding_window, &dec.device)?;
+    let (positions, mut mask) =
+        positions_and_mask(t, 0, &vec![0; b], dec.sliding_window, &dec.device)?;
+    mask.seq_lens = reqs.iter().map(|r| r.ids.len().saturating_sub(1)).collect();
     let step = Step {
         ids: &ids,
         positions: &positions,
@@ -151,7 +152,7 @@ pub fn score_shared_prefixes(
         return Err(EngineError::InvalidRequest("empty context".into()));
     }
     let dev = &dec.device;
-    let sw = dec.config.sliding_window;
+    let sw = dec.sliding_window;
     let g = groups.len();
     let p = groups.iter().map(|(c, _)| c.len()).max().unwrap_or(1);
     let lens: Vec<usize> = groups.iter().map(|(c, _)| c.len()).collect();
@@ -160,7 +161,13 @@ pub fn score_shared_prefixes(
         ids[i * p..i * p + c.len()].copy_from_slice(c);
     }
     let ids = Tensor::from_vec(ids, (g, p), dev)?;
-    let (positions, mask) = positions_and_mask(p, 0, &vec![0; g], sw, dev)?;
+    let (positions, mut mask) = positions_and_mask(p, 0, &vec![0; g], sw, dev)?;
+    // LongRoPE picks its frequencies by the whole sequence's length: the prompt's keys are
+    // those of its continuations' sequences (callers group only continuations on one side).
+    mask.seq_lens = groups
+        .iter()
+        .map(|(c, conts)| c.len() + conts.iter().map(|k| k.len()).max().unwrap_or(1) - 1)
+        .collect();
     let mut cache = KvCache::default();
     let step = Step {
         ids: &ids,
@@ -253,7 +260,11 @@ pub fn score_shared_prefixes(
     }
     let ids = Tensor::from_vec(ids, (n, t), dev)?;
     let row_lens: Vec<usize> = flat.iter().map(|&(i, _, _)| lens[i]).collect();
-    let (positions, mask) = continuation_positions_and_mask(t, &row_lens, p, sw, dev)?;
+    let (positions, mut mask) = continuation_positions_and_mask(t, &row_lens, p, sw, dev)?;
+    mask.seq_lens = flat
+        .iter()
+        .map(|&(i, _, c)| lens[i] + c.len() - 1)
+        .collect();
     let step = Step {
         ids: &ids,
         positions: &positions,
@@ -416,10 +427,14 @@ fn multiple_choice_shared(
         progress(i, &r);
         out[i] = Some(r);
     };
+    // A LongRoPE model computes a prompt differently for sequences on either side of its
+    // switch length, so a prompt is shared only by continuations on one side.
+    let long = |c: &[u32], k: &[u32]| dec.rope_switch_len.map(|l| c.len() + k.len() - 1 > l);
     let shareable = |ps: &[(Vec<u32>, Vec<u32>)]| {
         let ctx = &ps[0].0;
+        let side = long(ctx, &ps[0].1);
         ps.iter()
-            .all(|(c, k)| c == ctx && c.len() + k.len() <= max_len + 1)
+            .all(|(c, k)| c == ctx && c.len() + k.len() <= max_len + 1 && long(c, k) == side)
     };
     let mut order: Vec<usize> = Vec::new();
     for (i, ps) in pairs.iter().enumerate() {
@@ -508,7 +523,7 @@ pub fn last_logits(dec: &Decoder, ids: &[u32]) -> Result<Vec<f32>> {
         return Err(EngineError::InvalidRequest("empty input".into()));
     }
     let ids = Tensor::from_slice(ids, (1, t), &dec.device)?;
-    let (positions, mask) = positions_and_mask(t, 0, &[0], dec.config.sliding_window, &dec.device)?;
+    let (positions, mask) = positions_and_mask(t, 0, &[0], dec.sliding_window, &dec.device)?;
     let step = Step {
         ids: &ids,
         positions: &positions,
@@ -554,12 +569,29 @@ fn generate_batch(
             finish: (it.max_new_tokens == 0).then_some(FinishReason::Length),
         })
         .collect();
-    let sw = dec.config.sliding_window;
+    let sw = dec.sliding_window;
     let mut cache = KvCache::default();
+    // Every row's tokens so far (left-padded), to recompute the cache when LongRoPE switches.
+    let mut seqs: Vec<Vec<u32>> = ids.chunks(t).map(<[u32]>::to_vec).collect();
     let mut input = Tensor::from_vec(ids, (b, t), &dec.device)?;
     let mut rows: Vec<u32> = (0..b).map(|i| (i * t + t - 1) as u32).collect();
     let mut past = 0;
     while states.iter().any(|s| s.finish.is_none()) {
+        // transformers' Phi-3 drops the cache when a sequence grows past the LongRoPE switch
+        // length and recomputes it whole with the long frequencies: so do we.
+        let crosses = dec.rope_switch_len.is_some_and(|l| {
+            past > 0
+                && left_pad
+                    .iter()
+                    .any(|&pad| past - pad <= l && past + 1 - pad > l)
+        });
+        if crosses {
+            let len = seqs[0].len();
+            cache = KvCache::default();
+            input = Tensor::from_vec(seqs.concat(), (b, len), &dec.device)?;
+            rows = (0..b).map(|i| (i * len + len - 1) as u32).collect();
+            past = 0;
+        }
         let tn = input.dim(1)?;
         let (positions, mask) = positions_and_mask(tn, past, &left_pad, sw, &dec.device)?;
         let step = Step {
@@ -593,6 +625,9 @@ fn generate_batch(
             } else if s.out.len() >= it.max_new_tokens {
                 s.finish = Some(FinishReason::Length);
             }
+        }
+        for (seq, &n) in seqs.iter_mut().zip(&next) {
+            seq.push(n);
         }
         input = Tensor::from_vec(next, (b, 1), &dec.device)?;
         rows = (0..b as u32).collect();

@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::engine::decoder::{BLOCK_LINEARS, Decoder, LoraPath};
+use crate::engine::decoder::{Decoder, LoraPath};
 use crate::engine::lora::{LoraAdapter, TargetModules};
 
 /// PEFT's key of a factor: `base_model.model.<module>.lora_A.weight`.
@@ -89,7 +89,7 @@ impl TrainableLora {
             return Err(format!(
                 "target_modules {:?} select no linear layer of the model (its layers end in {})",
                 shape.target_modules.unwrap_or_default(),
-                BLOCK_LINEARS.join(", ")
+                decoder.linear_suffixes.join(", ")
             ));
         }
         if let Some(names) = shape.target_modules
@@ -105,7 +105,8 @@ impl TrainableLora {
         }
         let target_modules = match shape.target_modules {
             Some(names) => names.to_vec(),
-            None => BLOCK_LINEARS
+            None => decoder
+                .linear_suffixes
                 .iter()
                 .map(|s| s.rsplit('.').next().unwrap_or(s).to_string())
                 .collect(),

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::{Tensor, Var};
 use serde_json::{Value, json};
@@ -14,7 +15,7 @@ use super::optim::{Accumulator, AdamW, clip_global_norm};
 use super::schedule::learning_rate;
 use super::split::{epoch_order, split};
 use crate::dataset::Item;
-use crate::engine::decoder::{Decoder, Step, positions_and_mask};
+use crate::engine::decoder::{AttnMask, Decoder, Step, positions_and_mask};
 use crate::engine::lora::LoraAdapter;
 use crate::engine::tokenize::TokenizerInfo;
 use crate::engine::{DeviceSpec, LoadedModel, ModelSpec, WeightDtype};
@@ -77,7 +78,7 @@ pub struct RunState {
 pub struct Trainer {
     pub spec: TrainingSpec,
     pub student: Decoder,
-    pub tokenizer: TokenizerInfo,
+    pub tokenizer: Arc<TokenizerInfo>,
     pub lora: TrainableLora,
     pub keys: Vec<String>,
     teachers: Option<(Decoder, Decoder)>,
@@ -145,17 +146,33 @@ impl Trainer {
                 .map_err(TrainError::Invalid)?;
         }
         let student = load(&inputs.new_base, None, inputs.device, false)?;
+        // Teachers on the student's base share its tensors (their adapters applied unmerged),
+        // so the MUSCLE setting holds the new base once.
+        let teacher = |base: &Path, adapter: Option<&PathBuf>| -> Result<Decoder, TrainError> {
+            let mut decoder = if base == inputs.new_base.as_path() {
+                match adapter {
+                    None => student.decoder.clone(),
+                    Some(a) => {
+                        let spec = ModelSpec {
+                            adapter: Some(a.clone()),
+                            ..student.spec.clone()
+                        };
+                        LoadedModel::with_adapter(&student, &spec)
+                            .map_err(|e| TrainError::Invalid(format!("{}: {e}", a.display())))?
+                            .decoder
+                    }
+                }
+            } else {
+                load(base, adapter, inputs.device, true)?.decoder
+            };
+            decoder.fused = true;
+            Ok(decoder)
+        };
         let teachers = match (&inputs.old, spec.objective) {
-            (Some((base, adapter)), Objective::Compatibility) => {
-                let old = load(base, adapter.as_ref(), inputs.device, true)?;
-                let new = load(
-                    &inputs.new_base,
-                    inputs.new_adapter.as_ref(),
-                    inputs.device,
-                    true,
-                )?;
-                Some((old.decoder, new.decoder))
-            }
+            (Some((base, adapter)), Objective::Compatibility) => Some((
+                teacher(base, adapter.as_ref())?,
+                teacher(&inputs.new_base, inputs.new_adapter.as_ref())?,
+            )),
             _ => None,
         };
         let start = inputs
@@ -242,20 +259,27 @@ impl Trainer {
         &self.spec.hyperparameters
     }
 
-    fn step_inputs(&self, batch: &Batch, b: usize) -> Result<(Tensor, Tensor), TrainError> {
-        Ok(positions_and_mask(
+    /// Positions and masks of a right-padded batch; the masks carry each example's length.
+    fn step_inputs(
+        &self,
+        batch: &Batch,
+        examples: &[&Example],
+    ) -> Result<(Tensor, AttnMask), TrainError> {
+        let (positions, mut mask) = positions_and_mask(
             batch.t,
             0,
-            &vec![0; b],
-            self.student.config.sliding_window,
+            &vec![0; examples.len()],
+            self.student.sliding_window,
             &self.student.device,
-        )?)
+        )?;
+        mask.seq_lens = examples.iter().map(|e| e.ids.len()).collect();
+        Ok((positions, mask))
     }
 
     /// The loss of one micro-batch, with the student's gradient graph.
     pub fn batch_loss(&self, examples: &[&Example]) -> Result<(LossValue, usize), TrainError> {
         let batch = Batch::new(examples, self.pad, &self.student.device)?;
-        let (positions, mask) = self.step_inputs(&batch, examples.len())?;
+        let (positions, mask) = self.step_inputs(&batch, examples)?;
         let step = Step {
             ids: &batch.ids,
             positions: &positions,
@@ -343,7 +367,7 @@ impl Trainer {
             for chunk in self.validation.chunks(bs) {
                 let examples: Vec<&Example> = chunk.iter().collect();
                 let batch = Batch::new(&examples, self.pad, &self.student.device)?;
-                let (positions, mask) = self.step_inputs(&batch, examples.len())?;
+                let (positions, mask) = self.step_inputs(&batch, &examples)?;
                 let step = Step {
                     ids: &batch.ids,
                     positions: &positions,

@@ -1,0 +1,140 @@
+//! Multi-head attention with grouped-query heads, optional per-head q/k norms, partial RoPE,
+//! logit soft-capping, a sliding window and a KV cache.
+
+use candle_core::{D, DType, Tensor};
+
+use super::linear::Proj;
+use super::mask::AttnMask;
+use super::norm::Norm;
+use super::rope;
+use crate::engine::error::Result;
+
+/// The query, key and value projections: three layers, or one whose output is `q | k | v`
+/// (Phi-3's `qkv_proj`).
+#[derive(Debug, Clone)]
+pub enum Qkv {
+    Separate { q: Proj, k: Proj, v: Proj },
+    Fused(Proj),
+}
+
+#[derive(Debug, Clone)]
+pub struct Attention {
+    pub qkv: Qkv,
+    pub o: Proj,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    /// Norms over each head's query / key vector before RoPE (Qwen3, Gemma 3, Phi's qk_layernorm).
+    pub q_norm: Option<Norm>,
+    pub k_norm: Option<Norm>,
+    /// Multiplies the scores (1/sqrt(head_dim) unless the family says otherwise).
+    pub scale: f64,
+    /// Gemma 2's `tanh(s / c) * c` on the scaled scores.
+    pub softcap: Option<f64>,
+    /// Whether this layer attends through the sliding-window mask.
+    pub windowed: bool,
+    /// Which of the decoder's rotary tables this layer uses (Gemma 3: local or global).
+    pub rope: usize,
+}
+
+/// What the layers of one forward pass share: the masks and each rotary table's cos/sin.
+pub struct Context<'a> {
+    pub mask: &'a AttnMask,
+    pub cos_sin: &'a [(Tensor, Tensor)],
+    pub fused: bool,
+    pub training: bool,
+    pub dtype: DType,
+}
+
+impl Attention {
+    /// The projections in PEFT's module order.
+    pub fn projs(&self) -> Vec<&Proj> {
+        match &self.qkv {
+            Qkv::Separate { q, k, v } => vec![q, k, v, &self.o],
+            Qkv::Fused(qkv) => vec![qkv, &self.o],
+        }
+    }
+
+    pub fn projs_mut(&mut self) -> Vec<&mut Proj> {
+        match &mut self.qkv {
+            Qkv::Separate { q, k, v } => vec![q, k, v, &mut self.o],
+            Qkv::Fused(qkv) => vec![qkv, &mut self.o],
+        }
+    }
+
+    fn project(&self, x: &Tensor, training: bool) -> Result<(Tensor, Tensor, Tensor)> {
+        match &self.qkv {
+            Qkv::Separate { q, k, v } => Ok((
+                q.forward(x, training)?,
+                k.forward(x, training)?,
+                v.forward(x, training)?,
+            )),
+            Qkv::Fused(qkv) => {
+                let y = qkv.forward(x, training)?;
+                let (nq, nkv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+                Ok((
+                    y.narrow(D::Minus1, 0, nq)?,
+                    y.narrow(D::Minus1, nq, nkv)?,
+                    y.narrow(D::Minus1, nq + nkv, nkv)?,
+                ))
+            }
+        }
+    }
+
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        cx: &Context<'_>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let hd = self.head_dim;
+        let (q, k, v) = self.project(x, cx.training)?;
+        let heads = |y: Tensor, n: usize, norm: Option<&Norm>| -> Result<Tensor> {
+            let mut y = y.reshape((b, t, n, hd))?;
+            if let Some(norm) = norm {
+                y = norm.forward(&y, cx.fused)?;
+            }
+            Ok(y.transpose(1, 2)?.contiguous()?)
+        };
+        let q = heads(q, self.heads, self.q_norm.as_ref())?;
+        let k = heads(k, self.kv_heads, self.k_norm.as_ref())?;
+        let v = heads(v, self.kv_heads, None)?;
+        let (cos, sin) = &cx.cos_sin[self.rope];
+        let q = rope::apply(&q, cos, sin, cx.fused)?;
+        let mut k = rope::apply(&k, cos, sin, cx.fused)?;
+        let mut v = v;
+        if let Some(slot) = cache {
+            if let Some((pk, pv)) = slot.as_ref() {
+                k = Tensor::cat(&[pk, &k], 2)?;
+                v = Tensor::cat(&[pv, &v], 2)?;
+            }
+            *slot = Some((k.clone(), v.clone()));
+        }
+        let rep = self.heads / self.kv_heads;
+        let repeat = |y: Tensor| -> Result<Tensor> {
+            if rep == 1 {
+                return Ok(y);
+            }
+            let (b, kvh, tk, d) = y.dims4()?;
+            Ok(y.unsqueeze(2)?
+                .expand((b, kvh, rep, tk, d))?
+                .reshape((b, kvh * rep, tk, d))?)
+        };
+        let k = repeat(k)?;
+        let v = repeat(v)?;
+        let mut scores = (q.matmul(&k.t()?)? * self.scale)?.to_dtype(DType::F32)?;
+        if let Some(c) = self.softcap {
+            scores = ((scores / c)?.tanh()? * c)?;
+        }
+        let scores = scores.broadcast_add(cx.mask.for_layer(self.windowed))?;
+        let probs = if cx.fused {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        } else {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        };
+        let out = probs.to_dtype(cx.dtype)?.matmul(&v.contiguous()?)?;
+        let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
+        self.o.forward(&out, cx.training)
+    }
+}

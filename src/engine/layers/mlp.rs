@@ -1,0 +1,103 @@
+//! Feed-forward blocks: gated (Llama, Gemma), gated with one fused gate|up layer (Phi-3), and
+//! plain two-layer (Phi).
+
+use candle_core::{D, Tensor};
+
+use super::linear::Proj;
+use crate::engine::error::{EngineError, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    Silu,
+    /// The tanh approximation (`gelu_new`, `gelu_pytorch_tanh`, `gelu_fast`).
+    GeluTanh,
+    /// The exact, erf-based GELU (`gelu`).
+    GeluErf,
+}
+
+impl Activation {
+    /// transformers' ACT2FN names.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "silu" | "swish" => Ok(Self::Silu),
+            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Ok(Self::GeluTanh),
+            "gelu" => Ok(Self::GeluErf),
+            other => Err(EngineError::InvalidRequest(format!(
+                "unsupported activation {other:?} (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast)"
+            ))),
+        }
+    }
+
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Silu => x.silu()?,
+            Self::GeluTanh => x.gelu()?,
+            Self::GeluErf => x.gelu_erf()?,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Mlp {
+    /// `down(act(gate(x)) * up(x))`
+    Gated {
+        gate: Proj,
+        up: Proj,
+        down: Proj,
+        act: Activation,
+    },
+    /// `gate | up = gate_up(x)`, then `down(act(gate) * up)`.
+    FusedGated {
+        gate_up: Proj,
+        down: Proj,
+        act: Activation,
+    },
+    /// `fc2(act(fc1(x)))`
+    Plain {
+        fc1: Proj,
+        fc2: Proj,
+        act: Activation,
+    },
+}
+
+impl Mlp {
+    pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+        match self {
+            Self::Gated {
+                gate,
+                up,
+                down,
+                act,
+            } => {
+                let g = act.apply(&gate.forward(x, training)?)?;
+                down.forward(&(g * up.forward(x, training)?)?, training)
+            }
+            Self::FusedGated { gate_up, down, act } => {
+                let y = gate_up.forward(x, training)?;
+                let n = y.dim(D::Minus1)? / 2;
+                let g = act.apply(&y.narrow(D::Minus1, 0, n)?)?;
+                down.forward(&(y.narrow(D::Minus1, n, n)? * g)?, training)
+            }
+            Self::Plain { fc1, fc2, act } => {
+                fc2.forward(&act.apply(&fc1.forward(x, training)?)?, training)
+            }
+        }
+    }
+
+    /// The projections in PEFT's module order.
+    pub fn projs(&self) -> Vec<&Proj> {
+        match self {
+            Self::Gated { gate, up, down, .. } => vec![gate, up, down],
+            Self::FusedGated { gate_up, down, .. } => vec![gate_up, down],
+            Self::Plain { fc1, fc2, .. } => vec![fc1, fc2],
+        }
+    }
+
+    pub fn projs_mut(&mut self) -> Vec<&mut Proj> {
+        match self {
+            Self::Gated { gate, up, down, .. } => vec![gate, up, down],
+            Self::FusedGated { gate_up, down, .. } => vec![gate_up, down],
+            Self::Plain { fc1, fc2, .. } => vec![fc1, fc2],
+        }
+    }
+}
