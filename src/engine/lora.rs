@@ -242,51 +242,10 @@ impl LoraAdapter {
         tensors: HashMap<String, Tensor>,
         path: &Path,
     ) -> Result<Self> {
-        let err = |m: String| EngineError::adapter(path, m);
-        let mut pairs: BTreeMap<String, (Option<Tensor>, Option<Tensor>)> = BTreeMap::new();
-        let mut keys: Vec<_> = tensors.into_iter().collect();
-        keys.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, t) in keys {
-            let (module, is_a) = classify_key(&key, path)?;
-            if !cfg.target_modules.matches(&module) {
-                return Err(err(format!(
-                    "tensor {key} targets module {module}, which target_modules does not select"
-                )));
-            }
-            let entry = pairs.entry(module).or_default();
-            if is_a {
-                entry.0 = Some(t);
-            } else {
-                entry.1 = Some(t);
-            }
-        }
         let mut factors = BTreeMap::new();
-        for (module, pair) in pairs {
-            let (Some(a), Some(b)) = pair else {
-                return Err(err(format!(
-                    "module {module} lacks its lora_A or lora_B tensor"
-                )));
-            };
+        for (module, (a, b)) in pair_by_module(cfg, tensors.into_iter().collect(), path)? {
             let (r, scaling) = cfg.scaling(&module);
-            let (ra, _) = a.dims2().map_err(|_| {
-                err(format!(
-                    "{module}.lora_A.weight has shape {:?}, expected 2-D",
-                    a.dims()
-                ))
-            })?;
-            let (_, rb) = b.dims2().map_err(|_| {
-                err(format!(
-                    "{module}.lora_B.weight has shape {:?}, expected 2-D",
-                    b.dims()
-                ))
-            })?;
-            if ra != r || rb != r {
-                return Err(err(format!(
-                    "module {module}: lora_A {:?} / lora_B {:?} disagree with rank r={r}",
-                    a.dims(),
-                    b.dims()
-                )));
-            }
+            check_rank(&module, a.dims(), b.dims(), r, path)?;
             factors.insert(
                 module,
                 LoraFactor {
@@ -296,14 +255,107 @@ impl LoraAdapter {
                 },
             );
         }
-        if factors.is_empty() {
-            return Err(err("the adapter holds no LoRA tensors".into()));
-        }
         Ok(Self {
             path: path.to_path_buf(),
             factors,
         })
     }
+}
+
+/// Pairs the `lora_A` / `lora_B` entries of an adapter file by module, refusing keys that cannot
+/// be merged and modules that target_modules does not select.
+fn pair_by_module<T>(
+    cfg: &AdapterConfig,
+    mut entries: Vec<(String, T)>,
+    path: &Path,
+) -> Result<BTreeMap<String, (T, T)>> {
+    let err = |m: String| EngineError::adapter(path, m);
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut pairs: BTreeMap<String, (Option<T>, Option<T>)> = BTreeMap::new();
+    for (key, t) in entries {
+        let (module, is_a) = classify_key(&key, path)?;
+        if !cfg.target_modules.matches(&module) {
+            return Err(err(format!(
+                "tensor {key} targets module {module}, which target_modules does not select"
+            )));
+        }
+        let entry = pairs.entry(module).or_insert((None, None));
+        if is_a {
+            entry.0 = Some(t);
+        } else {
+            entry.1 = Some(t);
+        }
+    }
+    if pairs.is_empty() {
+        return Err(err("the adapter holds no LoRA tensors".into()));
+    }
+    pairs
+        .into_iter()
+        .map(|(module, pair)| match pair {
+            (Some(a), Some(b)) => Ok((module, (a, b))),
+            _ => Err(err(format!(
+                "module {module} lacks its lora_A or lora_B tensor"
+            ))),
+        })
+        .collect()
+}
+
+/// lora_A `[r, in]` and lora_B `[out, r]` with the configured rank.
+fn check_rank(module: &str, a: &[usize], b: &[usize], r: usize, path: &Path) -> Result<()> {
+    let err = |m: String| EngineError::adapter(path, m);
+    let (&[ra, _], &[_, rb]) = (a, b) else {
+        return Err(err(format!(
+            "{module}: lora_A {a:?} and lora_B {b:?} must both be 2-D"
+        )));
+    };
+    if ra != r || rb != r {
+        return Err(err(format!(
+            "module {module}: lora_A {a:?} / lora_B {b:?} disagree with rank r={r}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks, from the files' headers alone (no tensor data is read), that the adapter in
+/// `adapter_dir` loads onto the model in `base_dir`: its config is supported, every factor pair
+/// has the configured rank, and every adapted module is a weight of the base whose shape the
+/// factors fit. What a worker would otherwise find only when the job runs.
+pub fn check_fits_base(adapter_dir: &Path, base_dir: &Path) -> Result<()> {
+    let cfg_path = adapter_dir.join("adapter_config.json");
+    let text = std::fs::read_to_string(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e))?;
+    let v: Value = serde_json::from_str(&text)
+        .map_err(|e| EngineError::adapter(&cfg_path, format!("not JSON: {e}")))?;
+    let cfg = AdapterConfig::parse(&v, adapter_dir)?;
+    let file = adapter_dir.join("adapter_model.safetensors");
+    let entries = super::weights::header_shapes(&file)?;
+    let base = super::weights::model_shapes(base_dir)?;
+    for (module, (a, b)) in pair_by_module(&cfg, entries, adapter_dir)? {
+        let (r, _) = cfg.scaling(&module);
+        check_rank(&module, &a, &b, r, adapter_dir)?;
+        // A tied head has no lm_head.weight of its own: it is the embedding matrix.
+        let weight = base.get(&format!("{module}.weight")).or_else(|| {
+            (module == "lm_head")
+                .then(|| base.get("model.embed_tokens.weight"))
+                .flatten()
+        });
+        let Some(w) = weight else {
+            return Err(EngineError::adapter(
+                adapter_dir,
+                format!(
+                    "tensor base_model.model.{module}.lora_A.weight maps to no base weight (no linear layer {module} in the model)"
+                ),
+            ));
+        };
+        if w.len() != 2 || a[1] != w[1] || b[0] != w[0] {
+            return Err(EngineError::adapter(
+                adapter_dir,
+                format!(
+                    "shape mismatch for {module}: lora_A {a:?} and lora_B {b:?} do not fit the base weight {w:?}"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

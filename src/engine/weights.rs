@@ -130,6 +130,24 @@ fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, Te
     Ok(out)
 }
 
+/// Names and shapes of the tensors in one safetensors file, from its header.
+pub fn header_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
+    let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+    Ok(read_header(path, &file, 0)?
+        .into_iter()
+        .map(|(name, e)| (name, e.shape))
+        .collect())
+}
+
+/// Names and shapes of every tensor of a model folder (all its shards), from the headers.
+pub fn model_shapes(dir: &Path) -> Result<HashMap<String, Vec<usize>>> {
+    let mut out = HashMap::new();
+    for path in safetensors_files(dir)? {
+        out.extend(header_shapes(&path)?);
+    }
+    Ok(out)
+}
+
 /// Reads base tensors by name, converting to the model dtype and merging LoRA deltas into linears.
 pub struct WeightLoader<'a> {
     files: Vec<(PathBuf, File)>,

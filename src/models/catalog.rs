@@ -18,6 +18,11 @@ const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 pub struct ModelInfo {
     pub name: String,
     pub architecture: Option<String>,
+    /// The engine's family for this architecture (`llama`, `qwen3`, `phi`, `phi3`, `gemma`),
+    /// null when the engine does not run it.
+    pub family: Option<String>,
+    /// Whether evaluations and trainings can use this model.
+    pub supported: bool,
     /// Parameters counted from the safetensors headers.
     pub parameters: Option<u64>,
     /// Storage dtype of the weights (`F32`, `BF16`, ...).
@@ -89,9 +94,15 @@ fn read_json(path: &Path) -> Option<Value> {
 pub fn describe_model(folder: &Path, name: String) -> ModelInfo {
     let config = read_json(&folder.join("config.json")).unwrap_or(Value::Null);
     let (parameters, dtype) = count_parameters(folder).unzip();
+    let architecture = config["architectures"][0].as_str();
+    let family = crate::engine::families::resolve(architecture, config["model_type"].as_str())
+        .ok()
+        .map(|(_, f)| f.name().to_string());
     ModelInfo {
         name,
-        architecture: config["architectures"][0].as_str().map(String::from),
+        architecture: architecture.map(String::from),
+        supported: family.is_some(),
+        family,
         parameters,
         dtype: dtype.flatten(),
         vocab_size: config["vocab_size"].as_u64(),
@@ -223,6 +234,10 @@ mod tests {
         let info = &catalog.models[0];
         assert_eq!(info.name, "org/tiny");
         assert_eq!(info.architecture.as_deref(), Some("LlamaForCausalLM"));
+        assert_eq!(
+            (info.family.as_deref(), info.supported),
+            (Some("llama"), true)
+        );
         assert_eq!(info.parameters, Some(12 + 5 + 4));
         assert_eq!(info.dtype.as_deref(), Some("BF16"));
         assert_eq!(info.vocab_size, Some(300));

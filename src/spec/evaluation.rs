@@ -201,7 +201,11 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         for name in ["old", "new"] {
             std::fs::create_dir_all(root.path().join(name)).unwrap();
-            std::fs::write(root.path().join(name).join("config.json"), "{}").unwrap();
+            std::fs::write(
+                root.path().join(name).join("config.json"),
+                crate::spec::TEST_CONFIG,
+            )
+            .unwrap();
         }
         let resolver = Resolver::server(root.path());
         (root, resolver)

@@ -4,10 +4,15 @@
 mod evaluation;
 mod training;
 
+use std::path::Path;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::engine::EngineError;
+use crate::engine::config::ModelConfig;
+use crate::engine::lora;
 use crate::models::{FolderKind, Resolver};
 use crate::validation::{Errors, FieldError};
 
@@ -20,7 +25,8 @@ pub use training::*;
 pub struct ModelRef {
     /// A Hugging Face model folder under MUSCLE_MODEL_DIR.
     pub model: String,
-    /// A PEFT LoRA adapter folder under MUSCLE_MODEL_DIR, merged into the model at load.
+    /// A PEFT LoRA adapter folder under MUSCLE_MODEL_DIR, applied over the model (its base
+    /// tensors shared with every other use of the same base).
     #[serde(default)]
     pub adapter: Option<String>,
     /// Compute dtype; defaults to f32 on CPU and bf16 on CUDA.
@@ -29,17 +35,70 @@ pub struct ModelRef {
 }
 
 impl ModelRef {
-    /// Checks that the model and adapter folders exist under the resolver's root.
+    /// Checks that the model and adapter folders exist under the resolver's root, that the
+    /// engine runs the model's architecture, and that the adapter fits the model (from the files'
+    /// headers: what a worker would otherwise find only when the job runs).
     pub fn check(&self, field: &str, resolver: &Resolver, errors: &mut Errors) {
-        if let Err(message) = resolver.resolve(&self.model, FolderKind::Model) {
-            errors.add(format!("{field}.model"), message);
-        }
-        if let Some(adapter) = &self.adapter
-            && let Err(message) = resolver.resolve(adapter, FolderKind::Adapter)
-        {
+        let model = match resolver.resolve(&self.model, FolderKind::Model) {
+            Ok(folder) => match ModelConfig::from_dir(&folder) {
+                Ok(_) => Some(folder),
+                Err(e) => {
+                    errors.add(format!("{field}.model"), without_paths(&e));
+                    None
+                }
+            },
+            Err(message) => {
+                errors.add(format!("{field}.model"), message);
+                None
+            }
+        };
+        let Some(adapter) = &self.adapter else { return };
+        let adapter_folder = match resolver.resolve(adapter, FolderKind::Adapter) {
+            Ok(folder) => folder,
+            Err(message) => {
+                errors.add(format!("{field}.adapter"), message);
+                return;
+            }
+        };
+        let Some(model) = model else { return };
+        if let Some(message) = trained_on_another_base(&adapter_folder, &model, resolver) {
             errors.add(format!("{field}.adapter"), message);
+        } else if let Err(e) = lora::check_fits_base(&adapter_folder, &model) {
+            errors.add(format!("{field}.adapter"), without_paths(&e));
         }
     }
+}
+
+/// An engine error's message without the server's file paths.
+fn without_paths(e: &EngineError) -> String {
+    match e {
+        EngineError::Config { message, .. } | EngineError::Adapter { message, .. } => {
+            message.clone()
+        }
+        EngineError::Io { path, source } => format!(
+            "cannot read {}: {source}",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// When the adapter's `base_model_name_or_path` names another model folder under the root,
+/// the adapter was trained on that model, not on this one (same shapes or not).
+fn trained_on_another_base(adapter: &Path, model: &Path, resolver: &Resolver) -> Option<String> {
+    let config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).ok()?).ok()?;
+    let named = config.get("base_model_name_or_path")?.as_str()?;
+    let named_folder = resolver.confined(named).ok()?;
+    if !named_folder.join("config.json").is_file() {
+        return None;
+    }
+    let same = named_folder.canonicalize().ok()? == model.canonicalize().ok()?;
+    (!same).then(|| {
+        format!(
+            "the adapter was trained on {named:?} (its base_model_name_or_path), not on this model"
+        )
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -80,6 +139,10 @@ pub(crate) fn check_name(name: &Option<String>, errors: &mut Errors) {
         errors.add("name", "must be 1 to 200 characters");
     }
 }
+
+/// The smallest config.json a model folder of the tests' model roots needs.
+#[cfg(test)]
+pub(crate) const TEST_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 10}"#;
 
 #[cfg(test)]
 mod tests {

@@ -1,3 +1,4 @@
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -153,23 +154,108 @@ async fn an_evaluation_runs_end_to_end_on_real_models() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_refused_adapter_fails_the_job_with_its_reason() {
-    on_every_backend(Options::default, |app| async move {
-        let dataset = app.upload_ok(MC_ROWS).await;
-        let mut spec = evaluation_spec(&dataset);
-        spec["new"]["adapter"] = json!("adapters/bad-shape");
-        let response = app.post_json("/v1/evaluations", &spec).await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let location = response.headers()["location"].to_str().unwrap().to_string();
-        let done = app.wait_finished(&location).await;
-        assert_eq!(done["status"], "failed");
-        let error = done["error"].as_str().unwrap();
-        assert!(
-            error.contains("new model") && error.contains("shape"),
-            "{error}"
+/// A model root holding a copy of the fixture Llama, the same folder claiming an architecture
+/// the engine does not run, and an adapter trained on another base.
+fn root_with_misfits() -> PathBuf {
+    let root = tempfile::tempdir().unwrap().keep();
+    let copy = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    };
+    let fixtures = model_dir();
+    copy(
+        &fixtures.join("models/llama-gqa"),
+        &root.join("models/llama-gqa"),
+    );
+    copy(
+        &fixtures.join("models/llama-gqa"),
+        &root.join("models/gpt2"),
+    );
+    let config = root.join("models/gpt2/config.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&config).unwrap()).unwrap();
+    v["architectures"] = json!(["GPT2LMHeadModel"]);
+    std::fs::write(&config, v.to_string()).unwrap();
+    copy(
+        &fixtures.join("models/mistral"),
+        &root.join("models/mistral"),
+    );
+    for adapter in ["bad-shape", "llama-gqa-lora-list"] {
+        copy(
+            &fixtures.join("adapters").join(adapter),
+            &root.join("adapters").join(adapter),
         );
-        app
+    }
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_models_and_misfit_adapters_are_refused_at_submission() {
+    let root = root_with_misfits();
+    let options = || Options {
+        model_dir: root.clone(),
+        ..Options::api_only()
+    };
+    on_every_backend(options, |app| {
+        let root = root.clone();
+        async move {
+            let dataset = app.upload_ok(MC_ROWS).await;
+            let mut spec = evaluation_spec(&dataset);
+            spec["old"]["model"] = json!("models/gpt2");
+            spec["new"]["adapter"] = json!("adapters/bad-shape");
+            let body = app.refused("/v1/evaluations", &spec).await;
+            assert_eq!(fields(&body), vec!["old.model", "new.adapter"]);
+            let old = body["errors"][0]["message"].as_str().unwrap();
+            assert!(
+                old.contains("GPT2LMHeadModel") && old.contains("Gemma2ForCausalLM"),
+                "the message names the architecture and the supported ones: {old}"
+            );
+            let new = body["errors"][1]["message"].as_str().unwrap();
+            assert!(
+                new.contains("shape mismatch for model.layers.0.self_attn.v_proj"),
+                "{new}"
+            );
+            assert!(
+                !new.contains(root.to_str().unwrap()),
+                "no server path: {new}"
+            );
+
+            // Same shapes, but trained on another base (its base_model_name_or_path).
+            let mut spec = evaluation_spec(&dataset);
+            spec["new"] =
+                json!({"model": "models/mistral", "adapter": "adapters/llama-gqa-lora-list"});
+            let body = app.refused("/v1/evaluations", &spec).await;
+            assert_eq!(fields(&body), vec!["new.adapter"]);
+            let message = body["errors"][0]["message"].as_str().unwrap();
+            assert!(message.contains("models/llama-gqa"), "{message}");
+
+            let listed = app
+                .get("/v1/evaluations")
+                .await
+                .json::<Value>()
+                .await
+                .unwrap();
+            assert_eq!(
+                listed["items"].as_array().unwrap().len(),
+                0,
+                "nothing was created"
+            );
+
+            let catalog: Value = app.get("/v1/models").await.json().await.unwrap();
+            let gpt2 = catalog["models"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["name"] == "models/gpt2")
+                .unwrap();
+            assert_eq!(
+                (&gpt2["family"], &gpt2["supported"]),
+                (&json!(null), &json!(false))
+            );
+            app
+        }
     })
     .await;
 }

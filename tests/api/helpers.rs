@@ -33,6 +33,8 @@ pub struct Options {
     pub executor: Option<Arc<dyn Executor>>,
     pub lease_seconds: u64,
     pub shard_size: u32,
+    /// MUSCLE_MODEL_DIR of the app.
+    pub model_dir: PathBuf,
 }
 
 impl Default for Options {
@@ -46,6 +48,7 @@ impl Default for Options {
             executor: None,
             lease_seconds: 30,
             shard_size: 500,
+            model_dir: model_dir(),
         }
     }
 }
@@ -64,7 +67,7 @@ impl TestApp {
     pub async fn spawn(db: TestDb, options: Options) -> Self {
         let settings = Settings {
             database_url: db.url.clone(),
-            model_dir: model_dir(),
+            model_dir: options.model_dir,
             data_dir: std::env::temp_dir().join("muscle-api-tests"),
             device: DeviceSpec::Cpu,
             model_cache_bytes: 1 << 30,
