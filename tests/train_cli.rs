@@ -84,6 +84,10 @@ fn muscle_train_runs_evaluates_and_sets_the_exit_code() {
     let (code, stdout, stderr) = run(dir.path(), &spec);
     assert_eq!(code, 1, "{stderr}");
     assert!(serde_json::from_str::<Value>(&stdout).is_ok());
+    assert!(
+        stderr.contains("old_vs_compat: gate failed: btc "),
+        "{stderr}"
+    );
 
     // Invalid input: the output exists already -> 2.
     spec["output"] = json!("compat");

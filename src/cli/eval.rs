@@ -15,6 +15,7 @@ use super::common::{
 };
 use crate::config::EvalArgs;
 use crate::evaluation::InstanceView;
+use crate::metrics::GateResult;
 use crate::models::Resolver;
 use crate::spec::{DatasetRef, EvaluationSpec};
 use crate::store::{InstanceFilter, JobKind, JobStatus, NewJob, PageRequest, Store, plan_shards};
@@ -85,8 +86,11 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
     if let Some(path) = &args.instances {
         write_instances(store.as_ref(), &job.id, path).await?;
     }
-    let passed = report["gate"]["passed"].as_bool().unwrap_or(false);
-    Ok(if passed {
+    let gate: GateResult =
+        serde_json::from_value(report["gate"].clone()).context("the report's gate")?;
+    // On stderr, so that a pipeline sees why it exits 1 also when the report goes to --out.
+    eprintln!("{}", gate.verdict());
+    Ok(if gate.passed {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(GATE_FAILED)

@@ -14,6 +14,7 @@ use super::common::{
     write_json,
 };
 use crate::config::TrainArgs;
+use crate::metrics::GateResult;
 use crate::models::Resolver;
 use crate::spec::{DatasetRef, TrainingSpec};
 use crate::store::{DatasetKind, JobKind, JobStatus, NewJob, Store};
@@ -123,12 +124,15 @@ async fn follow(store: &dyn Store, id: &str) -> Result<(Value, ExitCode), Failur
                 )));
             }
             let trained = key == "old_vs_compat" || key == "before_vs_after";
-            let passed = job
+            let gate: GateResult = job
                 .report
                 .as_ref()
-                .and_then(|r| r["gate"]["passed"].as_bool())
-                .unwrap_or(false);
-            if trained && !passed {
+                .map(|r| serde_json::from_value(r["gate"].clone()))
+                .transpose()
+                .context("the evaluation's gate")?
+                .context("the finished evaluation has no report")?;
+            eprintln!("{key}: {}", gate.verdict());
+            if trained && !gate.passed {
                 code = ExitCode::from(GATE_FAILED);
             }
         }

@@ -55,6 +55,59 @@ impl Default for GateResult {
     }
 }
 
+impl GateResult {
+    /// One line for people: `gate failed: nfr 0.159 > 0.05; 1 of 2 checks failed`.
+    pub fn verdict(&self) -> String {
+        let n = self.checks.len();
+        if n == 0 {
+            return "gate passed: no checks".into();
+        }
+        let failed: Vec<String> = self
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(GateCheckResult::describe_failure)
+            .collect();
+        if failed.is_empty() {
+            return format!("gate passed: {n} of {n} checks passed");
+        }
+        let k = failed.len();
+        format!(
+            "gate failed: {}; {k} of {n} checks failed",
+            failed.join("; ")
+        )
+    }
+}
+
+impl GateCheckResult {
+    fn describe_failure(&self) -> String {
+        let bound = match (self.min, self.max) {
+            (Some(min), Some(max)) => format!("outside [{}, {}]", short(min), short(max)),
+            (Some(min), None) => format!("< {}", short(min)),
+            (None, Some(max)) => format!("> {}", short(max)),
+            (None, None) => "has no bound".into(),
+        };
+        match self.value {
+            Some(v) => format!("{} {} {bound}", self.metric, short(v)),
+            None => format!("{} undefined (the check needs a value)", self.metric),
+        }
+    }
+}
+
+/// At most four significant digits, without trailing zeros.
+fn short(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return x.to_string();
+    }
+    let digits = (3 - x.abs().log10().floor() as i32).max(0) as usize;
+    let s = format!("{x:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// Every name a gate check may use. `acc_old`/`acc_new` are aliases of
 /// `old.accuracy`/`new.accuracy`.
 pub const KNOWN_GATE_METRICS: &[&str] = &[
@@ -338,5 +391,42 @@ mod tests {
             r#"{"metric":"nfr","max":0.05}"#
         );
         assert!(serde_json::from_str::<GateCheck>(r#"{"metric":"nfr","maximum":0.05}"#).is_err());
+    }
+
+    #[test]
+    fn the_verdict_names_each_failed_check() {
+        let check = |metric: &str, min, max, value, passed| GateCheckResult {
+            metric: metric.into(),
+            min,
+            max,
+            value,
+            passed,
+        };
+        let gate = GateResult {
+            passed: false,
+            checks: vec![
+                check("nfr", None, Some(0.05), Some(0.15902), false),
+                check("btc", Some(0.9), None, Some(0.95), true),
+                check("nfi", Some(0.1), None, None, false),
+            ],
+        };
+        assert_eq!(
+            gate.verdict(),
+            "gate failed: nfr 0.159 > 0.05; nfi undefined (the check needs a value); 2 of 3 checks failed"
+        );
+        let gate = GateResult {
+            passed: true,
+            checks: vec![check(
+                "counts.negative_flips",
+                None,
+                Some(300.0),
+                Some(235.0),
+                true,
+            )],
+        };
+        assert_eq!(gate.verdict(), "gate passed: 1 of 1 checks passed");
+        assert_eq!(GateResult::default().verdict(), "gate passed: no checks");
+        assert_eq!(short(1234.6), "1235");
+        assert_eq!(short(0.000123456), "0.0001235");
     }
 }
