@@ -25,6 +25,9 @@ pub enum Command {
     Eval(EvalArgs),
     /// Run one training without a server (SPEC is the body of POST /v1/trainings).
     Train(TrainArgs),
+    /// Block until a job on a server finishes and print its verdict (exit 0 passed, 1 gate
+    /// failed, 2 no such job, 3 failed or cancelled, 4 timed out).
+    Wait(WaitArgs),
     /// Apply database migrations and exit.
     Migrate(CommonArgs),
     /// Print the OpenAPI document of the HTTP API.
@@ -37,7 +40,8 @@ pub struct CommonArgs {
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
 
-    /// Directory for the default SQLite database and written adapters.
+    /// Directory for the default SQLite database and training checkpoints (trained adapters are
+    /// written under the model directory).
     #[arg(long, env = "MUSCLE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
 
@@ -115,7 +119,7 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// When set, every /v1 route requires `Authorization: Bearer <token>`.
+    /// When set (non-empty), every /v1 route requires `Authorization: Bearer <token>`.
     #[arg(long, env = "MUSCLE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
@@ -143,6 +147,24 @@ pub struct WorkerArgs {
     /// Worker loops in this process.
     #[arg(long, env = "MUSCLE_WORKERS", default_value_t = 1)]
     pub workers: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// The evaluation or training id.
+    pub id: String,
+
+    /// Base URL of the muscle server.
+    #[arg(long, env = "MUSCLE_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+
+    /// Bearer token, when the server has MUSCLE_API_TOKEN set.
+    #[arg(long, env = "MUSCLE_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+
+    /// Give up after this many seconds (exit code 4).
+    #[arg(long, default_value_t = 3600)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Clone, Args)]

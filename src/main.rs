@@ -26,7 +26,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let mut settings = Settings::from_common(&args.common, &args.queue, args.workers)?;
             settings.bind = Some(args.bind);
             settings.http = HttpOptions {
-                api_token: args.api_token.clone(),
+                // An empty token (as .env.example ships it) means no authentication.
+                api_token: args.api_token.clone().filter(|t| !t.is_empty()),
                 cors_origins: args.cors_origins.clone(),
                 max_body_bytes: args.max_body_bytes,
             };
@@ -34,7 +35,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 database = %store::redact(&settings.database_url),
                 model_dir = %settings.model_dir.display(),
                 workers = settings.workers,
-                auth = settings.http.api_token.is_some(),
+                auth = %if settings.http.api_token.is_some() { "on" } else { "off" },
                 "starting"
             );
             App::build(settings)
@@ -57,6 +58,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Wait(args) => Ok(cli::wait::run(args).await),
         Command::Migrate(common) => {
             telemetry::init(common.log_format, telemetry::SERVICE_FILTER);
             std::fs::create_dir_all(&common.data_dir)?;

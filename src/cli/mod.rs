@@ -1,5 +1,6 @@
-//! Subcommands that run one job without a server.
+//! Subcommands that run one job without a server, and `wait`, which follows one on a server.
 
 mod common;
 pub mod eval;
 pub mod train;
+pub mod wait;

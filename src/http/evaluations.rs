@@ -12,8 +12,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
-    JobProgress, JobTimes, ListParams, Submission, accepted, job_filter, not_found,
-    resolve_dataset, submit,
+    JobProgress, JobTimes, ListParams, Submission, WaitParams, accepted, job_after_wait,
+    job_filter, not_found, resolve_dataset, submit,
 };
 use crate::metrics::Report;
 use crate::spec::{EvaluationSpec, parse_body};
@@ -171,18 +171,20 @@ pub(super) async fn load(state: &AppState, id: &str) -> ApiResult<Job> {
     get,
     path = "/evaluations/{id}",
     tag = "evaluations",
-    params(("id" = String, Path, description = "Evaluation id")),
+    params(("id" = String, Path, description = "Evaluation id"), WaitParams),
     responses(
         (status = 200, body = Evaluation),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "wait out of range", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 async fn get_evaluation(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<WaitParams>,
 ) -> ApiResult<Json<Evaluation>> {
-    let job = load(&state, &id).await?;
+    let job = job_after_wait(&state, JobKind::Evaluation, &id, params.wait).await?;
     let report = state.reports.report(state.store.as_ref(), &job).await?;
     Ok(Json(Evaluation::of(&job, report.map(|r| (*r).clone()))))
 }

@@ -32,6 +32,49 @@ pub struct ListParams {
     pub cursor: Option<String>,
 }
 
+/// Longest `?wait=` a request may hold.
+pub const MAX_WAIT_SECONDS: u64 = 60;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct WaitParams {
+    /// Hold the request up to this many seconds (at most 60) until the job leaves queued and
+    /// running, then answer as usual: one request per wait instead of a polling loop.
+    #[param(maximum = 60)]
+    pub wait: Option<u64>,
+}
+
+/// The job `id`, after waiting up to `wait` seconds for it to finish. The store is asked again
+/// every half second: a worker on any host may finish it.
+pub async fn job_after_wait(
+    state: &AppState,
+    kind: JobKind,
+    id: &str,
+    wait: Option<u64>,
+) -> ApiResult<Job> {
+    let wait = wait.unwrap_or(0);
+    if wait > MAX_WAIT_SECONDS {
+        return Err(ApiError::invalid_field(
+            "wait",
+            format!("must be from 0 to {MAX_WAIT_SECONDS} seconds"),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(wait);
+    loop {
+        let job = state
+            .store
+            .get_job(kind, id)
+            .await?
+            .ok_or_else(|| not_found(kind, id))?;
+        let now = tokio::time::Instant::now();
+        if job.status.is_finished() || now >= deadline {
+            return Ok(job);
+        }
+        let pause = std::time::Duration::from_millis(500).min(deadline - now);
+        tokio::time::sleep(pause).await;
+    }
+}
+
 /// Checks a page request; job and dataset cursors are ids.
 pub fn page_request(limit: Option<i64>, cursor: Option<String>) -> ApiResult<PageRequest> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);

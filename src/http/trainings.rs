@@ -12,7 +12,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
-    JobTimes, ListParams, Submission, accepted, job_filter, not_found, resolve_dataset, submit,
+    JobTimes, ListParams, Submission, WaitParams, accepted, job_after_wait, job_filter,
+    resolve_dataset, submit,
 };
 use crate::spec::{TrainingSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus};
@@ -211,22 +212,20 @@ async fn list_trainings(
     get,
     path = "/trainings/{id}",
     tag = "trainings",
-    params(("id" = String, Path, description = "Training id")),
+    params(("id" = String, Path, description = "Training id"), WaitParams),
     responses(
         (status = 200, body = Training),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "wait out of range", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = []))
 )]
 async fn get_training(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    ApiQuery(params): ApiQuery<WaitParams>,
 ) -> ApiResult<Json<Training>> {
-    let job = state
-        .store
-        .get_job(JobKind::Training, &id)
-        .await?
-        .ok_or_else(|| not_found(JobKind::Training, &id))?;
+    let job = job_after_wait(&state, JobKind::Training, &id, params.wait).await?;
     Ok(Json(view(&state, &job).await?))
 }
 

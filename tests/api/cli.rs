@@ -55,6 +55,10 @@ fn eval_exit_codes_follow_the_gate_and_the_input() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(report["n"], 6);
     assert_eq!(report["gate"]["passed"], true);
+    assert!(
+        stderr.contains("gate passed: 1 of 1 checks passed"),
+        "{stderr}"
+    );
     let lines: Vec<Value> = std::fs::read_to_string(&instances)
         .unwrap()
         .lines()
@@ -66,9 +70,17 @@ fn eval_exit_codes_follow_the_gate_and_the_input() {
 
     // An impossible bound: the run completes, the gate fails, the exit code says so.
     let spec = spec_with_file(dir.path(), json!([{"metric": "agreement", "min": 1.01}]));
-    let (code, report, _) = muscle(dir.path(), &spec, &[]);
+    let (code, report, stderr) = muscle(dir.path(), &spec, &[]);
     assert_eq!(code, 1);
     assert_eq!(report["gate"]["passed"], false);
+    // Why it failed is said on stderr, though the report went to --out.
+    let agreement = report["metrics"]["agreement"].as_f64().unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "gate failed: agreement {agreement} < 1.01; 1 of 1 checks failed"
+        )),
+        "{stderr}"
+    );
     assert_eq!(report["gate"]["checks"][0]["passed"], false);
 
     let mut spec = spec_with_file(dir.path(), json!([]));
@@ -123,4 +135,75 @@ fn different_tokenizers_are_evaluated_with_a_warning() {
         "{warnings:?}"
     );
     assert_eq!(report["n"], 6);
+}
+
+/// `muscle wait ID --server URL`: exit code and verdict line.
+async fn wait_for(app: &TestApp, id: &str, timeout: u64) -> (i32, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .args([
+            "wait",
+            id,
+            "--server",
+            &app.base,
+            "--timeout",
+            &timeout.to_string(),
+        ])
+        .env_remove("MUSCLE_API_TOKEN")
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn submit(app: &TestApp, gate: Value) -> String {
+    let dataset = app.upload_ok(MC_ROWS).await;
+    let mut spec = evaluation_spec(&dataset);
+    spec["gate"] = gate;
+    let created: Value = app
+        .post_json("/v1/evaluations", &spec)
+        .await
+        .json()
+        .await
+        .unwrap();
+    created["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_follows_a_job_to_its_verdict() {
+    on_every_backend(Options::default, |app| async move {
+        let id = submit(&app, json!([{"metric": "nfr", "max": 1.0}])).await;
+        let (code, stderr) = wait_for(&app, &id, 120).await;
+        assert_eq!(code, 0, "{stderr}");
+        assert!(
+            stderr.contains("gate passed: 1 of 1 checks passed"),
+            "{stderr}"
+        );
+
+        let id = submit(&app, json!([{"metric": "agreement", "min": 1.01}])).await;
+        let (code, stderr) = wait_for(&app, &id, 120).await;
+        assert_eq!(code, 1, "{stderr}");
+        assert!(stderr.contains("gate failed: agreement"), "{stderr}");
+
+        let (code, stderr) = wait_for(&app, "00000000-0000-0000-0000-000000000000", 5).await;
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains("no evaluation or training"), "{stderr}");
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_up_at_its_timeout() {
+    on_every_backend(Options::api_only, |app| async move {
+        let id = submit(&app, json!([])).await;
+        let (code, stderr) = wait_for(&app, &id, 1).await;
+        assert_eq!(code, 4, "{stderr}");
+        assert!(stderr.contains("timed out after 1 s"), "{stderr}");
+        assert!(stderr.contains("queued"), "{stderr}");
+        app
+    })
+    .await;
 }

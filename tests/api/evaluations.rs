@@ -611,3 +611,61 @@ async fn the_noise_floor_reruns_the_old_model() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_with_wait_answers_when_the_job_finishes() {
+    on_every_backend(Options::default, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await;
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        // One request: held until the job leaves queued/running (the worker takes seconds).
+        let done: Value = app
+            .get(&format!("{location}?wait=60"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["report"]["partial"], false);
+
+        let body = problem(
+            app.get(&format!("{location}?wait=61")).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["wait"]);
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_on_a_job_nobody_works_returns_it_queued_after_the_wait() {
+    on_every_backend(Options::api_only, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await;
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let started = std::time::Instant::now();
+        let job: Value = app
+            .get(&format!("{location}?wait=1"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(job["status"], "queued");
+        assert!(started.elapsed() >= std::time::Duration::from_secs(1));
+        let body = problem(
+            app.get("/v1/trainings/00000000-0000-0000-0000-000000000000?wait=100")
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["wait"]);
+        app
+    })
+    .await;
+}
