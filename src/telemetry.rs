@@ -1,5 +1,7 @@
 //! Structured logs: human-readable text by default, JSON lines with MUSCLE_LOG_FORMAT=json.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -14,7 +16,9 @@ pub fn init(format: LogFormat, default_filter: &str) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files or pipes.
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests) keeps the first subscriber.
     let _ = match format {
         LogFormat::Json => builder
