@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Runs the README's walk-through as a new user would paste it: the `sh` blocks of the sections
+# "Walk-through" and "Use it from CI", in order, in one shell, against a fresh server on the
+# example models. .ci/run runs it after the tests, so a step that does not paste fails CI.
+#
+#   bash scripts/walkthrough.sh [path/to/muscle]      (default: target/debug/muscle)
+#
+# What differs from pasting by hand, and why: the server is this build's binary (started here,
+# not with `cargo run --release -- serve`), `cargo run --release --` in the blocks becomes that
+# binary (no release build in CI), the port is a free one instead of 8080, and everything runs
+# in a temporary copy of the repository's examples, so the files the blocks write stay there.
+# Every HTTP answer must be a success, except the last cancel, which must be 409 (the job has
+# finished): the README says so.
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$(realpath "${1:-$repo/target/debug/muscle}")"
+for tool in curl jq; do
+    command -v "$tool" >/dev/null || { echo "walkthrough: $tool is not installed" >&2; exit 1; }
+done
+
+work="$(mktemp -d)"
+cleanup() {
+    [ -n "${server:-}" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+cp -r "$repo/examples" "$work/examples"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+
+# The blocks, with the substitutions above.
+awk '
+    /^## / { keep = ($0 == "## Walk-through" || $0 == "## Use it from CI") }
+    keep && /^```sh$/ { inside = 1; next }
+    inside && /^```$/ { inside = 0; next }
+    keep && inside { print }
+' "$repo/README.md" |
+    sed -e "s#cargo run --release --#\"\$MUSCLE_BIN\"#g" \
+        -e "s#localhost:8080#127.0.0.1:$port#g" -e "s#127.0.0.1:8080#127.0.0.1:$port#g" \
+        >"$work/walkthrough.sh"
+[ -s "$work/walkthrough.sh" ] || { echo "walkthrough: no sh blocks found in README.md" >&2; exit 1; }
+
+cd "$work"
+MUSCLE_BIND="127.0.0.1:$port" MUSCLE_DATA_DIR="$work/data" MUSCLE_MODEL_DIR="$work/examples" \
+    MUSCLE_API_TOKEN='' RUST_LOG=warn "$bin" serve >"$work/server.log" 2>&1 &
+server=$!
+for _ in $(seq 1 100); do
+    curl -sf "127.0.0.1:$port/healthz" >/dev/null && break
+    sleep 0.2
+done
+
+# Each curl answer's status is appended to a file for the check below; its body is printed.
+cat >"$work/prelude.sh" <<EOF
+set -euo pipefail
+export MUSCLE_BIN="$bin" MUSCLE_MODEL_DIR="$work/examples" MUSCLE_DATA_DIR="$work/cli-data"
+curl() {
+    local body
+    body="\$(mktemp)"
+    command curl -o "\$body" -w '%{http_code}\n' "\$@" >>"$work/statuses"
+    cat "\$body"
+    rm -f "\$body"
+}
+EOF
+echo "walkthrough: running $(grep -c . "$work/walkthrough.sh") lines of README.md against 127.0.0.1:$port"
+if ! bash -c "source '$work/prelude.sh'; source '$work/walkthrough.sh'" >"$work/out.log" 2>&1; then
+    echo "walkthrough: a README command failed; its output:" >&2
+    cat "$work/out.log" >&2
+    echo "--- server log" >&2
+    tail -20 "$work/server.log" >&2
+    exit 1
+fi
+
+statuses=$(tr '\n' ' ' <"$work/statuses")
+echo "walkthrough: HTTP statuses in order: $statuses"
+last=$(tail -n 1 "$work/statuses")
+bad=$(head -n -1 "$work/statuses" | grep -vc '^2' || true)
+if [ "$last" != 409 ] || [ "$bad" != 0 ]; then
+    echo "walkthrough: expected every answer 2xx and the final cancel 409" >&2
+    cat "$work/out.log" >&2
+    exit 1
+fi
+for file in report.json instances.jsonl instances.csv; do
+    [ -s "$work/$file" ] || { echo "walkthrough: the README's commands did not write $file" >&2; exit 1; }
+done
+echo "walkthrough: every step pasted"
