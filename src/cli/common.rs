@@ -62,6 +62,19 @@ impl Failure {
     }
 }
 
+/// An unknown or unavailable `--device` (MUSCLE_DEVICE) is invalid input (exit 2), found
+/// before any work starts.
+pub fn check_device(common: &CommonArgs) -> Result<(), Failure> {
+    crate::app::parse_device(&common.device)
+        .map(|_| ())
+        .map_err(|e| {
+            Failure::Invalid(
+                "--device (MUSCLE_DEVICE)".into(),
+                vec![FieldError::field("device", e.to_string())],
+            )
+        })
+}
+
 /// Reads and parses a SPEC file.
 pub fn read_spec<T: DeserializeOwned>(path: &Path) -> Result<T, Failure> {
     let bytes =
@@ -142,11 +155,17 @@ pub async fn wait(store: &dyn Store, kind: JobKind, id: &str, unit: &str) -> any
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         let template = format!(
-            "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{per_sec}}, eta {{eta}})"
+            "{{spinner}} [{{elapsed_precise}}] {{bar:40}} {{pos}}/{{len}} {unit} ({{rate}}, eta {{eta}})"
         );
         bar.set_style(
             indicatif::ProgressStyle::with_template(&template)
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .with_key(
+                    "rate",
+                    |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = write!(w, "{}/s", human_rate(state.per_sec()));
+                    },
+                ),
         );
         bar
     });
@@ -163,6 +182,20 @@ pub async fn wait(store: &dyn Store, kind: JobKind, id: &str, unit: &str) -> any
             return Ok(job);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A rate for people: three significant digits at most (`298`, `12.4`, `0.31`).
+pub fn human_rate(per_sec: f64) -> String {
+    if !per_sec.is_finite() || per_sec <= 0.0 {
+        return "0".into();
+    }
+    if per_sec >= 100.0 {
+        format!("{per_sec:.0}")
+    } else if per_sec >= 10.0 {
+        format!("{per_sec:.1}")
+    } else {
+        format!("{per_sec:.2}")
     }
 }
 
@@ -216,4 +249,15 @@ pub async fn with_workers<T>(
     stop.cancel();
     let _ = runner.await;
     output
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates_read_as_people_write_them() {
+        assert_eq!(super::human_rate(297.7053), "298");
+        assert_eq!(super::human_rate(12.44), "12.4");
+        assert_eq!(super::human_rate(0.3141), "0.31");
+        assert_eq!(super::human_rate(f64::INFINITY), "0");
+    }
 }

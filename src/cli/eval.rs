@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::common::{
-    Failure, GATE_FAILED, load_dataset, private_app, read_spec, store_dataset, wait, with_workers,
-    write_json,
+    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, store_dataset, wait,
+    with_workers, write_json,
 };
 use crate::config::EvalArgs;
 use crate::evaluation::InstanceView;
@@ -22,6 +22,9 @@ use crate::store::{InstanceFilter, JobKind, JobStatus, NewJob, PageRequest, Stor
 use crate::validation::FieldError;
 
 pub async fn run(args: EvalArgs) -> ExitCode {
+    if let Err(failure) = check_device(&args.common) {
+        return failure.report();
+    }
     let spec: EvaluationSpec = match read_spec(&args.spec) {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),

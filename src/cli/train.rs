@@ -10,8 +10,8 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::common::{
-    Failure, GATE_FAILED, load_dataset, private_app, read_spec, store_dataset, wait, with_workers,
-    write_json,
+    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, store_dataset, wait,
+    with_workers, write_json,
 };
 use crate::config::TrainArgs;
 use crate::metrics::GateResult;
@@ -22,6 +22,9 @@ use crate::train::job::{check_vocabularies, training_job};
 use crate::validation::FieldError;
 
 pub async fn run(args: TrainArgs) -> ExitCode {
+    if let Err(failure) = check_device(&args.common) {
+        return failure.report();
+    }
     let spec: TrainingSpec = match read_spec(&args.spec) {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),

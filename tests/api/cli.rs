@@ -89,6 +89,11 @@ fn eval_exit_codes_follow_the_gate_and_the_input() {
     assert_eq!(code, 2);
     assert!(stderr.contains("new.model"), "{stderr}");
 
+    let spec = spec_with_file(dir.path(), json!([]));
+    let (code, _, stderr) = muscle(dir.path(), &spec, &["--device", "gpu"]);
+    assert_eq!(code, 2, "an unknown device is invalid input: {stderr}");
+    assert!(stderr.contains("cpu, cuda or cuda:N"), "{stderr}");
+
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(
         &bad,

@@ -552,7 +552,7 @@ async fn cancel_queued_and_running_evaluations() {
                 conflict["detail"]
                     .as_str()
                     .unwrap()
-                    .contains("already cancelled")
+                    .contains("has finished (cancelled)")
             );
             problem(
                 app.client

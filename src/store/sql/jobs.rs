@@ -206,7 +206,7 @@ impl SqlStore {
             .ok_or_else(|| StoreError::NotFound(format!("{} {id}", kind.as_str())))?;
         if updated == 0 {
             return Err(StoreError::Conflict(format!(
-                "{} {id} is already {} and cannot be cancelled",
+                "{} {id} has finished ({}) and cannot be cancelled",
                 kind.as_str(),
                 job.status.as_str()
             )));
