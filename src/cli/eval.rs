@@ -14,11 +14,13 @@ use super::common::{
     with_workers, write_json,
 };
 use crate::config::EvalArgs;
-use crate::evaluation::InstanceView;
+use crate::evaluation::{InstanceView, inputs_of};
 use crate::metrics::GateResult;
 use crate::models::Resolver;
 use crate::spec::{DatasetRef, EvaluationSpec};
-use crate::store::{InstanceFilter, JobKind, JobStatus, NewJob, PageRequest, Store, plan_shards};
+use crate::store::{
+    InstanceFilter, Job, JobKind, JobStatus, NewJob, PageRequest, Store, plan_shards,
+};
 use crate::validation::FieldError;
 
 pub async fn run(args: EvalArgs) -> ExitCode {
@@ -84,10 +86,13 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
             finished.error.unwrap_or_default()
         )));
     }
-    let report = finished.report.context("the finished job has no report")?;
+    let report = finished
+        .report
+        .clone()
+        .context("the finished job has no report")?;
     write_json(args.out.as_deref(), &report)?;
     if let Some(path) = &args.instances {
-        write_instances(store.as_ref(), &job.id, path).await?;
+        write_instances(store.as_ref(), &finished, path).await?;
     }
     let gate: GateResult =
         serde_json::from_value(report["gate"].clone()).context("the report's gate")?;
@@ -102,7 +107,7 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
 
 async fn write_instances(
     store: &dyn Store,
-    job_id: &str,
+    job: &Job,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(
@@ -117,9 +122,11 @@ async fn write_instances(
             },
             ..Default::default()
         };
-        let page = store.list_instances(job_id, &filter).await?;
+        let page = store.list_instances(&job.id, &filter).await?;
+        let mut inputs = inputs_of(store, job, &page.items).await?;
         for record in page.items {
-            serde_json::to_writer(&mut out, &InstanceView::of(record))?;
+            let input = inputs.remove(&record.idx);
+            serde_json::to_writer(&mut out, &InstanceView::of(record, input))?;
             out.write_all(b"\n")?;
         }
         match page.next_cursor {

@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 
+use std::collections::HashMap;
+
+use super::InstanceInput;
 use crate::metrics::{Interval, Report};
 use crate::store::{InstanceRecord, Job};
 
@@ -35,12 +38,16 @@ fn cell(text: &str) -> String {
     }
 }
 
-fn side_answer(side: &serde_json::Value) -> String {
+/// A side's answer: its output, or the chosen choice with its text when the choices are known.
+fn side_answer(side: &serde_json::Value, choices: Option<&[String]>) -> String {
     if let Some(output) = side["output"].as_str() {
         return format!("`{}`", cell(output));
     }
     match side["prediction"].as_u64() {
-        Some(p) => format!("choice {p}"),
+        Some(p) => match choices.and_then(|c| c.get(p as usize)) {
+            Some(text) => format!("{p}: {}", cell(text)),
+            None => format!("choice {p}"),
+        },
         None => "n/a".into(),
     }
 }
@@ -49,6 +56,7 @@ pub fn render(
     job: &Job,
     report: Option<&Report>,
     first_negative_flips: &[InstanceRecord],
+    inputs: &HashMap<i64, InstanceInput>,
 ) -> String {
     let mut out = String::new();
     let title = job.name.as_deref().unwrap_or(&job.id);
@@ -187,15 +195,18 @@ pub fn render(
     if !first_negative_flips.is_empty() {
         let _ = writeln!(
             out,
-            "\n### First negative flips\n\n| id | old (right) | new (wrong) |\n|---|---|---|"
+            "\n### First negative flips\n\n| id | prompt | old (right) | new (wrong) |\n|---|---|---|---|"
         );
         for record in first_negative_flips {
+            let input = inputs.get(&record.idx);
+            let prompt = input.map(|i| cell(&i.prompt)).unwrap_or_default();
+            let choices = input.and_then(|i| i.choices.as_deref());
             let _ = writeln!(
                 out,
-                "| {} | {} | {} |",
+                "| {} | {prompt} | {} | {} |",
                 cell(&record.id),
-                side_answer(&record.old),
-                side_answer(&record.new)
+                side_answer(&record.old, choices),
+                side_answer(&record.new, choices)
             );
         }
     }
@@ -279,7 +290,16 @@ mod tests {
             new: json!({"prediction": 1}),
             slices: vec![],
         };
-        let text = render(&job(), Some(&report), &[flip]);
+        let long = format!("Is the sky | blue?\n{}", "very ".repeat(40));
+        let inputs = HashMap::from([(
+            0,
+            InstanceInput {
+                prompt: long,
+                choices: Some(vec!["yes".into(), "no".into()]),
+                targets: None,
+            },
+        )]);
+        let text = render(&job(), Some(&report), std::slice::from_ref(&flip), &inputs);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
@@ -299,7 +319,16 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("### Worst slices by nfr"));
-        assert!(text.contains("| a | choice 0 | choice 1 |"), "{text}");
+        // The prompt flattened, escaped and cut; the answers with their texts.
+        let row = text.lines().find(|l| l.starts_with("| a |")).unwrap();
+        assert!(
+            row.starts_with("| a | Is the sky \\| blue? very very"),
+            "{row}"
+        );
+        assert!(row.ends_with("… | 0: yes | 1: no |"), "{row}");
+        // Without the dataset's rows, the indices alone.
+        let text = render(&job(), Some(&report), &[flip], &HashMap::new());
+        assert!(text.contains("| a |  | choice 0 | choice 1 |"), "{text}");
         assert!(text.find("Gate").unwrap() < text.find("Worst slices").unwrap());
     }
 
@@ -308,7 +337,7 @@ mod tests {
         let mut job = job();
         job.status = JobStatus::Failed;
         job.error = Some("old.model: no model folder".into());
-        let text = render(&job, None, &[]);
+        let text = render(&job, None, &[], &HashMap::new());
         assert!(
             text.contains("**Status: failed** (4 of 4 instances done)"),
             "{text}"

@@ -1,8 +1,8 @@
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use utoipa::ToSchema;
 
-use serde_json::Value;
-
+use super::InstanceInput;
 use crate::metrics::{Answer, Flip, InstanceOutcome, SideOutcome};
 use crate::store::InstanceRecord;
 
@@ -70,6 +70,14 @@ pub struct InstanceView {
     pub gold: Option<i64>,
     #[schema(value_type = Object)]
     pub tags: Value,
+    /// The prompt the models were given (null when the dataset is no longer stored).
+    pub prompt: Option<String>,
+    /// Multiple choice: the choices, in index order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub choices: Option<Vec<String>>,
+    /// Generation: the reference answers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<String>>,
     #[schema(value_type = SideResult)]
     pub old: Value,
     #[schema(value_type = SideResult)]
@@ -77,8 +85,15 @@ pub struct InstanceView {
 }
 
 impl InstanceView {
-    pub fn of(record: InstanceRecord) -> Self {
+    pub fn of(record: InstanceRecord, input: Option<InstanceInput>) -> Self {
+        let (prompt, choices, targets) = match input {
+            Some(i) => (Some(i.prompt), i.choices, i.targets),
+            None => (None, None, None),
+        };
         Self {
+            prompt,
+            choices,
+            targets,
             flip: serde_json::from_value(Value::String(record.flip.clone())).unwrap_or(Flip::Tie),
             id: record.id,
             index: record.idx,

@@ -20,7 +20,7 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::evaluations::load;
 use super::extract::ApiQuery;
 use super::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::evaluation::{InstanceView, build_report, markdown};
+use crate::evaluation::{InstanceInput, InstanceView, build_report, inputs_of, markdown};
 use crate::metrics::{Flip, Report};
 use crate::spec::EvaluationSpec;
 use crate::store::{
@@ -141,8 +141,16 @@ async fn list_instances(
     let filter = instance_filter(params)?;
     let job = load(&state, &id).await?;
     let page = state.store.list_instances(&job.id, &filter).await?;
+    let mut inputs = inputs_of(state.store.as_ref(), &job, &page.items).await?;
     Ok(Json(InstancePage {
-        items: page.items.into_iter().map(InstanceView::of).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|r| {
+                let input = inputs.remove(&r.idx);
+                InstanceView::of(r, input)
+            })
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -188,7 +196,8 @@ async fn report_markdown(
             },
         )
         .await?;
-    let text = markdown::render(&job, report.as_ref(), &flips.items);
+    let inputs = inputs_of(state.store.as_ref(), &job, &flips.items).await?;
+    let text = markdown::render(&job, report.as_ref(), &flips.items, &inputs);
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         text,
@@ -197,7 +206,7 @@ async fn report_markdown(
 }
 
 const CSV_PAGE: i64 = 1000;
-const CSV_HEADER: [&str; 15] = [
+const CSV_HEADER: [&str; 18] = [
     "index",
     "id",
     "flip",
@@ -213,9 +222,12 @@ const CSV_HEADER: [&str; 15] = [
     "new_score",
     "new_output",
     "new_scores",
+    "prompt",
+    "choices",
+    "targets",
 ];
 
-fn csv_row(record: &InstanceRecord) -> Vec<String> {
+fn csv_row(record: &InstanceRecord, input: Option<&InstanceInput>) -> Vec<String> {
     let text = |v: &Value| match v {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
@@ -233,6 +245,13 @@ fn csv_row(record: &InstanceRecord) -> Vec<String> {
             row.push(text(&side[field]));
         }
     }
+    let list = |l: Option<&Vec<String>>| {
+        l.map(|l| serde_json::to_string(l).unwrap_or_default())
+            .unwrap_or_default()
+    };
+    row.push(input.map(|i| i.prompt.clone()).unwrap_or_default());
+    row.push(list(input.and_then(|i| i.choices.as_ref())));
+    row.push(list(input.and_then(|i| i.targets.as_ref())));
     row
 }
 
@@ -244,11 +263,12 @@ fn csv_bytes(rows: impl IntoIterator<Item = Vec<String>>) -> Result<Vec<u8>, csv
     writer.into_inner().map_err(|e| e.into_error().into())
 }
 
+/// One page of CSV rows and the cursor of the next.
 async fn csv_page(
     store: Arc<dyn Store>,
-    job_id: String,
+    job: &Job,
     cursor: Option<String>,
-) -> StoreResult<(Vec<InstanceRecord>, Option<String>)> {
+) -> StoreResult<(Vec<Vec<String>>, Option<String>)> {
     let filter = InstanceFilter {
         page: PageRequest {
             limit: CSV_PAGE,
@@ -256,8 +276,14 @@ async fn csv_page(
         },
         ..Default::default()
     };
-    let page = store.list_instances(&job_id, &filter).await?;
-    Ok((page.items, page.next_cursor))
+    let page = store.list_instances(&job.id, &filter).await?;
+    let inputs = inputs_of(store.as_ref(), job, &page.items).await?;
+    let rows = page
+        .items
+        .iter()
+        .map(|r| csv_row(r, inputs.get(&r.idx)))
+        .collect();
+    Ok((rows, page.next_cursor))
 }
 
 /// Every instance row as CSV, streamed page by page.
@@ -283,13 +309,12 @@ async fn instances_csv(
     // State: None = not started, Some(None) = done, Some(Some(cursor)) = more to read.
     let pages = futures::stream::unfold(Some(None::<String>), move |next| {
         let store = store.clone();
-        let job_id = job.id.clone();
+        let job = job.clone();
         async move {
             let cursor = next?;
-            match csv_page(store, job_id, cursor).await {
-                Ok((items, next_cursor)) => {
-                    let bytes = csv_bytes(items.iter().map(csv_row))
-                        .map_err(|e| std::io::Error::other(e.to_string()));
+            match csv_page(store, &job, cursor).await {
+                Ok((rows, next_cursor)) => {
+                    let bytes = csv_bytes(rows).map_err(|e| std::io::Error::other(e.to_string()));
                     Some((bytes, next_cursor.map(Some)))
                 }
                 Err(e) => Some((Err(std::io::Error::other(e.to_string())), None)),

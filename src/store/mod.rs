@@ -47,6 +47,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_datasets(&self, page: PageRequest) -> StoreResult<Page<Dataset>>;
     /// Rows `start..end` of a dataset in order.
     async fn dataset_rows(&self, id: &str, start: i64, end: i64) -> StoreResult<Vec<DatasetRow>>;
+    /// The rows of a dataset at these positions (those that exist), in order.
+    async fn dataset_rows_at(&self, id: &str, indices: &[i64]) -> StoreResult<Vec<DatasetRow>>;
 
     /// Inserts a job with its shards, or returns the job already stored under the same
     /// idempotency key (`created` is false then).

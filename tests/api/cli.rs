@@ -66,6 +66,8 @@ fn eval_exit_codes_follow_the_gate_and_the_input() {
         .collect();
     assert_eq!(lines.len(), 6);
     assert_eq!(lines[0]["id"], "q1");
+    assert_eq!(lines[0]["prompt"], "The cat sat on the");
+    assert_eq!(lines[0]["choices"], json!(["mat", "moon", "dog"]));
     assert!(lines[0]["old"]["scores"].as_array().unwrap().len() == 3);
 
     // An impossible bound: the run completes, the gate fails, the exit code says so.

@@ -61,6 +61,10 @@ async fn an_evaluation_runs_end_to_end_on_real_models() {
             .unwrap();
         let items = page["items"].as_array().unwrap();
         assert_eq!(items.len(), 6);
+        // Each item says what the models were asked: the dataset row's prompt and choices.
+        assert_eq!(items[0]["prompt"], "The cat sat on the");
+        assert_eq!(items[0]["choices"], json!(["mat", "moon", "dog"]));
+        assert!(items[0].get("targets").is_none());
         let mut old_differs_from_new = false;
         for item in items {
             for side in ["old", "new"] {
@@ -148,7 +152,17 @@ async fn an_evaluation_runs_end_to_end_on_real_models() {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 7);
         assert!(lines[0].starts_with("index,id,flip,gold,tags,old_prediction"));
+        assert!(
+            lines[0].ends_with(",prompt,choices,targets"),
+            "{}",
+            lines[0]
+        );
         assert!(lines[1].starts_with("0,q1,"));
+        assert!(
+            lines[1].ends_with(r#",The cat sat on the,"[""mat"",""moon"",""dog""]","#),
+            "{}",
+            lines[1]
+        );
         app
     })
     .await;

@@ -107,17 +107,45 @@ impl SqlStore {
         .bind(end)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                Ok(DatasetRow {
-                    idx: row.try_get("idx")?,
-                    id: row.try_get("row_id")?,
-                    body: parse_json("dataset_rows.body", &body)?,
-                })
-            })
-            .collect()
+        rows.iter().map(dataset_row).collect()
     }
+
+    pub(super) async fn dataset_rows_at_impl(
+        &self,
+        id: &str,
+        indices: &[i64],
+    ) -> StoreResult<Vec<DatasetRow>> {
+        let mut out = Vec::with_capacity(indices.len());
+        // A bounded number of placeholders per statement, whatever the page size.
+        for chunk in indices.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+            let sql = format!(
+                "SELECT idx, row_id, body FROM dataset_rows \
+                 WHERE dataset_id = $1 AND idx IN ({}) ORDER BY idx",
+                placeholders.join(", ")
+            );
+            // Only generated placeholders are formatted into the statement; values are bound.
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
+            for idx in chunk {
+                query = query.bind(*idx);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(dataset_row(&row)?);
+            }
+        }
+        out.sort_by_key(|r| r.idx);
+        Ok(out)
+    }
+}
+
+fn dataset_row(row: &sqlx::any::AnyRow) -> StoreResult<DatasetRow> {
+    let body: String = row.try_get("body")?;
+    Ok(DatasetRow {
+        idx: row.try_get("idx")?,
+        id: row.try_get("row_id")?,
+        body: parse_json("dataset_rows.body", &body)?,
+    })
 }
 
 /// Cuts a page fetched with `limit + 1` rows: the extra row only says that more exist.

@@ -113,6 +113,10 @@ impl Store for SqlStore {
         self.dataset_rows_impl(id, start, end).await
     }
 
+    async fn dataset_rows_at(&self, id: &str, indices: &[i64]) -> StoreResult<Vec<DatasetRow>> {
+        self.dataset_rows_at_impl(id, indices).await
+    }
+
     async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>> {
         self.create_job_impl(job).await
     }
