@@ -140,6 +140,9 @@ async fn list_instances(
 ) -> ApiResult<Json<InstancePage>> {
     let filter = instance_filter(params)?;
     let job = load(&state, &id).await?;
+    if let Some(slice) = &filter.slice {
+        check_slice(&state, &job, slice).await?;
+    }
     let page = state.store.list_instances(&job.id, &filter).await?;
     let mut inputs = inputs_of(state.store.as_ref(), &job, &page.items).await?;
     Ok(Json(InstancePage {
@@ -153,6 +156,28 @@ async fn list_instances(
             .collect(),
         next_cursor: page.next_cursor,
     }))
+}
+
+/// A slice the report does not know is a 422 listing those it does (a typo would otherwise
+/// list nothing, silently). Before anything is scored no slice is known, and none is refused.
+async fn check_slice(state: &AppState, job: &Job, slice: &str) -> ApiResult<()> {
+    let Some(report) = state.reports.report(state.store.as_ref(), job).await? else {
+        return Ok(());
+    };
+    let known: Vec<&str> = report["slices"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["slice"].as_str()).collect())
+        .unwrap_or_default();
+    if known.is_empty() || known.contains(&slice) {
+        return Ok(());
+    }
+    Err(ApiError::invalid_field(
+        "slice",
+        format!(
+            "no slice {slice:?} in this evaluation (known: {})",
+            known.join(", ")
+        ),
+    ))
 }
 
 const FIRST_NEGATIVE_FLIPS: i64 = 10;

@@ -130,6 +130,19 @@ async fn an_evaluation_runs_end_to_end_on_real_models() {
         )
         .await;
         assert_eq!(fields(&bad), vec!["flip"]);
+        // A slice the report does not know is refused with the known ones, not listed empty.
+        let bad = problem(
+            app.get(&format!("{location}/instances?slice=topic%3Dmaths"))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&bad), vec!["slice"]);
+        let message = bad["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("topic=math") && message.contains("answer=0"),
+            "{message}"
+        );
 
         let markdown = app.get(&format!("{location}/report.md")).await;
         assert_eq!(markdown.status(), StatusCode::OK);
