@@ -48,9 +48,9 @@ impl Settings {
         workers: usize,
     ) -> anyhow::Result<Self> {
         Ok(Self {
-            database_url: common.database_url(),
+            database_url: common.db.database_url(),
             model_dir: common.model_dir.clone(),
-            data_dir: common.data_dir.clone(),
+            data_dir: common.db.data_dir.clone(),
             device: parse_device(&common.device)?,
             model_cache_bytes: common.model_cache_bytes,
             allow_model_paths: false,

@@ -29,13 +29,14 @@ pub enum Command {
     /// failed, 2 no such job, 3 failed or cancelled, 4 timed out).
     Wait(WaitArgs),
     /// Apply database migrations and exit.
-    Migrate(CommonArgs),
+    Migrate(DatabaseArgs),
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
 }
 
+/// Where the database is, and how to log: what every subcommand that opens the database needs.
 #[derive(Debug, Clone, Args)]
-pub struct CommonArgs {
+pub struct DatabaseArgs {
     /// Database URL: sqlite://FILE or postgres://... [default: a SQLite file in the data directory]
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -44,6 +45,27 @@ pub struct CommonArgs {
     /// written under the model directory).
     #[arg(long, env = "MUSCLE_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+
+    /// Log format.
+    #[arg(long, env = "MUSCLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl DatabaseArgs {
+    /// The configured database URL, or a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) if !url.is_empty() => url.clone(),
+            _ => format!("sqlite://{}", self.data_dir.join("muscle.db").display()),
+        }
+    }
+}
+
+/// The database plus what running models needs.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
 
     /// Root that model and adapter names resolve under.
     #[arg(long, env = "MUSCLE_MODEL_DIR", default_value = "./examples")]
@@ -56,20 +78,6 @@ pub struct CommonArgs {
     /// Memory budget of the loaded-model cache in bytes (models stay loaded between jobs).
     #[arg(long, env = "MUSCLE_MODEL_CACHE_BYTES", default_value_t = 16 << 30)]
     pub model_cache_bytes: u64,
-
-    /// Log format.
-    #[arg(long, env = "MUSCLE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-}
-
-impl CommonArgs {
-    /// The configured database URL, or a SQLite file in the data directory.
-    pub fn database_url(&self) -> String {
-        match &self.database_url {
-            Some(url) if !url.is_empty() => url.clone(),
-            _ => format!("sqlite://{}", self.data_dir.join("muscle.db").display()),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -21,8 +21,8 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => {
-            telemetry::init(args.common.log_format, telemetry::SERVICE_FILTER);
-            std::fs::create_dir_all(&args.common.data_dir)?;
+            telemetry::init(args.common.db.log_format, telemetry::SERVICE_FILTER);
+            std::fs::create_dir_all(&args.common.db.data_dir)?;
             let mut settings = Settings::from_common(&args.common, &args.queue, args.workers)?;
             settings.bind = Some(args.bind);
             settings.http = HttpOptions {
@@ -45,7 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(args) => {
-            telemetry::init(args.common.log_format, telemetry::SERVICE_FILTER);
+            telemetry::init(args.common.db.log_format, telemetry::SERVICE_FILTER);
             let settings = Settings::from_common(&args.common, &args.queue, args.workers.max(1))?;
             tracing::info!(
                 database = %store::redact(&settings.database_url),
@@ -59,10 +59,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Wait(args) => Ok(cli::wait::run(args).await),
-        Command::Migrate(common) => {
-            telemetry::init(common.log_format, telemetry::SERVICE_FILTER);
-            std::fs::create_dir_all(&common.data_dir)?;
-            let url = common.database_url();
+        Command::Migrate(db) => {
+            telemetry::init(db.log_format, telemetry::SERVICE_FILTER);
+            std::fs::create_dir_all(&db.data_dir)?;
+            let url = db.database_url();
             store::connect(&url).await?;
             eprintln!("migrations applied to {}", store::redact(&url));
             Ok(ExitCode::SUCCESS)
@@ -72,11 +72,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(args) => {
-            telemetry::init(args.common.log_format, telemetry::COMMAND_FILTER);
+            telemetry::init(args.common.db.log_format, telemetry::COMMAND_FILTER);
             Ok(cli::eval::run(args).await)
         }
         Command::Train(args) => {
-            telemetry::init(args.common.log_format, telemetry::COMMAND_FILTER);
+            telemetry::init(args.common.db.log_format, telemetry::COMMAND_FILTER);
             Ok(cli::train::run(args).await)
         }
     }

@@ -99,7 +99,7 @@ pub async fn load_dataset(
             Ok((path.clone(), parsed))
         }
         DatasetRef::Id(id) => {
-            let url = common.database_url();
+            let url = common.db.database_url();
             let server = store::connect(&url)
                 .await
                 .with_context(|| format!("opening {}", store::redact(&url)))?;
