@@ -431,7 +431,9 @@ mod scenarios {
         assert!(cancelled.finished_at.is_some());
         assert!(store.claim("w", LEASE).await.unwrap().is_none());
         match store.cancel_job(JobKind::Evaluation, &queued.id).await {
-            Err(StoreError::Conflict(message)) => assert!(message.contains("has finished (cancelled)")),
+            Err(StoreError::Conflict(message)) => {
+                assert!(message.contains("has finished (cancelled)"))
+            }
             other => panic!("expected a conflict, got {other:?}"),
         }
         assert!(matches!(
