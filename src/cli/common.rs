@@ -103,19 +103,25 @@ pub async fn load_dataset(
             let server = store::connect(&url)
                 .await
                 .with_context(|| format!("opening {}", store::redact(&url)))?;
-            let Some(found) = server
-                .get_dataset(id)
+            let found = match store::lookup_dataset(&server, id)
                 .await
                 .context("reading the dataset")?
-            else {
-                return Err(Failure::invalid_field(
-                    spec_path,
-                    field,
-                    format!("no dataset with id {id:?} in {}", store::redact(&url)),
-                ));
+            {
+                store::DatasetLookup::Found(found) => found,
+                other => {
+                    return Err(Failure::invalid_field(
+                        spec_path,
+                        field,
+                        format!(
+                            "{} in {}",
+                            other.problem(id).unwrap_or_default(),
+                            store::redact(&url)
+                        ),
+                    ));
+                }
             };
             let rows = server
-                .dataset_rows(id, 0, found.rows)
+                .dataset_rows(&found.id, 0, found.rows)
                 .await
                 .context("reading the dataset rows")?;
             Ok((

@@ -57,6 +57,7 @@ pub struct DatasetPage {
         description = "One JSON object per line: multiple choice `{id, prompt, choices, answer, tags}` or generation `{id, prompt, target | targets, tags}`"),
     responses(
         (status = 201, description = "Stored", body = Dataset),
+        (status = 200, description = "The same content was already stored under this name: that dataset", body = Dataset),
         (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON lines", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad lines, each with its line number and field", body = Problem, content_type = "application/problem+json"),
@@ -87,6 +88,17 @@ async fn upload_dataset(
         Some(name) => name,
         None => parsed.sha256[..12].to_string(),
     };
+    // The same content under the same name is the dataset already stored: a pipeline that
+    // uploads on every run gets one dataset, not one per run.
+    if let Some(existing) = state
+        .store
+        .datasets_named(&name, 10)
+        .await?
+        .into_iter()
+        .find(|d| d.sha256 == parsed.sha256)
+    {
+        return Ok((StatusCode::OK, Json(existing)));
+    }
     let dataset = state
         .store
         .insert_dataset(

@@ -16,7 +16,7 @@ use super::jobs::{
     job_filter, not_found, resolve_dataset, submit,
 };
 use crate::metrics::Report;
-use crate::spec::{EvaluationSpec, parse_body};
+use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus, plan_shards};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -94,7 +94,7 @@ async fn create_evaluation(
     Body(body): Body,
 ) -> ApiResult<Response> {
     require_media_type(&headers, &["application/json"])?;
-    let spec: EvaluationSpec =
+    let mut spec: EvaluationSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the evaluation spec is invalid", e))?;
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
     let dataset = resolve_dataset(
@@ -110,6 +110,9 @@ async fn create_evaluation(
         Some(dataset) if errors.is_empty() => dataset,
         _ => return Err(ApiError::invalid("the evaluation spec is invalid", errors)),
     };
+    // A dataset named by its name is stored by its id: later uploads under the name change
+    // nothing for this job.
+    spec.dataset = DatasetRef::Id(dataset.id.clone());
     let shard_size = spec.options.shard_size.unwrap_or(state.jobs.shard_size);
     let stored_spec = serde_json::to_value(&spec).map_err(ApiError::internal)?;
     let (job, created) = submit(

@@ -11,8 +11,8 @@ use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::spec::DatasetRef;
 use crate::store::{
-    Dataset, DatasetKind, Idempotency, Job, JobFilter, JobKind, JobStatus, NewJob, NewShard,
-    PageRequest,
+    Dataset, DatasetKind, DatasetLookup, Idempotency, Job, JobFilter, JobKind, JobStatus, NewJob,
+    NewShard, PageRequest, lookup_dataset,
 };
 use crate::validation::FieldError;
 
@@ -148,12 +148,15 @@ pub async fn resolve_dataset(
             return Ok(None);
         }
     };
-    let Some(dataset) = state.store.get_dataset(id).await? else {
-        errors.push(FieldError::field(
-            field,
-            format!("no dataset with id {id:?}"),
-        ));
-        return Ok(None);
+    let dataset = match lookup_dataset(state.store.as_ref(), id).await? {
+        DatasetLookup::Found(dataset) => dataset,
+        other => {
+            errors.push(FieldError::field(
+                field,
+                other.problem(id).unwrap_or_default(),
+            ));
+            return Ok(None);
+        }
     };
     if let Some(kind) = kind
         && dataset.kind != kind

@@ -15,7 +15,7 @@ use super::jobs::{
     JobTimes, ListParams, Submission, WaitParams, accepted, job_after_wait, job_filter,
     resolve_dataset, submit,
 };
-use crate::spec::{TrainingSpec, parse_body};
+use crate::spec::{DatasetRef, TrainingSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus};
 use crate::train::job::{check_vocabularies, training_job};
 
@@ -126,7 +126,7 @@ async fn create_training(
     Body(body): Body,
 ) -> ApiResult<Response> {
     require_media_type(&headers, &["application/json"])?;
-    let spec: TrainingSpec =
+    let mut spec: TrainingSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the training spec is invalid", e))?;
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &state.resolver));
@@ -139,8 +139,8 @@ async fn create_training(
         &mut errors,
     )
     .await?;
-    if let Some(evaluate) = &spec.evaluate {
-        resolve_dataset(
+    if let Some(evaluate) = &mut spec.evaluate {
+        let found = resolve_dataset(
             &state,
             &evaluate.dataset,
             "evaluate.dataset",
@@ -149,11 +149,16 @@ async fn create_training(
             &mut errors,
         )
         .await?;
+        // Stored by id, whatever later uploads under the same name.
+        if let Some(found) = found {
+            evaluate.dataset = DatasetRef::Id(found.id);
+        }
     }
     let dataset = match dataset {
         Some(dataset) if errors.is_empty() => dataset,
         _ => return Err(ApiError::invalid("the training spec is invalid", errors)),
     };
+    spec.dataset = DatasetRef::Id(dataset.id.clone());
     if dataset.rows < 2 {
         return Err(ApiError::invalid_field(
             "dataset",

@@ -44,6 +44,8 @@ pub trait Store: Send + Sync + 'static {
         rows: &[DatasetRow],
     ) -> StoreResult<Dataset>;
     async fn get_dataset(&self, id: &str) -> StoreResult<Option<Dataset>>;
+    /// Datasets uploaded under `name`, newest first, at most `limit`.
+    async fn datasets_named(&self, name: &str, limit: i64) -> StoreResult<Vec<Dataset>>;
     async fn list_datasets(&self, page: PageRequest) -> StoreResult<Page<Dataset>>;
     /// Rows `start..end` of a dataset in order.
     async fn dataset_rows(&self, id: &str, start: i64, end: i64) -> StoreResult<Vec<DatasetRow>>;
@@ -106,4 +108,38 @@ pub trait Store: Send + Sync + 'static {
     /// skips them).
     async fn instance_indices(&self, job_id: &str, start: i64, end: i64) -> StoreResult<Vec<i64>>;
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
+}
+
+/// What an evaluation's or training's `dataset` names: an uploaded dataset's id, or the name it
+/// was uploaded under when exactly one dataset has that name.
+pub enum DatasetLookup {
+    Found(Dataset),
+    Missing,
+    /// Several datasets carry the name; the count found (at most 10).
+    Ambiguous(usize),
+}
+
+pub async fn lookup_dataset(store: &dyn Store, id_or_name: &str) -> StoreResult<DatasetLookup> {
+    if let Some(found) = store.get_dataset(id_or_name).await? {
+        return Ok(DatasetLookup::Found(found));
+    }
+    let mut named = store.datasets_named(id_or_name, 10).await?;
+    Ok(match named.len() {
+        0 => DatasetLookup::Missing,
+        1 => DatasetLookup::Found(named.remove(0)),
+        n => DatasetLookup::Ambiguous(n),
+    })
+}
+
+impl DatasetLookup {
+    /// Why a reference found no single dataset, for the field's error.
+    pub fn problem(&self, reference: &str) -> Option<String> {
+        match self {
+            Self::Found(_) => None,
+            Self::Missing => Some(format!("no dataset with id or name {reference:?}")),
+            Self::Ambiguous(n) => Some(format!(
+                "{n} datasets are named {reference:?}; name one by its id"
+            )),
+        }
+    }
 }

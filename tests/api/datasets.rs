@@ -171,3 +171,51 @@ async fn every_bad_line_is_listed_and_nothing_is_stored() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn datasets_are_named_by_unique_name_and_reuploads_return_the_stored_one() {
+    on_every_backend(Options::api_only, |app| async move {
+        let first = app.upload(MC_ROWS).await;
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let first: Value = first.json().await.unwrap();
+        // The same content under the same name: that dataset again, nothing new stored.
+        let again = app.upload(MC_ROWS).await;
+        assert_eq!(again.status(), StatusCode::OK);
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["id"], first["id"]);
+
+        // An evaluation may name the dataset by its (unique) name; the job stores its id.
+        let created: Value = app
+            .post_json("/v1/evaluations", &evaluation_spec("test"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(created["spec"]["dataset"], first["id"], "{created}");
+
+        // Other content under the same name: a second dataset, and the name is ambiguous.
+        let other = app.upload(&MC_ROWS.replace("The cat", "A cat")).await;
+        assert_eq!(other.status(), StatusCode::CREATED);
+        let body = app
+            .refused("/v1/evaluations", &evaluation_spec("test"))
+            .await;
+        assert_eq!(fields(&body), vec!["dataset"]);
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("2 datasets are named \"test\""),
+            "{message}"
+        );
+        let body = app
+            .refused("/v1/evaluations", &evaluation_spec("nosuch"))
+            .await;
+        assert!(
+            body["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("no dataset with id or name"),
+            "{body}"
+        );
+        app
+    })
+    .await;
+}

@@ -77,6 +77,22 @@ impl SqlStore {
         row.as_ref().map(dataset_from_row).transpose()
     }
 
+    pub(super) async fn datasets_named_impl(
+        &self,
+        name: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<Dataset>> {
+        let rows = sqlx::query(
+            "SELECT id, name, kind, row_count, sha256, created_at FROM datasets \
+             WHERE name = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(name)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(dataset_from_row).collect()
+    }
+
     pub(super) async fn list_datasets_impl(&self, page: PageRequest) -> StoreResult<Page<Dataset>> {
         let mut sql =
             Sql::new("SELECT id, name, kind, row_count, sha256, created_at FROM datasets");

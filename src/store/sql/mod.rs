@@ -105,6 +105,10 @@ impl Store for SqlStore {
         self.get_dataset_impl(id).await
     }
 
+    async fn datasets_named(&self, name: &str, limit: i64) -> StoreResult<Vec<Dataset>> {
+        self.datasets_named_impl(name, limit).await
+    }
+
     async fn list_datasets(&self, page: PageRequest) -> StoreResult<Page<Dataset>> {
         self.list_datasets_impl(page).await
     }
