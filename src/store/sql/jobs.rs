@@ -67,14 +67,10 @@ impl SqlStore {
             });
         }
         match self.insert_job(&job).await {
-            Ok(id) => {
-                let stored = self.get_job_impl(job.kind, &id).await?;
-                let value = stored.ok_or_else(|| StoreError::NotFound(format!("job {id}")))?;
-                Ok(Created {
-                    value,
-                    created: true,
-                })
-            }
+            Ok(value) => Ok(Created {
+                value,
+                created: true,
+            }),
             // Another request with the same key won the race: answer with its job.
             Err(StoreError::Database(e))
                 if is_unique_violation(&e) && job.idempotency.is_some() =>
@@ -93,7 +89,9 @@ impl SqlStore {
         }
     }
 
-    async fn insert_job(&self, job: &NewJob) -> StoreResult<String> {
+    /// Inserts the job and its shards; the job as created, read inside the same transaction (a
+    /// worker may claim it the moment it commits, and the answer must still say "queued").
+    async fn insert_job(&self, job: &NewJob) -> StoreResult<Job> {
         let id = uuid::Uuid::now_v7().to_string();
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
@@ -137,8 +135,14 @@ impl SqlStore {
             }
             sql.query().execute(&mut *tx).await?;
         }
+        let mut read = Sql::new("SELECT ");
+        read.push(JOB_COLUMNS)
+            .push(" FROM jobs WHERE id = ")
+            .bind(id.clone());
+        let row = read.query().fetch_one(&mut *tx).await?;
+        let created = job_from_row(&row)?;
         tx.commit().await?;
-        Ok(id)
+        Ok(created)
     }
 
     pub(super) async fn get_job_impl(&self, kind: JobKind, id: &str) -> StoreResult<Option<Job>> {
