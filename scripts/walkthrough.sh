@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the README's walk-through as a new user would paste it: the `sh` blocks of the sections
-# "Walk-through" and "Use it from CI", in order, in one shell, against a fresh server on the
+# "Walk-through", "Train a compatibility adapter" and "Use it from CI", in order, in one shell, against a fresh server on the
 # example models. .ci/run runs it after the tests, so a step that does not paste fails CI.
 #
 #   bash scripts/walkthrough.sh [path/to/muscle]      (default: target/debug/muscle)
@@ -9,8 +9,8 @@
 # not with `cargo run --release -- serve`), `cargo run --release --` in the blocks becomes that
 # binary (no release build in CI), the port is a free one instead of 8080, and everything runs
 # in a temporary copy of the repository's examples, so the files the blocks write stay there.
-# Every HTTP answer must be a success, except the last cancel, which must be 409 (the job has
-# finished): the README says so.
+# Every HTTP answer must be a success, except one 409 per README line that says it answers 409
+# (the cancel of a finished job).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 bin="$(realpath "${1:-$repo/target/debug/muscle}")"
@@ -29,7 +29,7 @@ port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 
 # The blocks, with the substitutions above.
 awk '
-    /^## / { keep = ($0 == "## Walk-through" || $0 == "## Use it from CI") }
+    /^## / { keep = ($0 == "## Walk-through" || $0 == "## Train a compatibility adapter" || $0 == "## Use it from CI") }
     keep && /^```sh$/ { inside = 1; next }
     inside && /^```$/ { inside = 0; next }
     keep && inside { print }
@@ -71,14 +71,16 @@ fi
 
 statuses=$(tr '\n' ' ' <"$work/statuses")
 echo "walkthrough: HTTP statuses in order: $statuses"
-last=$(tail -n 1 "$work/statuses")
-bad=$(head -n -1 "$work/statuses" | grep -vc '^2' || true)
-if [ "$last" != 409 ] || [ "$bad" != 0 ]; then
-    echo "walkthrough: expected every answer 2xx and the final cancel 409" >&2
+expected_409=$(grep -c '# 409' "$work/walkthrough.sh" || true)
+got_409=$(grep -c '^409$' "$work/statuses" || true)
+other=$(grep -vc -e '^2' -e '^409$' "$work/statuses" || true)
+if [ "$got_409" != "$expected_409" ] || [ "$other" != 0 ]; then
+    echo "walkthrough: expected every answer 2xx and $expected_409 answer(s) 409" >&2
     cat "$work/out.log" >&2
     exit 1
 fi
-for file in report.json instances.jsonl instances.csv; do
+for file in report.json instances.jsonl instances.csv examples/trained/tiny-compat/adapter_model.safetensors \
+    examples/trained/tiny-compat-api/adapter_model.safetensors; do
     [ -s "$work/$file" ] || { echo "walkthrough: the README's commands did not write $file" >&2; exit 1; }
 done
 echo "walkthrough: every step pasted"
