@@ -91,6 +91,17 @@ fn s(v: &Value) -> String {
     v.as_str().unwrap().to_string()
 }
 
+/// The requests of reference loglikelihood entries.
+fn ll_requests<'a>(entries: impl IntoIterator<Item = &'a Value>) -> Vec<LlRequest> {
+    entries
+        .into_iter()
+        .map(|e| LlRequest {
+            context: s(&e["context"]),
+            continuation: s(&e["continuation"]),
+        })
+        .collect()
+}
+
 #[derive(Default, Debug)]
 struct Worst {
     logprob: f64,
@@ -140,13 +151,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             .iter()
             .filter(|e| e["add_bos"] == add_bos)
             .collect();
-        let reqs: Vec<LlRequest> = entries
-            .iter()
-            .map(|e| LlRequest {
-                context: s(&e["context"]),
-                continuation: s(&e["continuation"]),
-            })
-            .collect();
+        let reqs = ll_requests(entries.iter().copied());
         let opts = RunOptions {
             add_bos,
             ..Default::default()
@@ -349,15 +354,7 @@ fn families_score_the_same_in_batches_of_1_and_16() {
             continue;
         }
         let model = LoadedModel::load(&spec(&dir, case), true).unwrap();
-        let reqs: Vec<LlRequest> = case["loglikelihood"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| LlRequest {
-                context: s(&e["context"]),
-                continuation: s(&e["continuation"]),
-            })
-            .collect();
+        let reqs = ll_requests(case["loglikelihood"].as_array().unwrap());
         let run = |max_batch_size| {
             let batch = BatchConfig {
                 max_batch_tokens: 1 << 16,
@@ -430,15 +427,7 @@ fn unmerged_adapters_give_the_merged_numbers() {
                 continue;
             }
             let spec = spec(&dir, case);
-            let reqs: Vec<LlRequest> = case["loglikelihood"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| LlRequest {
-                    context: s(&e["context"]),
-                    continuation: s(&e["continuation"]),
-                })
-                .collect();
+            let reqs = ll_requests(case["loglikelihood"].as_array().unwrap());
             let score = |how| {
                 let model = load(&spec, true, how).unwrap();
                 scoring::loglikelihood(

@@ -1,17 +1,16 @@
 //! Training on the tiny fixture model: descent, the compatibility start, refusals, and the
 //! PEFT adapter we write (round trip through our loader, and the committed PEFT reference).
 
-use std::collections::BTreeMap;
+mod train_support;
+
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
-use muscle::dataset::Item;
-use muscle::engine::decoder::{Step, positions_and_mask};
 use muscle::engine::{DeviceSpec, LoadedModel, ModelSpec};
 use muscle::spec::TrainingSpec;
 use muscle::train::peft::write_adapter;
 use muscle::train::{NoHooks, TrainError, TrainInputs, Trainer};
 use serde_json::{Value, json};
+use train_support::{logits, max_diff, rows};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -23,20 +22,6 @@ fn model() -> PathBuf {
 
 fn adapter(name: &str) -> PathBuf {
     fixtures().join("engine/adapters").join(name)
-}
-
-/// Multiple-choice rows the fixture tokenizer handles: "what colour is X?" with a fixed answer
-/// per entity, learnable from the prompt.
-pub fn rows(n: usize) -> Vec<Item> {
-    let colours = ["red", "blue", "green"];
-    (0..n)
-        .map(|i| Item::MultipleChoice {
-            prompt: format!("item {} is", i % 7),
-            choices: colours.iter().map(|c| c.to_string()).collect(),
-            answer: (i % 7) % 3,
-            tags: BTreeMap::new(),
-        })
-        .collect()
 }
 
 fn spec(v: Value) -> TrainingSpec {
@@ -70,32 +55,6 @@ fn compat_inputs(hyper: Value, old_base: PathBuf) -> TrainInputs {
         device: DeviceSpec::Cpu,
         rows: rows(20),
     }
-}
-
-/// Logits at every position of `ids` (batch of one).
-fn logits(decoder: &muscle::engine::decoder::Decoder, ids: &[u32]) -> Vec<Vec<f32>> {
-    let t = ids.len();
-    let x = Tensor::from_slice(ids, (1, t), &decoder.device).unwrap();
-    let (positions, mask) = positions_and_mask(t, 0, &[0], None, &decoder.device).unwrap();
-    let step = Step {
-        ids: &x,
-        positions: &positions,
-        mask: &mask,
-    };
-    let rows: Vec<u32> = (0..t as u32).collect();
-    decoder
-        .logits_at(&step, &rows, None)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap()
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

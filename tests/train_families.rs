@@ -3,17 +3,16 @@
 //! loads in PEFT to the logits our engine computes (tests/fixtures/train/peft_families.json,
 //! made by scripts/reference/check_peft_export.py).
 
-use std::collections::BTreeMap;
+mod train_support;
+
 use std::path::PathBuf;
 
-use candle_core::Tensor;
-use muscle::dataset::Item;
-use muscle::engine::decoder::{Decoder, Step, positions_and_mask};
 use muscle::engine::{DeviceSpec, LoadedModel, ModelSpec};
 use muscle::spec::TrainingSpec;
 use muscle::train::peft::write_adapter;
 use muscle::train::{TrainInputs, Trainer};
 use serde_json::{Value, json};
+use train_support::{logits, max_diff, rows};
 
 fn fixtures() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
@@ -33,18 +32,6 @@ const MODELS: [(&str, Option<&str>); 7] = [
     ("gemma3", Some("gemma3-lora")),
     ("qwen3", Some("qwen3-lora")),
 ];
-
-fn rows(n: usize) -> Vec<Item> {
-    let colours = ["red", "blue", "green"];
-    (0..n)
-        .map(|i| Item::MultipleChoice {
-            prompt: format!("item {} is", i % 7),
-            choices: colours.iter().map(|c| c.to_string()).collect(),
-            answer: (i % 7) % 3,
-            tags: BTreeMap::new(),
-        })
-        .collect()
-}
 
 fn spec(v: Value) -> TrainingSpec {
     serde_json::from_value(v).unwrap()
@@ -151,33 +138,6 @@ fn write_family_peft_fixtures() {
         )
         .unwrap();
     }
-}
-
-/// Logits at every position of `ids` (batch of one).
-fn logits(decoder: &Decoder, ids: &[u32]) -> Vec<Vec<f32>> {
-    let t = ids.len();
-    let x = Tensor::from_slice(ids, (1, t), &decoder.device).unwrap();
-    let (positions, mask) =
-        positions_and_mask(t, 0, &[0], decoder.sliding_window, &decoder.device).unwrap();
-    let step = Step {
-        ids: &x,
-        positions: &positions,
-        mask: &mask,
-    };
-    let rows: Vec<u32> = (0..t as u32).collect();
-    decoder
-        .logits_at(&step, &rows, None)
-        .unwrap()
-        .to_vec2::<f32>()
-        .unwrap()
-}
-
-fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    a.iter()
-        .flatten()
-        .zip(b.iter().flatten())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

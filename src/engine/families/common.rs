@@ -6,7 +6,7 @@ use serde_json::Value;
 
 use crate::engine::config::{Fields, ModelConfig};
 use crate::engine::error::Result;
-use crate::engine::layers::{Activation, Mlp, Proj, Qkv, Rope, RopeScaling};
+use crate::engine::layers::{Activation, Attention, Mlp, Proj, Qkv, Rope, RopeScaling};
 use crate::engine::weights::WeightLoader;
 
 /// Heads and head size of the attention layers.
@@ -36,6 +36,11 @@ impl AttnShape {
             kv_heads,
             head_dim,
         })
+    }
+
+    /// Attention of this shape with the usual settings (see `Attention::new`).
+    pub fn attention(&self, qkv: Qkv, o: Proj) -> Attention {
+        Attention::new(qkv, o, self.heads, self.kv_heads, self.head_dim)
     }
 
     /// The rotated dimensions under `partial_rotary_factor` (transformers: `int(head_dim * f)`).

@@ -105,17 +105,13 @@ impl Family for Gemma {
             blocks.push(Block {
                 residual,
                 attn: Attention {
-                    qkv,
-                    o,
-                    heads: s.heads,
-                    kv_heads: s.kv_heads,
-                    head_dim: s.head_dim,
                     q_norm: head_norm(w, "q_norm")?,
                     k_norm: head_norm(w, "k_norm")?,
                     scale,
                     softcap,
                     windowed,
                     rope: if windowed { local_rope } else { 0 },
+                    ..s.attention(qkv, o)
                 },
                 mlp: common::gated_mlp(w, &format!("{p}.mlp"), h, intermediate, false, act)?,
             });

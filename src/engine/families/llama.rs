@@ -105,17 +105,10 @@ pub fn build(cfg: &ModelConfig, w: &mut WeightLoader<'_>, v: Variant) -> Result<
                 mlp_norm: Norm::rms(w, &format!("{p}.post_attention_layernorm"), h, eps)?,
             },
             attn: Attention {
-                qkv,
-                o,
-                heads: s.heads,
-                kv_heads: s.kv_heads,
-                head_dim: s.head_dim,
                 q_norm: head_norm(w, "q_norm")?,
                 k_norm: head_norm(w, "k_norm")?,
-                scale: 1.0 / (s.head_dim as f64).sqrt(),
-                softcap: None,
                 windowed: win && v.window.is_some(),
-                rope: 0,
+                ..s.attention(qkv, o)
             },
             mlp: common::gated_mlp(w, &format!("{p}.mlp"), h, intermediate, mlp_bias, act)?,
         });

@@ -55,17 +55,9 @@ impl Family for Phi {
                     norm: Norm::layer(w, &format!("{p}.input_layernorm"), h, eps)?,
                 },
                 attn: Attention {
-                    qkv,
-                    o,
-                    heads: s.heads,
-                    kv_heads: s.kv_heads,
-                    head_dim: s.head_dim,
                     q_norm: head_norm(w, "q_layernorm")?,
                     k_norm: head_norm(w, "k_layernorm")?,
-                    scale: 1.0 / (s.head_dim as f64).sqrt(),
-                    softcap: None,
-                    windowed: false,
-                    rope: 0,
+                    ..s.attention(qkv, o)
                 },
                 mlp: Mlp::Plain {
                     fc1: Proj::load(w, &format!("{p}.mlp.fc1"), intermediate, h, true)?,

@@ -51,17 +51,11 @@ impl Family for Phi3 {
                     mlp_norm: Norm::rms(w, &format!("{p}.post_attention_layernorm"), h, eps)?,
                 },
                 attn: Attention {
-                    qkv: Qkv::Fused(qkv),
-                    o: Proj::load(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
-                    heads: s.heads,
-                    kv_heads: s.kv_heads,
-                    head_dim: s.head_dim,
-                    q_norm: None,
-                    k_norm: None,
-                    scale: 1.0 / (s.head_dim as f64).sqrt(),
-                    softcap: None,
                     windowed: win && window.is_some(),
-                    rope: 0,
+                    ..s.attention(
+                        Qkv::Fused(qkv),
+                        Proj::load(w, &format!("{p}.self_attn.o_proj"), h, nq, bias)?,
+                    )
                 },
                 mlp: Mlp::FusedGated {
                     gate_up: Proj::load(

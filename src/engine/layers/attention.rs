@@ -47,6 +47,24 @@ pub struct Context<'a> {
 }
 
 impl Attention {
+    /// Attention as most families have it: scores scaled by 1/sqrt(head_dim), no q/k norms, no
+    /// soft-cap, no window, the first rotary table. Families change fields with `..`.
+    pub fn new(qkv: Qkv, o: Proj, heads: usize, kv_heads: usize, head_dim: usize) -> Self {
+        Self {
+            qkv,
+            o,
+            heads,
+            kv_heads,
+            head_dim,
+            q_norm: None,
+            k_norm: None,
+            scale: 1.0 / (head_dim as f64).sqrt(),
+            softcap: None,
+            windowed: false,
+            rope: 0,
+        }
+    }
+
     /// The projections in PEFT's module order.
     pub fn projs(&self) -> Vec<&Proj> {
         match &self.qkv {
