@@ -117,19 +117,68 @@ pub enum DatasetRef {
     Path { path: String },
 }
 
-/// Parses a JSON body into `T`, naming the field at fault when it does not fit.
+/// Parses a JSON body into `T`, naming the field at fault when it does not fit. Every field at
+/// fault is reported at once: each unknown or invalid field is taken out and the body read
+/// again (a required field taken out is then missing, which is not reported twice).
 pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Vec<FieldError>> {
-    let deserializer = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let field = if path == "." || path == "?" {
-            "(body)".to_string()
-        } else {
-            path
+    const MOST_REPORTED: usize = 50;
+    let mut value: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| vec![FieldError::field("(body)", e.to_string())])?;
+    let mut errors: Vec<FieldError> = Vec::new();
+    while errors.len() < MOST_REPORTED {
+        let error = match serde_path_to_error::deserialize::<_, T>(&value) {
+            Ok(parsed) if errors.is_empty() => return Ok(parsed),
+            Ok(_) => break,
+            Err(error) => error,
         };
-        vec![FieldError::field(field, inner.to_string())]
-    })
+        let path = error.path().clone();
+        let message = error.into_inner().to_string();
+        let field = match path.to_string().as_str() {
+            "." | "?" => "(body)".to_string(),
+            other => other.to_string(),
+        };
+        if message.starts_with("missing field")
+            && errors
+                .iter()
+                .any(|e| message.contains(&format!("`{}`", last_key(&e.field))))
+        {
+            break;
+        }
+        errors.push(FieldError::field(field, &message));
+        if !remove_at(&mut value, &path) {
+            break;
+        }
+    }
+    Err(errors)
+}
+
+/// The last key of a reported field path (`options.batch_size` -> `batch_size`).
+fn last_key(field: &str) -> &str {
+    field.rsplit('.').next().unwrap_or(field)
+}
+
+/// Removes the key that `path` ends in; false when the path does not lead to one.
+fn remove_at(value: &mut serde_json::Value, path: &serde_path_to_error::Path) -> bool {
+    use serde_path_to_error::Segment;
+    let segments: Vec<&Segment> = path.iter().collect();
+    let Some((Segment::Map { key }, parents)) = segments.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for segment in parents {
+        let next = match segment {
+            Segment::Map { key } => at.get_mut(key.as_str()),
+            Segment::Seq { index } => at.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(v) => at = v,
+            None => return false,
+        }
+    }
+    // shift_remove keeps the other keys in order: they are then read in the order written.
+    at.as_object_mut()
+        .is_some_and(|o| o.shift_remove(key.as_str()).is_some())
 }
 
 pub(crate) fn check_name(name: &Option<String>, errors: &mut Errors) {
@@ -157,6 +206,17 @@ mod tests {
         assert!(errors[0].message.contains("adaptor"));
         let errors = parse_body::<ModelRef>(b"{").unwrap_err();
         assert_eq!(errors[0].field, "(body)");
+        // Every field at fault at once, in the order written.
+        let errors =
+            parse_body::<ModelRef>(br#"{"model": 1, "adaptor": "x", "dtyp": "f32", "dtype": 3}"#)
+                .unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        // "model" is required: taken out, it is missing, which is not reported a second time.
+        assert_eq!(
+            fields,
+            vec!["model", "adaptor", "dtyp", "dtype"],
+            "{errors:?}"
+        );
     }
 
     #[test]

@@ -337,6 +337,20 @@ async fn bad_submissions_name_every_field_and_create_nothing() {
         spec["options"]["batch_sise"] = json!(3);
         let body = app.refused("/v1/evaluations", &spec).await;
         assert_eq!(fields(&body), vec!["options.batch_sise"]);
+
+        // Every unknown field at once, wherever it is.
+        let mut spec = evaluation_spec(&dataset);
+        spec["options"]["batch_sise"] = json!(3);
+        spec["gate"] = json!([{"metric": "nfr", "maximum": 0.1}]);
+        spec["nmae"] = json!("typo");
+        let body = app.refused("/v1/evaluations", &spec).await;
+        let mut got = fields(&body);
+        got.sort();
+        assert_eq!(
+            got,
+            vec!["gate[0].maximum", "nmae", "options.batch_sise"],
+            "{body}"
+        );
         assert!(
             body["errors"][0]["message"]
                 .as_str()
