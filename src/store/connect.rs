@@ -48,6 +48,10 @@ pub async fn connect(url: &str) -> StoreResult<SqlStore> {
         Backend::Sqlite => sqlite_url(url)?,
         Backend::Postgres => url.to_string(),
     };
+    // One connection first: when the server is down or refuses us, its reason (connection
+    // refused, authentication failed, no such database), which the pool would turn into a bare
+    // "pool timed out" after its acquire timeout.
+    first_connection(&url).await?;
     let pool = AnyPoolOptions::new()
         .max_connections(match backend {
             Backend::Sqlite => 8,
@@ -62,6 +66,21 @@ pub async fn connect(url: &str) -> StoreResult<SqlStore> {
     };
     migrator.run(&pool).await?;
     Ok(SqlStore::new(pool, backend))
+}
+
+async fn first_connection(url: &str) -> StoreResult<()> {
+    use sqlx::Connection;
+    let attempt = tokio::time::timeout(Duration::from_secs(10), sqlx::AnyConnection::connect(url));
+    let cannot =
+        |reason: String| StoreError::Config(format!("cannot connect to {}: {reason}", redact(url)));
+    match attempt.await {
+        Err(_) => Err(cannot("no answer within 10 s".into())),
+        Ok(Err(e)) => Err(cannot(e.to_string())),
+        Ok(Ok(connection)) => {
+            let _ = connection.close().await;
+            Ok(())
+        }
+    }
 }
 
 /// Adds `mode=rwc` so the file is created, and creates its folder.
@@ -112,6 +131,23 @@ pub fn redact(url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_refused_connection_says_so_once_without_the_password() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://muscle:secret@127.0.0.1:{port}/muscle");
+        let message = match connect(&url).await {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("nothing listens on {port}"),
+        };
+        assert!(message.contains("Connection refused"), "{message}");
+        assert!(!message.contains("secret"), "{message}");
+        assert!(!message.contains("pool timed out"), "{message}");
+    }
 
     #[test]
     fn backend_follows_the_scheme() {
