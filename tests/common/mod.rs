@@ -76,8 +76,11 @@ pub async fn postgres_db(admin_url: &str) -> TestDb {
 /// Every backend this run can test.
 pub async fn test_databases() -> Vec<TestDb> {
     let mut dbs = vec![sqlite_db().await];
-    if let Some(url) = postgres_url() {
-        dbs.push(postgres_db(&url).await);
+    match postgres_url() {
+        Some(url) => dbs.push(postgres_db(&url).await),
+        None => eprintln!(
+            "skipped on Postgres: MUSCLE_TEST_DATABASE_URL is not set (README, Running on Postgres)"
+        ),
     }
     dbs
 }
