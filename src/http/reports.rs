@@ -102,8 +102,9 @@ fn instance_filter(params: InstanceParams) -> ApiResult<InstanceFilter> {
             format!("must be from 1 to {MAX_LIMIT}"),
         ));
     }
+    // Instance cursors are dataset positions the store reads as i64.
     if let Some(cursor) = &params.cursor
-        && cursor.parse::<u64>().is_err()
+        && !cursor.parse::<i64>().is_ok_and(|c| c >= 0)
     {
         return Err(ApiError::invalid_field(
             "cursor",

@@ -138,6 +138,14 @@ async fn an_evaluation_runs_end_to_end_on_real_models() {
         )
         .await;
         assert_eq!(fields(&bad), vec!["slice"]);
+        // A cursor past i64 is no cursor this API handed out (it was a 500).
+        let bad_cursor = problem(
+            app.get(&format!("{location}/instances?cursor=9223372036854775808"))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&bad_cursor), vec!["cursor"]);
         let message = bad["errors"][0]["message"].as_str().unwrap();
         assert!(
             message.contains("topic=math") && message.contains("answer=0"),
