@@ -32,6 +32,15 @@ async fn health_readiness_metrics_docs() {
         ));
 
         app.upload_ok(MC_ROWS).await;
+        // Made-up methods share one label value.
+        for verb in ["FROB", "ZAP", "QUUX"] {
+            let method = reqwest::Method::from_bytes(verb.as_bytes()).unwrap();
+            app.client
+                .request(method, app.url("/v1/datasets"))
+                .send()
+                .await
+                .unwrap();
+        }
         let metrics = app.get("/metrics").await;
         assert!(
             metrics.headers()["content-type"]
@@ -47,6 +56,11 @@ async fn health_readiness_metrics_docs() {
         assert!(text.contains(
             "muscle_http_requests_total{method=\"POST\",route=\"/v1/datasets\",status=\"201\"} 1"
         ), "{text}");
+        assert!(!text.contains("FROB") && !text.contains("QUUX"), "{text}");
+        assert!(
+            text.contains("muscle_http_requests_total{method=\"other\",route=\"/v1/datasets\",status=\"405\"} 3"),
+            "{text}"
+        );
 
         let docs = app.get("/docs/").await;
         assert_eq!(docs.status(), StatusCode::OK);
