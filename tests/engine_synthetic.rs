@@ -457,6 +457,18 @@ async fn engine_thread_caches_models_and_reports_progress() {
             LoadedModel::load(s, true)
         }),
     );
+    // A budget the model cannot fit is refused from the headers, before anything is read.
+    let mut small = ModelCache::with_loader(
+        model_bytes / 2,
+        Box::new(|_| panic!("the loader must not run for a model over the budget")),
+    );
+    let refused = small.get(&ModelSpec::cpu_f32(&dir, None)).err().unwrap();
+    assert!(
+        matches!(refused, EngineError::OverBudget { needed, .. } if needed == model_bytes),
+        "{refused}"
+    );
+    assert_eq!(small.stats().loads, 0);
+
     let (h, _join) = EngineHandle::spawn_with_cache(EngineConfig::default(), cache).unwrap();
     let base = ModelSpec::cpu_f32(&dir, None);
     let adapted = ModelSpec::cpu_f32(&dir, Some(ad.clone()));

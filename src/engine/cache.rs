@@ -80,6 +80,20 @@ impl ModelCache {
             let model = LoadedModel::with_adapter(&base, spec)?;
             return self.insert(spec, model, Some(base_spec));
         }
+        // Refuse from the safetensors headers a model that cannot fit, before reading any weight.
+        if let Ok(shapes) = super::weights::model_shapes(&spec.base) {
+            let elements: u64 = shapes
+                .values()
+                .map(|shape| shape.iter().product::<usize>() as u64)
+                .sum();
+            let needed = elements * spec.dtype.candle().size_in_bytes() as u64;
+            if needed > self.budget {
+                return Err(EngineError::OverBudget {
+                    needed,
+                    budget: self.budget,
+                });
+            }
+        }
         let model = (self.loader)(spec)?;
         self.stats.loads += 1;
         self.insert(spec, model, None)
