@@ -80,6 +80,16 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
             continue;
         }
         let object = match serde_json::from_str::<Value>(text) {
+            Ok(value @ Value::Object(_)) if !crate::validation::nul_paths(&value).is_empty() => {
+                for field in crate::validation::nul_paths(&value) {
+                    errors.push(FieldError::line(
+                        line,
+                        field,
+                        crate::validation::NUL_MESSAGE,
+                    ));
+                }
+                continue;
+            }
             Ok(Value::Object(object)) => object,
             Ok(_) => {
                 errors.push(FieldError::line(

@@ -86,6 +86,7 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .with_state(state.clone())
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.stats.clone(), record))
         .layer(middleware::from_fn_with_state(token, auth::require_token))
         .layer(CatchPanicLayer::custom(|_| {
@@ -138,6 +139,30 @@ fn cors(origins: &[String]) -> Option<CorsLayer> {
             .expose_headers([header::LOCATION, REQUEST_ID])
             .max_age(Duration::from_secs(600)),
     )
+}
+
+/// A NUL character (`%00`) in a path segment or a query parameter is a 422 naming where: no
+/// database stores it in text, so it must not reach one.
+async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    let has_nul = |s: &str| s.to_ascii_lowercase().contains("%00");
+    let field = if has_nul(uri.path()) {
+        Some("(path)".to_string())
+    } else {
+        uri.query().filter(|q| has_nul(q)).map(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+                .map(|(k, _)| k.replace('\0', "\\u0000"))
+                .unwrap_or_else(|| "(query)".into())
+        })
+    };
+    match field {
+        Some(field) => axum::response::IntoResponse::into_response(error::ApiError::invalid_field(
+            &field,
+            crate::validation::NUL_MESSAGE,
+        )),
+        None => next.run(request).await,
+    }
 }
 
 /// Counts requests and their latency by route template.

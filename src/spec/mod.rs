@@ -124,6 +124,13 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Vec<FieldError>
     const MOST_REPORTED: usize = 50;
     let mut value: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| vec![FieldError::field("(body)", e.to_string())])?;
+    let nul = crate::validation::nul_paths(&value);
+    if !nul.is_empty() {
+        return Err(nul
+            .into_iter()
+            .map(|f| FieldError::field(f, crate::validation::NUL_MESSAGE))
+            .collect());
+    }
     let mut errors: Vec<FieldError> = Vec::new();
     while errors.len() < MOST_REPORTED {
         let error = match serde_path_to_error::deserialize::<_, T>(&value) {

@@ -718,3 +718,36 @@ async fn a_wait_on_a_job_nobody_works_returns_it_queued_after_the_wait() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_characters_are_refused_with_the_field_named() {
+    on_every_backend(Options::api_only, |app| async move {
+        let body = problem(
+            app.get("/v1/evaluations?name=a%00b").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["name"]);
+        let body = problem(
+            app.get("/v1/evaluations/ab%00cd").await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        assert_eq!(fields(&body), vec!["(path)"]);
+
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let mut spec = evaluation_spec(&dataset);
+        spec["name"] = json!("release\u{0}1");
+        let body = app.refused("/v1/evaluations", &spec).await;
+        assert_eq!(fields(&body), vec!["name"]);
+
+        let row = "{\"id\": \"q\\u0000\", \"prompt\": \"p\", \"choices\": [\"a\", \"b\"], \"answer\": 0}\n";
+        let body = problem(app.upload(row).await, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(body["errors"][0]["line"], 1);
+        assert_eq!(body["errors"][0]["field"], "id");
+        let listed: Value = app.get("/v1/evaluations").await.json().await.unwrap();
+        assert_eq!(listed["items"].as_array().unwrap().len(), 0, "nothing was created");
+        app
+    })
+    .await;
+}
