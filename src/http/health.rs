@@ -12,6 +12,9 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 
+/// The longest /readyz waits for the database.
+const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(healthz))
@@ -53,7 +56,14 @@ async fn healthz() -> Json<Health> {
 )]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     let database = state.store.backend().as_str().to_string();
-    if let Err(error) = state.store.ping().await {
+    // Within 2 s, whatever the pool's own acquire timeout: a probe must not hang.
+    let ping = tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await;
+    let problem = match ping {
+        Err(_) => Some(format!("no answer within {} s", READY_TIMEOUT.as_secs())),
+        Ok(Err(error)) => Some(error.to_string()),
+        Ok(Ok(())) => None,
+    };
+    if let Some(error) = problem {
         tracing::warn!(%error, "readiness: database unreachable");
         return Err(ApiError::unavailable(format!(
             "the {database} database does not answer"
