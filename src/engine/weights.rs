@@ -34,6 +34,19 @@ pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
             .collect();
         files.sort();
         files.dedup();
+        // Shards are files of this folder: an absolute name or `..` would read elsewhere.
+        let outside = files.iter().any(|f| {
+            let p = Path::new(f.as_str());
+            p.is_absolute()
+                || p.components()
+                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        });
+        if outside {
+            return Err(EngineError::config(
+                &index,
+                "weight_map names a shard by an absolute path or through '..': not a file of the model folder",
+            ));
+        }
         let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
         if let Some(missing) = files.iter().find(|f| !f.exists()) {
             return Err(EngineError::config(

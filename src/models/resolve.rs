@@ -102,6 +102,33 @@ impl Resolver {
     }
 }
 
+impl Resolver {
+    /// Checks that every one of `files` (paths in a resolved folder) that exists lies inside the
+    /// root once symbolic links are followed: a weights file linked out of MUSCLE_MODEL_DIR is
+    /// refused like a folder that is. The CLI, which accepts any path, checks nothing.
+    pub fn files_inside(&self, name: &str, files: &[PathBuf]) -> Result<(), String> {
+        if self.allow_paths {
+            return Ok(());
+        }
+        let root = self
+            .root
+            .canonicalize()
+            .map_err(|e| format!("MUSCLE_MODEL_DIR is not readable: {e}"))?;
+        for file in files.iter().filter(|f| f.exists()) {
+            let real = file
+                .canonicalize()
+                .map_err(|e| format!("{name:?}: a file cannot be read: {e}"))?;
+            if !real.starts_with(&root) {
+                let shown = file.file_name().unwrap_or_default().to_string_lossy();
+                return Err(format!(
+                    "{name:?}: {shown} leads outside MUSCLE_MODEL_DIR (through a symbolic link)"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn check_folder(folder: &Path, name: &str, kind: FolderKind) -> Result<PathBuf, String> {
     let what = match kind {
         FolderKind::Model => "model",

@@ -200,12 +200,7 @@ mod tests {
     fn models() -> (tempfile::TempDir, Resolver) {
         let root = tempfile::tempdir().unwrap();
         for name in ["old", "new"] {
-            std::fs::create_dir_all(root.path().join(name)).unwrap();
-            std::fs::write(
-                root.path().join(name).join("config.json"),
-                crate::spec::TEST_CONFIG,
-            )
-            .unwrap();
+            crate::spec::write_test_model(&root.path().join(name));
         }
         let resolver = Resolver::server(root.path());
         (root, resolver)

@@ -40,10 +40,13 @@ impl ModelRef {
     /// headers: what a worker would otherwise find only when the job runs).
     pub fn check(&self, field: &str, resolver: &Resolver, errors: &mut Errors) {
         let model = match resolver.resolve(&self.model, FolderKind::Model) {
-            Ok(folder) => match ModelConfig::from_dir(&folder) {
+            Ok(folder) => match model_files(&folder)
+                .and_then(|files| resolver.files_inside(&self.model, &files))
+                .and_then(|()| ModelConfig::from_dir(&folder).map_err(|e| without_paths(&e)))
+            {
                 Ok(_) => Some(folder),
-                Err(e) => {
-                    errors.add(format!("{field}.model"), without_paths(&e));
+                Err(message) => {
+                    errors.add(format!("{field}.model"), message);
                     None
                 }
             },
@@ -53,13 +56,23 @@ impl ModelRef {
             }
         };
         let Some(adapter) = &self.adapter else { return };
-        let adapter_folder = match resolver.resolve(adapter, FolderKind::Adapter) {
-            Ok(folder) => folder,
-            Err(message) => {
-                errors.add(format!("{field}.adapter"), message);
-                return;
-            }
+        let files = |folder: &Path| {
+            ["adapter_config.json", "adapter_model.safetensors"].map(|f| folder.join(f))
         };
+        let adapter_folder =
+            match resolver
+                .resolve(adapter, FolderKind::Adapter)
+                .and_then(|folder| {
+                    resolver
+                        .files_inside(adapter, &files(&folder))
+                        .map(|()| folder)
+                }) {
+                Ok(folder) => folder,
+                Err(message) => {
+                    errors.add(format!("{field}.adapter"), message);
+                    return;
+                }
+            };
         let Some(model) = model else { return };
         if let Some(message) = trained_on_another_base(&adapter_folder, &model, resolver) {
             errors.add(format!("{field}.adapter"), message);
@@ -67,6 +80,23 @@ impl ModelRef {
             errors.add(format!("{field}.adapter"), without_paths(&e));
         }
     }
+}
+
+/// Every file the engine reads of a model folder: configs, tokenizer, and the weights (the
+/// shards an index names included).
+fn model_files(folder: &Path) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut files: Vec<std::path::PathBuf> = [
+        "config.json",
+        "generation_config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "model.safetensors.index.json",
+    ]
+    .iter()
+    .map(|f| folder.join(f))
+    .collect();
+    files.extend(crate::engine::weights::safetensors_files(folder).map_err(|e| without_paths(&e))?);
+    Ok(files)
 }
 
 /// An engine error's message without the server's file paths.
@@ -196,9 +226,18 @@ pub(crate) fn check_name(name: &Option<String>, errors: &mut Errors) {
     }
 }
 
-/// The smallest config.json a model folder of the tests' model roots needs.
+/// The least a model folder of the tests' model roots needs to pass submission: a config.json
+/// the engine parses and a weights file (its contents are read only when a job runs).
 #[cfg(test)]
-pub(crate) const TEST_CONFIG: &str = r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 10}"#;
+pub(crate) fn write_test_model(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"architectures": ["LlamaForCausalLM"], "hidden_size": 8, "num_hidden_layers": 1, "vocab_size": 10}"#,
+    )
+    .unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"").unwrap();
+}
 
 #[cfg(test)]
 mod tests {

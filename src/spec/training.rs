@@ -250,12 +250,7 @@ mod tests {
     fn compatibility_needs_both_teachers_and_a_fresh_output() {
         let root = tempfile::tempdir().unwrap();
         for name in ["base", "taken"] {
-            std::fs::create_dir_all(root.path().join(name)).unwrap();
-            std::fs::write(
-                root.path().join(name).join("config.json"),
-                crate::spec::TEST_CONFIG,
-            )
-            .unwrap();
+            crate::spec::write_test_model(&root.path().join(name));
         }
         let resolver = Resolver::server(root.path());
         let spec: TrainingSpec = parse_body(

@@ -217,6 +217,28 @@ fn root_with_misfits() -> PathBuf {
         &fixtures.join("models/mistral"),
         &root.join("models/mistral"),
     );
+    // Weights linked out of the root, and an index naming a shard by an absolute path.
+    copy(
+        &fixtures.join("models/llama-gqa"),
+        &root.join("models/linked"),
+    );
+    std::fs::remove_file(root.join("models/linked/model.safetensors")).unwrap();
+    std::os::unix::fs::symlink(
+        fixtures.join("models/llama-gqa/model.safetensors"),
+        root.join("models/linked/model.safetensors"),
+    )
+    .unwrap();
+    copy(
+        &fixtures.join("models/llama-gqa"),
+        &root.join("models/indexed"),
+    );
+    std::fs::remove_file(root.join("models/indexed/model.safetensors")).unwrap();
+    let outside = fixtures.join("models/llama-gqa/model.safetensors");
+    std::fs::write(
+        root.join("models/indexed/model.safetensors.index.json"),
+        json!({"weight_map": {"model.embed_tokens.weight": outside}}).to_string(),
+    )
+    .unwrap();
     for adapter in ["bad-shape", "llama-gqa-lora-list"] {
         copy(
             &fixtures.join("adapters").join(adapter),
@@ -265,6 +287,23 @@ async fn unsupported_models_and_misfit_adapters_are_refused_at_submission() {
             assert_eq!(fields(&body), vec!["new.adapter"]);
             let message = body["errors"][0]["message"].as_str().unwrap();
             assert!(message.contains("models/llama-gqa"), "{message}");
+
+            // Nothing outside MUSCLE_MODEL_DIR is read, through a link or an index.
+            let mut spec = evaluation_spec(&dataset);
+            spec["old"] = json!({"model": "models/linked"});
+            spec["new"] = json!({"model": "models/indexed"});
+            let body = app.refused("/v1/evaluations", &spec).await;
+            assert_eq!(fields(&body), vec!["old.model", "new.model"]);
+            let linked = body["errors"][0]["message"].as_str().unwrap();
+            assert!(
+                linked.contains("model.safetensors leads outside MUSCLE_MODEL_DIR"),
+                "{linked}"
+            );
+            let indexed = body["errors"][1]["message"].as_str().unwrap();
+            assert!(
+                indexed.contains("not a file of the model folder"),
+                "{indexed}"
+            );
 
             let listed = app
                 .get("/v1/evaluations")
