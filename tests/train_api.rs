@@ -298,6 +298,17 @@ async fn a_training_is_cancelled_between_steps() {
         .wait_until(&path, |b| b["progress"]["step"].as_i64().unwrap_or(0) >= 2)
         .await;
     assert_eq!(running["status"], "running");
+    // A second training writing the same adapter is refused now, not after it has trained.
+    let (status, refused) = app.post("/v1/trainings", Some(&spec)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert_eq!(refused["errors"][0]["field"], "output", "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(created["id"].as_str().unwrap()),
+        "{refused}"
+    );
     let (status, cancelled) = app.post(&format!("{path}/cancel"), None).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(cancelled["status"], "cancelled");
