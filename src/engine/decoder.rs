@@ -39,6 +39,20 @@ pub struct Block {
     pub mlp: Mlp,
 }
 
+impl Block {
+    /// The block's linear layers in PEFT's module order: attention's, then the MLP's.
+    fn projs(&self) -> impl Iterator<Item = &Proj> {
+        self.attn.projs().into_iter().chain(self.mlp.projs())
+    }
+
+    fn projs_mut(&mut self) -> impl Iterator<Item = &mut Proj> {
+        self.attn
+            .projs_mut()
+            .into_iter()
+            .chain(self.mlp.projs_mut())
+    }
+}
+
 /// What a family's loader builds; `Decoder::load` adds the loader's bookkeeping.
 pub struct Parts {
     pub embed: Tensor,
@@ -122,7 +136,7 @@ impl Decoder {
     pub fn linear_modules(&self) -> Result<Vec<(String, usize, usize)>> {
         let mut out = Vec::new();
         for block in &self.blocks {
-            for proj in block.attn.projs().into_iter().chain(block.mlp.projs()) {
+            for proj in block.projs() {
                 let (o, n) = proj.dims()?;
                 out.push((proj.name.clone(), o, n));
             }
@@ -139,10 +153,7 @@ impl Decoder {
         let proj = self
             .blocks
             .iter_mut()
-            .flat_map(|b| {
-                let Block { attn, mlp, .. } = b;
-                attn.projs_mut().into_iter().chain(mlp.projs_mut())
-            })
+            .flat_map(Block::projs_mut)
             .find(|p| p.name == module)
             .ok_or_else(|| {
                 EngineError::InvalidRequest(format!("{module} is not an adaptable linear layer"))
@@ -158,7 +169,7 @@ impl Decoder {
         let found = self
             .blocks
             .iter()
-            .flat_map(|b| b.attn.projs().into_iter().chain(b.mlp.projs()))
+            .flat_map(Block::projs)
             .find(|p| p.name == module);
         found.map(Proj::dims).transpose()
     }

@@ -429,7 +429,10 @@ fn multiple_choice_shared(
     };
     // A LongRoPE model computes a prompt differently for sequences on either side of its
     // switch length, so a prompt is shared only by continuations on one side.
-    let long = |c: &[u32], k: &[u32]| dec.rope_switch_len.map(|l| c.len() + k.len() - 1 > l);
+    let long = |c: &[u32], k: &[u32]| {
+        dec.rope_switch_len
+            .map(|l| (c.len() + k.len()).saturating_sub(1) > l)
+    };
     let shareable = |ps: &[(Vec<u32>, Vec<u32>)]| {
         let ctx = &ps[0].0;
         let side = long(ctx, &ps[0].1);
