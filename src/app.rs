@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::callback::deliver_callbacks;
 use crate::config::{CommonArgs, QueueArgs};
 use crate::engine::{DeviceSpec, EngineConfig, EngineHandle};
 use crate::evaluation::EvalRuntime;
@@ -175,7 +176,15 @@ impl App {
                     workers_configured: settings.workers,
                     workers_running: running,
                     reports: Default::default(),
+                    callbacks: settings.http.callbacks.clone(),
                 };
+                // The API sends callbacks: it checked their hosts and secrets at submission.
+                workers.push(tokio::spawn(deliver_callbacks(
+                    store.clone(),
+                    settings.http.callbacks.clone(),
+                    Arc::new(state.clone()),
+                    shutdown.clone(),
+                )));
                 (Some(listener), Some(http::app(state, &settings.http)))
             }
             None => (None, None),

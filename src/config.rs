@@ -142,6 +142,11 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes (dataset uploads included).
     #[arg(long, env = "MUSCLE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Comma-separated hosts (`host` or `host:port`) a spec's `callback.url` may name; none by
+    /// default. Signing secrets are read at start from MUSCLE_CALLBACK_SECRET* variables.
+    #[arg(long, env = "MUSCLE_CALLBACK_HOSTS", value_delimiter = ',')]
+    pub callback_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]

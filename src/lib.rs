@@ -1,6 +1,7 @@
 //! `muscle`: tells an ML team whether a model update is safe for its users.
 
 pub mod app;
+pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod dataset;

@@ -2,6 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use muscle::app::{App, Settings, shutdown_signal};
+use muscle::callback::CallbackPolicy;
 use muscle::config::{Cli, Command};
 use muscle::http::HttpOptions;
 use muscle::{cli, store, telemetry};
@@ -30,11 +31,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 api_token: args.api_token.clone().filter(|t| !t.is_empty()),
                 cors_origins: args.cors_origins.clone(),
                 max_body_bytes: args.max_body_bytes,
+                callbacks: CallbackPolicy::from_env(&args.callback_hosts),
             };
             tracing::info!(
                 database = %store::redact(&settings.database_url),
                 model_dir = %settings.model_dir.display(),
                 workers = settings.workers,
+                callback_hosts = %settings.http.callbacks.hosts().join(","),
                 auth = %if settings.http.api_token.is_some() { "on" } else { "off" },
                 "starting"
             );

@@ -2,6 +2,10 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
 pub fn rfc3339(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .unwrap_or_default()

@@ -50,6 +50,7 @@ fn new_job(total: i64, shard_size: i64, max_attempts: u32) -> NewJob {
         shards: plan_shards(total, shard_size),
         max_attempts,
         idempotency: None,
+        callback: None,
     }
 }
 

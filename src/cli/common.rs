@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 
+use crate::callback::CallbackSpec;
 use crate::config::CommonArgs;
 use crate::dataset::{ParsedDataset, parse_jsonl};
 use crate::spec::{DatasetRef, parse_body};
@@ -76,6 +77,17 @@ pub fn check_device(common: &CommonArgs) -> Result<(), Failure> {
 }
 
 /// Reads and parses a SPEC file.
+/// Callbacks are sent by a server; the CLI tells its caller by its exit code.
+pub fn refuse_callback(callback: &Option<CallbackSpec>) -> Vec<FieldError> {
+    match callback {
+        Some(_) => vec![FieldError::field(
+            "callback",
+            "is sent by `muscle serve` when a job it queued ends; the CLI reports by its exit code",
+        )],
+        None => Vec::new(),
+    }
+}
+
 pub fn read_spec<T: DeserializeOwned>(path: &Path) -> Result<T, Failure> {
     let bytes =
         std::fs::read(path).map_err(|e| Failure::invalid_field(path, "(file)", e.to_string()))?;

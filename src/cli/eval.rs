@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::common::{
-    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, store_dataset, wait,
-    with_workers, write_json,
+    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, refuse_callback,
+    store_dataset, wait, with_workers, write_json,
 };
 use crate::config::EvalArgs;
 use crate::evaluation::{InstanceView, inputs_of};
@@ -32,7 +32,9 @@ pub async fn run(args: EvalArgs) -> ExitCode {
         Err(failure) => return failure.report(),
     };
     let resolver = Resolver::cli(&args.common.model_dir);
-    if let Err(errors) = spec.check(&resolver) {
+    let mut errors = spec.check(&resolver).err().unwrap_or_default();
+    errors.extend(refuse_callback(&spec.callback));
+    if !errors.is_empty() {
         return Failure::Invalid(args.spec.display().to_string(), errors).report();
     }
     execute(&args, spec).await.unwrap_or_else(Failure::report)
@@ -69,6 +71,7 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
             shards: plan_shards(total, i64::from(shard_size)),
             max_attempts: 1,
             idempotency: None,
+            callback: None,
         })
         .await
         .context("queueing the evaluation")?

@@ -10,8 +10,8 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::common::{
-    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, store_dataset, wait,
-    with_workers, write_json,
+    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, refuse_callback,
+    store_dataset, wait, with_workers, write_json,
 };
 use crate::config::TrainArgs;
 use crate::metrics::GateResult;
@@ -32,6 +32,7 @@ pub async fn run(args: TrainArgs) -> ExitCode {
     let resolver = Resolver::cli(&args.common.model_dir);
     let mut errors = spec.check(&resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &resolver));
+    errors.extend(refuse_callback(&spec.callback));
     if !errors.is_empty() {
         return Failure::Invalid(args.spec.display().to_string(), errors).report();
     }
@@ -89,6 +90,7 @@ async fn execute(args: &TrainArgs, mut spec: TrainingSpec) -> Result<ExitCode, F
             shards,
             max_attempts: 1,
             idempotency: None,
+            callback: None,
         })
         .await
         .context("queueing the training")?

@@ -12,9 +12,10 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
-    JobProgress, JobTimes, ListParams, Submission, WaitParams, accepted, job_after_wait,
-    job_filter, not_found, resolve_dataset, submit,
+    JobProgress, JobTimes, ListParams, Submission, WaitParams, accepted, check_callback,
+    job_after_wait, job_filter, not_found, resolve_dataset, submit,
 };
+use crate::callback::CallbackSpec;
 use crate::metrics::Report;
 use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus, plan_shards};
@@ -97,6 +98,7 @@ async fn create_evaluation(
     let mut spec: EvaluationSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the evaluation spec is invalid", e))?;
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
+    errors.extend(check_callback(&state, &spec.callback));
     let dataset = resolve_dataset(
         &state,
         &spec.dataset,
@@ -125,6 +127,7 @@ async fn create_evaluation(
             spec: stored_spec,
             total: dataset.rows,
             shards: plan_shards(dataset.rows, i64::from(shard_size)),
+            callback: spec.callback.as_ref().map(CallbackSpec::to_new),
         },
     )
     .await?;

@@ -9,10 +9,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
+use crate::callback::CallbackSpec;
 use crate::spec::DatasetRef;
 use crate::store::{
-    Dataset, DatasetKind, DatasetLookup, Idempotency, Job, JobFilter, JobKind, JobStatus, NewJob,
-    NewShard, PageRequest, lookup_dataset,
+    Dataset, DatasetKind, DatasetLookup, Idempotency, Job, JobFilter, JobKind, JobStatus,
+    NewCallback, NewJob, NewShard, PageRequest, lookup_dataset,
 };
 use crate::validation::FieldError;
 
@@ -179,6 +180,15 @@ pub struct Submission {
     pub spec: serde_json::Value,
     pub total: i64,
     pub shards: Vec<NewShard>,
+    pub callback: Option<NewCallback>,
+}
+
+/// The problems of a spec's `callback` on this server (its hosts, its secrets).
+pub fn check_callback(state: &AppState, callback: &Option<CallbackSpec>) -> Vec<FieldError> {
+    callback
+        .as_ref()
+        .map(|c| c.check(&state.callbacks, "callback"))
+        .unwrap_or_default()
 }
 
 /// Stores the job (or finds the one stored under the same Idempotency-Key).
@@ -217,6 +227,7 @@ pub async fn submit(
             shards: submission.shards,
             max_attempts: state.jobs.max_attempts,
             idempotency,
+            callback: submission.callback,
         })
         .await?;
     Ok((created.value, created.created))

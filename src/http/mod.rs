@@ -2,6 +2,7 @@
 //! document cannot miss one.
 
 mod auth;
+mod callbacks;
 mod datasets;
 pub mod error;
 mod evaluations;
@@ -29,6 +30,7 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::callback::CallbackPolicy;
 use crate::models::Resolver;
 use crate::stats::{RouteLabels, Stats};
 use crate::store::Store;
@@ -46,6 +48,7 @@ pub struct AppState {
     pub workers_configured: usize,
     pub workers_running: Arc<AtomicUsize>,
     pub reports: Arc<reports::PartialReports>,
+    pub callbacks: CallbackPolicy,
 }
 
 /// Queue settings applied to the jobs the API creates.
@@ -60,6 +63,8 @@ pub struct HttpOptions {
     pub api_token: Option<String>,
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
+    /// Where job-end callbacks may go, and their signing secrets.
+    pub callbacks: CallbackPolicy,
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -12,9 +12,10 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
-    JobTimes, ListParams, Submission, WaitParams, accepted, job_after_wait, job_filter,
-    resolve_dataset, submit,
+    JobTimes, ListParams, Submission, WaitParams, accepted, check_callback, job_after_wait,
+    job_filter, resolve_dataset, submit,
 };
+use crate::callback::CallbackSpec;
 use crate::spec::{DatasetRef, TrainingSpec, parse_body};
 use crate::store::{Job, JobFilter, JobKind, JobStatus, PageRequest};
 use crate::train::job::{check_vocabularies, training_job};
@@ -96,7 +97,7 @@ pub struct TrainingPage {
 }
 
 /// The view with each evaluation's status and headline numbers read now.
-async fn view(state: &AppState, job: &Job) -> ApiResult<Training> {
+pub(super) async fn view(state: &AppState, job: &Job) -> ApiResult<Training> {
     let mut training = Training::of(job);
     if let Some(evaluations) = &training.evaluations {
         training.evaluations =
@@ -131,6 +132,7 @@ async fn create_training(
         parse_body(&body).map_err(|e| ApiError::invalid("the training spec is invalid", e))?;
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &state.resolver));
+    errors.extend(check_callback(&state, &spec.callback));
     let dataset = resolve_dataset(
         &state,
         &spec.dataset,
@@ -186,6 +188,7 @@ async fn create_training(
             spec: stored,
             total,
             shards,
+            callback: spec.callback.as_ref().map(CallbackSpec::to_new),
         },
     )
     .await?;

@@ -2,6 +2,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{DatasetRef, ModelRef, check_name};
+use crate::callback::CallbackSpec;
 use crate::metrics::{GateCheck, validate_gate};
 use crate::models::Resolver;
 use crate::store::DatasetKind;
@@ -23,6 +24,9 @@ pub struct EvaluationSpec {
     /// Release gate: every check must pass for the report's verdict to pass.
     #[serde(default)]
     pub gate: Vec<GateCheck>,
+    /// Called (a signed POST of this evaluation) when it ends; the server's allowed hosts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -3,6 +3,7 @@ use utoipa::ToSchema;
 
 use super::evaluation::{EvalOptions, TaskSpec, check_gate, check_task};
 use super::{DatasetRef, ModelRef, check_name};
+use crate::callback::CallbackSpec;
 use crate::metrics::GateCheck;
 use crate::models::Resolver;
 use crate::validation::{Errors, FieldError};
@@ -28,6 +29,9 @@ pub struct TrainingSpec {
     /// When given, the run ends by evaluating old vs new and old vs new+compatibility.
     #[serde(default)]
     pub evaluate: Option<EvaluateAfter>,
+    /// Called (a signed POST of this training) when it ends; the server's allowed hosts only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackSpec>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

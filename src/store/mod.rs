@@ -108,6 +108,18 @@ pub trait Store: Send + Sync + 'static {
     /// skips them).
     async fn instance_indices(&self, job_id: &str, start: i64, end: i64) -> StoreResult<Vec<i64>>;
     async fn queue_stats(&self) -> StoreResult<QueueStats>;
+
+    /// Callbacks of finished jobs whose next attempt is due at `now` (ms), at most `limit`.
+    async fn due_callbacks(&self, now: i64, limit: i64) -> StoreResult<Vec<DueCallback>>;
+    /// Takes the next attempt of a callback (seen with `attempts` made) for one sender, holding
+    /// it until `hold_until`; false when another sender took it first.
+    async fn claim_callback(
+        &self,
+        job_id: &str,
+        attempts: i64,
+        hold_until: i64,
+    ) -> StoreResult<bool>;
+    async fn record_callback(&self, job_id: &str, attempt: &CallbackAttempt) -> StoreResult<()>;
 }
 
 /// What an evaluation's or training's `dataset` names: an uploaded dataset's id, or the name it

@@ -179,6 +179,32 @@ pub struct NewJob {
     pub shards: Vec<NewShard>,
     pub max_attempts: u32,
     pub idempotency: Option<Idempotency>,
+    /// Sent when the job ends (stored with the job, in the same transaction).
+    pub callback: Option<NewCallback>,
+}
+
+pub struct NewCallback {
+    pub url: String,
+    pub secret_env: String,
+}
+
+/// A finished job's callback that is due for an attempt.
+#[derive(Debug, Clone)]
+pub struct DueCallback {
+    pub job_id: String,
+    pub kind: JobKind,
+    pub url: String,
+    pub secret_env: String,
+    /// Attempts made so far.
+    pub attempts: i64,
+}
+
+/// How one callback attempt ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallbackAttempt {
+    Delivered { status: u16 },
+    Retry { error: String, next_at: i64 },
+    GaveUp { error: String },
 }
 
 #[derive(Debug, Clone)]

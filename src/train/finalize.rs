@@ -89,6 +89,7 @@ pub async fn submit_evaluations(
             task: evaluate.task.clone(),
             options: evaluate.options.clone(),
             gate: evaluate.gate.clone(),
+            callback: None,
         };
         let value = serde_json::to_value(&spec)
             .map_err(|e| ShardError::fatal(format!("evaluation spec: {e}")))?;
@@ -106,6 +107,7 @@ pub async fn submit_evaluations(
                     key: format!("training:{job_id}:{key}"),
                     request_hash: hash,
                 }),
+                callback: None,
             })
             .await?;
         out.insert(key.to_string(), json!({"id": created.value.id}));

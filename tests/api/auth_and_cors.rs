@@ -10,6 +10,7 @@ fn with_token() -> Options {
             api_token: Some("s3cret-token".into()),
             cors_origins: vec!["https://dash.example.com".into()],
             max_body_bytes: 1 << 20,
+            ..Default::default()
         },
         ..Options::default()
     }

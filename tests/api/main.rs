@@ -6,6 +6,7 @@ mod common;
 mod helpers;
 
 mod auth_and_cors;
+mod callbacks;
 mod cli;
 mod datasets;
 mod deploy;

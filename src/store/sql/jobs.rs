@@ -110,6 +110,14 @@ impl SqlStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        if let Some(callback) = &job.callback {
+            sqlx::query("INSERT INTO callbacks (job_id, url, secret_env) VALUES ($1, $2, $3)")
+                .bind(&id)
+                .bind(callback.url.clone())
+                .bind(callback.secret_env.clone())
+                .execute(&mut *tx)
+                .await?;
+        }
         for (chunk_no, chunk) in job.shards.chunks(200).enumerate() {
             let mut sql = Sql::new(
                 "INSERT INTO shards (job_id, idx, kind, range_start, range_end, status, \

@@ -2,6 +2,7 @@
 //! places where the dialects differ (the clock, row locks) come from [`Dialect`].
 
 mod builder;
+mod callbacks;
 mod datasets;
 mod instances;
 mod jobs;
@@ -66,9 +67,7 @@ impl SqlStore {
     }
 }
 
-pub(crate) fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
+pub(crate) use crate::time::now_ms;
 
 fn to_json_text(value: &Value) -> String {
     value.to_string()
@@ -193,5 +192,22 @@ impl Store for SqlStore {
 
     async fn queue_stats(&self) -> StoreResult<QueueStats> {
         self.queue_stats_impl().await
+    }
+
+    async fn due_callbacks(&self, now: i64, limit: i64) -> StoreResult<Vec<DueCallback>> {
+        self.due_callbacks_impl(now, limit).await
+    }
+
+    async fn claim_callback(
+        &self,
+        job_id: &str,
+        attempts: i64,
+        hold_until: i64,
+    ) -> StoreResult<bool> {
+        self.claim_callback_impl(job_id, attempts, hold_until).await
+    }
+
+    async fn record_callback(&self, job_id: &str, attempt: &CallbackAttempt) -> StoreResult<()> {
+        self.record_callback_impl(job_id, attempt).await
     }
 }
