@@ -8,6 +8,7 @@ pub mod dataset;
 pub mod engine;
 pub mod evaluation;
 pub mod http;
+pub mod lmeval;
 pub mod metrics;
 pub mod models;
 pub mod runner;
