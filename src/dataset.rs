@@ -53,6 +53,35 @@ pub struct ParsedDataset {
     pub sha256: String,
 }
 
+/// How an uploaded file is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum DatasetFormat {
+    /// muscle's rows: `{id, prompt, choices, answer, tags}` or `{id, prompt, target(s), tags}`.
+    #[default]
+    #[serde(rename = "muscle")]
+    Muscle,
+    /// An lm-evaluation-harness `samples_<task>_<date>.jsonl` (`--log_samples`): its rendered
+    /// requests become the prompts, `doc_id` the row ids.
+    #[serde(rename = "lm-eval")]
+    LmEval,
+}
+
+/// Reads a file in `format`; `slice_by` (lm-eval only) names `doc` fields to tag rows with.
+pub fn parse_dataset(
+    body: &[u8],
+    format: DatasetFormat,
+    slice_by: &[String],
+) -> Result<ParsedDataset, Vec<FieldError>> {
+    match format {
+        DatasetFormat::LmEval => crate::lmeval::samples_dataset(body, slice_by),
+        DatasetFormat::Muscle if !slice_by.is_empty() => Err(vec![FieldError::field(
+            "slice_by",
+            "applies to format lm-eval; muscle rows carry their own tags",
+        )]),
+        DatasetFormat::Muscle => parse_jsonl(body),
+    }
+}
+
 /// Validates every line of a JSONL body; any bad line rejects the whole file.
 pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
     let mut errors = Vec::new();

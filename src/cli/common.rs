@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::callback::CallbackSpec;
 use crate::config::CommonArgs;
-use crate::dataset::{ParsedDataset, parse_jsonl};
+use crate::dataset::{ParsedDataset, parse_dataset};
 use crate::spec::{DatasetRef, parse_body};
 use crate::store::{self, Job, JobKind, NewDataset, Store};
 use crate::validation::FieldError;
@@ -102,12 +102,16 @@ pub async fn load_dataset(
     field: &str,
 ) -> Result<(String, ParsedDataset), Failure> {
     match dataset {
-        DatasetRef::Path { path } => {
+        DatasetRef::Path {
+            path,
+            format,
+            slice_by,
+        } => {
             let bytes = std::fs::read(path).map_err(|e| {
                 Failure::invalid_field(spec_path, &format!("{field}.path"), format!("{path}: {e}"))
             })?;
-            let parsed =
-                parse_jsonl(&bytes).map_err(|errors| Failure::Invalid(path.clone(), errors))?;
+            let parsed = parse_dataset(&bytes, *format, slice_by)
+                .map_err(|errors| Failure::Invalid(path.clone(), errors))?;
             Ok((path.clone(), parsed))
         }
         DatasetRef::Id(id) => {

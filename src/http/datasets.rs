@@ -10,7 +10,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::page_request;
-use crate::dataset::parse_jsonl;
+use crate::dataset::{DatasetFormat, parse_dataset};
 use crate::store::{Dataset, NewDataset};
 
 pub const JSONL_TYPES: &[&str] = &[
@@ -30,6 +30,11 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct UploadParams {
     /// A name for the dataset (default: the start of its SHA-256).
     pub name: Option<String>,
+    /// `muscle` (default) or `lm-eval`: a samples file written by lm-evaluation-harness with
+    /// `--log_samples`, whose rendered requests become the prompts.
+    pub format: Option<DatasetFormat>,
+    /// lm-eval only: comma-separated `doc` fields whose values tag the rows (slices).
+    pub slice_by: Option<String>,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -54,7 +59,7 @@ pub struct DatasetPage {
     tag = "datasets",
     params(UploadParams),
     request_body(content = String, content_type = "application/x-ndjson",
-        description = "One JSON object per line: multiple choice `{id, prompt, choices, answer, tags}` or generation `{id, prompt, target | targets, tags}`"),
+        description = "One JSON object per line: multiple choice `{id, prompt, choices, answer, tags}` or generation `{id, prompt, target | targets, tags}`; with `format=lm-eval`, the lines of an lm-evaluation-harness samples file"),
     responses(
         (status = 201, description = "Stored", body = Dataset),
         (status = 200, description = "The same content was already stored under this name: that dataset", body = Dataset),
@@ -71,7 +76,15 @@ async fn upload_dataset(
     Body(body): Body,
 ) -> ApiResult<(StatusCode, Json<Dataset>)> {
     require_media_type(&headers, JSONL_TYPES)?;
-    let parsed = parse_jsonl(&body).map_err(|errors| {
+    let slice_by: Vec<String> = params
+        .slice_by
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let format = params.format.unwrap_or_default();
+    let parsed = parse_dataset(&body, format, &slice_by).map_err(|errors| {
         let detail = format!(
             "the dataset has {} bad line(s); nothing was stored",
             errors.len()

@@ -1,5 +1,7 @@
 //! lm-evaluation-harness interop: its `--log_samples` files as recorded runs and as datasets.
 
+mod dataset;
 mod samples;
 
+pub use dataset::samples_dataset;
 pub use samples::{Responses, Sample, SamplesFile, SamplesKind, parse_samples};

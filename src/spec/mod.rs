@@ -10,6 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::dataset::DatasetFormat;
 use crate::engine::EngineError;
 use crate::engine::config::ModelConfig;
 use crate::engine::lora;
@@ -139,12 +140,23 @@ pub enum Dtype {
     Bf16,
 }
 
-/// An uploaded dataset's id, or (CLI only) `{"path": "file.jsonl"}`.
+/// An uploaded dataset's id or name, or (CLI only) `{"path": "file.jsonl"}`, optionally with
+/// `"format": "lm-eval"` (a samples file) and `"slice_by": [doc fields]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(untagged)]
 pub enum DatasetRef {
     Id(String),
-    Path { path: String },
+    Path {
+        path: String,
+        #[serde(default, skip_serializing_if = "is_muscle")]
+        format: DatasetFormat,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        slice_by: Vec<String>,
+    },
+}
+
+fn is_muscle(format: &DatasetFormat) -> bool {
+    *format == DatasetFormat::Muscle
 }
 
 /// Parses a JSON body into `T`, naming the field at fault when it does not fit. Every field at
@@ -274,7 +286,9 @@ mod tests {
         assert_eq!(
             serde_json::from_str::<DatasetRef>(r#"{"path": "a.jsonl"}"#).unwrap(),
             DatasetRef::Path {
-                path: "a.jsonl".into()
+                path: "a.jsonl".into(),
+                format: DatasetFormat::Muscle,
+                slice_by: Vec::new(),
             }
         );
     }

@@ -11,6 +11,7 @@ mod cli;
 mod datasets;
 mod deploy;
 mod evaluations;
+mod lmeval;
 mod multi_worker;
 mod operations;
 mod trainings;
