@@ -293,7 +293,7 @@ async fn run(args: Args) {
             .flat_map(|l| l.choices.iter().map(move |c| (l, c)))
             .map(|(l, c)| {
                 let (a, b) = tok
-                    .encode_pair(&l.prompt, &format!(" {c}"), false)
+                    .encode_pair(&l.prompt, &format!(" {c}"), muscle::engine::Bos::Never)
                     .expect("encode");
                 a.len() + b.len()
             })

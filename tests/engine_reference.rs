@@ -153,7 +153,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             .collect();
         let reqs = ll_requests(entries.iter().copied());
         let opts = RunOptions {
-            add_bos,
+            bos: if add_bos { Bos::Always } else { Bos::Never },
             ..Default::default()
         };
         let got = scoring::loglikelihood(&model, &reqs, batch, &opts, &mut |_, _| {}).unwrap();

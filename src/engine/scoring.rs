@@ -12,7 +12,7 @@ use super::decoder::{Decoder, KvCache, Step, continuation_positions_and_mask, po
 use super::error::{EngineError, Result};
 use super::model::LoadedModel;
 use super::types::{
-    FinishReason, GenItem, GenResult, LlRequest, LlResult, McItem, McResult, RunOptions,
+    Bos, FinishReason, GenItem, GenResult, LlRequest, LlResult, McItem, McResult, RunOptions,
 };
 
 /// A tokenised loglikelihood request: `ids` = context + continuation, the last `n_cont` scored.
@@ -296,11 +296,11 @@ pub fn score_shared_prefix(
 fn tokenize_ll(
     model: &LoadedModel,
     r: &LlRequest,
-    add_bos: bool,
+    bos: Bos,
 ) -> Result<(Vec<u32>, Vec<u32>, TokenRequest)> {
     let (ctx, cont) = model
         .tokenizer
-        .encode_pair(&r.context, &r.continuation, add_bos)?;
+        .encode_pair(&r.context, &r.continuation, bos)?;
     let mut ids = ctx.clone();
     ids.extend(&cont);
     let req = truncate(
@@ -320,7 +320,7 @@ pub fn loglikelihood(
 ) -> Result<Vec<LlResult>> {
     let toks = reqs
         .iter()
-        .map(|r| tokenize_ll(model, r, opts.add_bos))
+        .map(|r| tokenize_ll(model, r, opts.bos))
         .collect::<Result<Vec<_>>>()?;
     let token_reqs: Vec<TokenRequest> = toks.iter().map(|t| t.2.clone()).collect();
     let make = |i: usize, s: TokenScore| LlResult {
@@ -362,7 +362,7 @@ pub fn multiple_choice(
                 context: item.prompt.clone(),
                 continuation: format!("{delim}{c}"),
             };
-            let (ctx, cont, req) = tokenize_ll(model, &r, opts.add_bos)?;
+            let (ctx, cont, req) = tokenize_ll(model, &r, opts.bos)?;
             item_pairs.push((ctx, cont));
             token_reqs.push(req);
             owner.push((i, j));
@@ -657,7 +657,7 @@ pub fn generate(
     let prompts = items
         .iter()
         .map(|it| {
-            let mut p = model.tokenizer.encode_prompt(&it.prompt, opts.add_bos)?;
+            let mut p = model.tokenizer.encode_prompt(&it.prompt, opts.bos)?;
             if it.max_new_tokens >= max_pos {
                 return Err(EngineError::InvalidRequest(format!(
                     "max_new_tokens {} does not fit the model's context of {max_pos}",

@@ -9,6 +9,7 @@ use tokenizers::Tokenizer;
 
 use super::config::{ModelConfig, generation_eos_ids};
 use super::error::{EngineError, Result};
+use super::types::Bos;
 
 pub struct TokenizerInfo {
     tokenizer: Tokenizer,
@@ -78,15 +79,39 @@ impl TokenizerInfo {
         })
     }
 
-    /// The prompt ids for generation (BOS prepended when `add_bos`).
-    pub fn encode_prompt(&self, prompt: &str, add_bos: bool) -> Result<Vec<u32>> {
-        let mut ids = if add_bos {
-            vec![self.bos_or_err()?]
-        } else {
-            Vec::new()
-        };
-        ids.extend(self.encode(prompt)?);
-        Ok(ids)
+    /// Whether `text` already starts with the BOS token's text (as lm-eval checks, so that a
+    /// prompt holding its own BOS does not get a second one).
+    fn starts_with_bos(&self, text: &str) -> bool {
+        self.bos
+            .and_then(|id| self.tokenizer.id_to_token(id))
+            .is_some_and(|token| text.starts_with(&token))
+    }
+
+    /// Ids of `text` with BOS as `bos` says.
+    pub fn encode_with(&self, text: &str, bos: Bos) -> Result<Vec<u32>> {
+        if self.starts_with_bos(text) {
+            return self.encode(text);
+        }
+        match bos {
+            Bos::Never => self.encode(text),
+            Bos::Always => {
+                let mut ids = vec![self.bos_or_err()?];
+                ids.extend(self.encode(text)?);
+                Ok(ids)
+            }
+            Bos::Auto => {
+                let enc = self
+                    .tokenizer
+                    .encode(text, true)
+                    .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+                Ok(enc.get_ids().to_vec())
+            }
+        }
+    }
+
+    /// The prompt ids for generation.
+    pub fn encode_prompt(&self, prompt: &str, bos: Bos) -> Result<Vec<u32>> {
+        self.encode_with(prompt, bos)
     }
 
     /// lm-evaluation-harness `_encode_pair`: (context ids, continuation ids).
@@ -97,7 +122,7 @@ impl TokenizerInfo {
         &self,
         context: &str,
         continuation: &str,
-        add_bos: bool,
+        bos: Bos,
     ) -> Result<(Vec<u32>, Vec<u32>)> {
         if context.is_empty() {
             let prefix = self
@@ -119,16 +144,59 @@ impl TokenizerInfo {
         } else {
             (context.to_string(), continuation.to_string())
         };
-        let prefix: Vec<u32> = if add_bos {
-            vec![self.bos_or_err()?]
-        } else {
-            Vec::new()
-        };
-        let mut whole = prefix.clone();
-        whole.extend(self.encode(&format!("{context}{continuation}"))?);
-        let mut ctx = prefix;
-        ctx.extend(self.encode(&context)?);
-        let cont = whole.get(ctx.len()..).unwrap_or_default().to_vec();
+        let mut whole = self.encode_with(&format!("{context}{continuation}"), bos)?;
+        let ctx = self.encode_with(&context, bos)?;
+        let cont = whole.split_off(ctx.len().min(whole.len()));
         Ok((ctx, cont))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tokenizer(dir: &str) -> TokenizerInfo {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        TokenizerInfo::load(&dir, &ModelConfig::from_dir(&dir).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn auto_follows_the_post_processor_and_never_adds_bos_twice() {
+        // A Llama-style template that prepends <s> (id 1).
+        let llama = tokenizer("tests/fixtures/engine/models/llama-gqa");
+        let plain = llama.encode("The glorp").unwrap();
+        assert_eq!(llama.encode_with("The glorp", Bos::Auto).unwrap()[0], 1);
+        assert_eq!(
+            llama.encode_with("The glorp", Bos::Auto).unwrap()[1..],
+            plain
+        );
+        assert_eq!(llama.encode_with("The glorp", Bos::Never).unwrap(), plain);
+        assert_eq!(
+            llama.encode_with("The glorp", Bos::Always).unwrap(),
+            llama.encode_with("The glorp", Bos::Auto).unwrap()
+        );
+        for bos in [Bos::Auto, Bos::Always, Bos::Never] {
+            let ids = llama.encode_with("<s>The glorp", bos).unwrap();
+            assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 1, "{bos:?}");
+        }
+        let (ctx, cont) = llama
+            .encode_pair("The glorp of", " Kavo", Bos::Auto)
+            .unwrap();
+        assert_eq!(ctx[0], 1);
+        assert_eq!(
+            cont,
+            llama
+                .encode_pair("The glorp of", " Kavo", Bos::Never)
+                .unwrap()
+                .1
+        );
+
+        // A word-level tokenizer with no post-processor: auto adds nothing.
+        let words = tokenizer("examples/model-update/old-base");
+        let text = "the cat";
+        assert_eq!(
+            words.encode_with(text, Bos::Auto).unwrap(),
+            words.encode(text).unwrap()
+        );
     }
 }

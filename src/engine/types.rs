@@ -107,11 +107,24 @@ impl CancelFlag {
     }
 }
 
+/// Whether a sequence starts with the tokenizer's BOS token.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Bos {
+    /// What the tokenizer's post-processor adds (lm-evaluation-harness 0.4.10+ with
+    /// `add_bos_token` unset): Llama-style templates prepend BOS, GPT-2-style ones add nothing.
+    Auto,
+    /// Always the BOS id first.
+    Always,
+    /// No special tokens.
+    #[default]
+    Never,
+}
+
 /// Options of a scoring or generation run.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Prepend the tokenizer's BOS id (lm-evaluation-harness's default is no BOS).
-    pub add_bos: bool,
+    /// BOS handling; in every mode a text that already starts with the BOS token gets no second.
+    pub bos: Bos,
     /// Batch limits; the engine's defaults when None.
     pub batch: Option<BatchConfig>,
     /// Checked between batches.

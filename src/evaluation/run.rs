@@ -85,7 +85,7 @@ async fn score_side(
     cancel: &CancelFlag,
 ) -> Result<Vec<SideResult>, EngineError> {
     let options = RunOptions {
-        add_bos: spec.options.add_bos,
+        bos: spec.options.add_bos.engine(),
         batch: Some(BatchConfig {
             max_batch_tokens: spec.options.max_batch_tokens as usize,
             max_batch_size: spec.options.batch_size as usize,

@@ -3,6 +3,7 @@ use utoipa::ToSchema;
 
 use super::{DatasetRef, ModelRef, check_name};
 use crate::callback::CallbackSpec;
+use crate::engine::Bos;
 use crate::metrics::{GateCheck, validate_gate};
 use crate::models::Resolver;
 use crate::store::DatasetKind;
@@ -107,8 +108,10 @@ pub struct EvalOptions {
     pub batch_size: u32,
     /// Largest number of tokens (padding included) in one forward pass.
     pub max_batch_tokens: u32,
-    /// Prepend the tokenizer's BOS token (lm-evaluation-harness's default is not to).
-    pub add_bos: bool,
+    /// `"auto"` (default): BOS as the tokenizer's post-processor adds it, as
+    /// lm-evaluation-harness 0.4.10+ does; `true`: always the BOS id first; `false`: never.
+    /// A prompt that already starts with the BOS token never gets a second one.
+    pub add_bos: AddBos,
     /// Also run the old model a second time in another batch size and order, and report its
     /// self-flip rate next to nfr.
     pub noise_floor: bool,
@@ -126,12 +129,44 @@ impl Default for EvalOptions {
         Self {
             batch_size: 16,
             max_batch_tokens: 8192,
-            add_bos: false,
+            add_bos: AddBos::default(),
             noise_floor: false,
             shard_size: None,
             seed: 0,
             bootstrap_resamples: 1000,
             min_slice_size: 30,
+        }
+    }
+}
+
+/// `options.add_bos`: `"auto"`, `true` or `false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum AddBos {
+    /// true: always the BOS id first; false: never.
+    Flag(bool),
+    /// "auto": what the tokenizer's post-processor adds.
+    Policy(BosPolicy),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BosPolicy {
+    Auto,
+}
+
+impl Default for AddBos {
+    fn default() -> Self {
+        Self::Policy(BosPolicy::Auto)
+    }
+}
+
+impl AddBos {
+    pub fn engine(self) -> Bos {
+        match self {
+            Self::Flag(true) => Bos::Always,
+            Self::Flag(false) => Bos::Never,
+            Self::Policy(BosPolicy::Auto) => Bos::Auto,
         }
     }
 }

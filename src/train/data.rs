@@ -7,6 +7,7 @@
 use candle_core::{Device, Tensor};
 
 use crate::dataset::Item;
+use crate::engine::Bos;
 use crate::engine::tokenize::TokenizerInfo;
 use crate::spec::LossTokens;
 
@@ -48,13 +49,13 @@ pub fn example(
     tokenizer: &TokenizerInfo,
     item: &Item,
     delimiter: &str,
-    add_bos: bool,
+    bos: Bos,
     loss_tokens: LossTokens,
     max_len: usize,
 ) -> Result<Example, String> {
     let (context, continuation) = text_pair(item, delimiter)?;
     let (ctx, cont) = tokenizer
-        .encode_pair(&context, &continuation, add_bos)
+        .encode_pair(&context, &continuation, bos)
         .map_err(|e| e.to_string())?;
     if cont.is_empty() {
         return Err("the answer tokenises to nothing".into());

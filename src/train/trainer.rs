@@ -18,7 +18,7 @@ use crate::dataset::Item;
 use crate::engine::decoder::{AttnMask, Decoder, Step, positions_and_mask};
 use crate::engine::lora::LoraAdapter;
 use crate::engine::tokenize::TokenizerInfo;
-use crate::engine::{DeviceSpec, LoadedModel, ModelSpec, WeightDtype};
+use crate::engine::{Bos, DeviceSpec, LoadedModel, ModelSpec, WeightDtype};
 use crate::spec::{Hyperparameters, Objective, TaskSpec, TrainingSpec};
 
 #[derive(Debug)]
@@ -129,9 +129,11 @@ fn delimiter(spec: &TrainingSpec) -> String {
     }
 }
 
-/// BOS as the evaluation adds it.
-fn add_bos(spec: &TrainingSpec) -> bool {
-    spec.evaluate.as_ref().is_some_and(|e| e.options.add_bos)
+/// BOS as the evaluation adds it (none without one).
+fn bos(spec: &TrainingSpec) -> Bos {
+    spec.evaluate
+        .as_ref()
+        .map_or(Bos::Never, |e| e.options.add_bos.engine())
 }
 
 impl Trainer {
@@ -201,7 +203,7 @@ impl Trainer {
         lora.attach(&mut decoder)?;
         decoder.training = true;
         let delimiter = delimiter(&spec);
-        let bos = add_bos(&spec);
+        let bos = bos(&spec);
         let examples = inputs
             .rows
             .iter()

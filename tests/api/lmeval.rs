@@ -78,8 +78,9 @@ async fn multiple_choice_log_likelihoods_match_the_recorded_lm_eval_runs() {
             let mut spec = sides();
             spec["dataset"] = dataset["id"].clone();
             spec["task"] = json!({"type": "multiple_choice"});
-            // lm-eval 0.4.13 left BOS to this tokenizer, whose post-processor prepends it.
-            spec["options"] = json!({"add_bos": true, "batch_size": 4});
+            // add_bos "auto" (the default), as lm-eval 0.4.13 left BOS to this tokenizer,
+            // whose post-processor prepends it.
+            spec["options"] = json!({"batch_size": 4});
             let response = app.post_json("/v1/evaluations", &spec).await;
             assert_eq!(response.status(), StatusCode::ACCEPTED);
             let location = response.headers()["location"].to_str().unwrap().to_string();
@@ -140,7 +141,7 @@ async fn greedy_outputs_match_the_recorded_lm_eval_generations() {
             spec["dataset"] = dataset["id"].clone();
             spec["task"] = json!({"type": "generation", "max_new_tokens": 24,
                                   "stop": ["Question:", "</s>", "<|im_end|>"]});
-            spec["options"] = json!({"add_bos": true, "batch_size": 4});
+            spec["options"] = json!({"batch_size": 4});
             let response = app.post_json("/v1/evaluations", &spec).await;
             assert_eq!(response.status(), StatusCode::ACCEPTED);
             let location = response.headers()["location"].to_str().unwrap().to_string();
