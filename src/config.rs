@@ -23,6 +23,9 @@ pub enum Command {
     Worker(WorkerArgs),
     /// Run one evaluation without a server (SPEC is the body of POST /v1/evaluations).
     Eval(EvalArgs),
+    /// Compare two recorded lm-evaluation-harness runs (samples_<task>_*.jsonl files written
+    /// with --log_samples) without a server and without re-running them; exit codes as eval.
+    Compare(CompareArgs),
     /// Run one training without a server (SPEC is the body of POST /v1/trainings).
     Train(TrainArgs),
     /// Block until a job on a server finishes and print its verdict (exit 0 passed, 1 gate
@@ -187,6 +190,43 @@ pub struct EvalArgs {
 
     /// The evaluation spec (JSON, the body of POST /v1/evaluations).
     pub spec: PathBuf,
+
+    /// Write the report JSON here instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+
+    /// Write every instance row as JSON lines here.
+    #[arg(long)]
+    pub instances: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+
+    /// The old model's samples file.
+    pub old: PathBuf,
+
+    /// The new model's samples file (the same task).
+    pub new: PathBuf,
+
+    /// Release gate, as the spec's `gate`: a JSON list like '[{"metric": "nfr", "max": 0.05}]'.
+    #[arg(long, default_value = "[]")]
+    pub gate: String,
+
+    /// Which lm-eval filter's answers to compare, when the files hold several.
+    #[arg(long)]
+    pub filter: Option<String>,
+
+    /// The per-sample metric compared: acc or acc_norm (multiple choice), exact_match, rouge1
+    /// or rougeL (generation). Default: acc, exact_match.
+    #[arg(long)]
+    pub metric: Option<String>,
+
+    /// Comma-separated `doc` fields whose values slice the report.
+    #[arg(long, value_delimiter = ',')]
+    pub slice_by: Vec<String>,
 
     /// Write the report JSON here instead of standard output.
     #[arg(long)]

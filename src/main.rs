@@ -78,6 +78,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             telemetry::init(args.common.db.log_format, telemetry::COMMAND_FILTER);
             Ok(cli::eval::run(args).await)
         }
+        Command::Compare(args) => {
+            telemetry::init(args.common.db.log_format, telemetry::COMMAND_FILTER);
+            Ok(cli::compare::run(args).await)
+        }
         Command::Train(args) => {
             telemetry::init(args.common.db.log_format, telemetry::COMMAND_FILTER);
             Ok(cli::train::run(args).await)

@@ -45,8 +45,22 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
     let (app, _scratch) = private_app(&args.common, shard_size).await?;
     let store = app.store();
 
+    let Some(dataset) = spec.dataset.clone() else {
+        return Err(Failure::invalid_field(
+            &args.spec,
+            "dataset",
+            "is required (`muscle compare OLD NEW` compares two recorded runs)",
+        ));
+    };
+    if spec.old.predictions().is_some() || spec.new.predictions().is_some() {
+        return Err(Failure::invalid_field(
+            &args.spec,
+            "old",
+            "recorded runs are compared by `muscle compare OLD NEW` or through the server",
+        ));
+    }
     let (dataset_source, rows) =
-        load_dataset(&args.common, &args.spec, &spec.dataset, "dataset").await?;
+        load_dataset(&args.common, &args.spec, &dataset, "dataset").await?;
     if rows.kind != spec.task.dataset_kind() {
         return Err(Failure::Invalid(
             dataset_source,
@@ -61,7 +75,29 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
         ));
     }
     let (dataset_id, total) = store_dataset(store.as_ref(), dataset_source, &rows).await?;
-    spec.dataset = DatasetRef::Id(dataset_id);
+    spec.dataset = Some(DatasetRef::Id(dataset_id));
+    run_evaluation(
+        app,
+        spec,
+        total,
+        shard_size,
+        args.out.as_deref(),
+        args.instances.as_deref(),
+    )
+    .await
+}
+
+/// Queues the evaluation on the private app, runs it, writes the report and instances, and
+/// says the verdict.
+pub(super) async fn run_evaluation(
+    app: crate::app::App,
+    spec: EvaluationSpec,
+    total: i64,
+    shard_size: u32,
+    out: Option<&std::path::Path>,
+    instances: Option<&std::path::Path>,
+) -> Result<ExitCode, Failure> {
+    let store = app.store();
     let job = store
         .create_job(NewJob {
             kind: JobKind::Evaluation,
@@ -93,8 +129,8 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
         .report
         .clone()
         .context("the finished job has no report")?;
-    write_json(args.out.as_deref(), &report)?;
-    if let Some(path) = &args.instances {
+    write_json(out, &report)?;
+    if let Some(path) = instances {
         write_instances(store.as_ref(), &finished, path).await?;
     }
     let gate: GateResult =

@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::build_report;
+use super::{alignment_warnings, build_report, chosen_filter, load_recorded};
 use crate::models::{FolderKind, Resolver};
 use crate::spec::{EvaluationSpec, ModelRef};
 use crate::store::Completion;
@@ -18,8 +18,8 @@ fn tokenizer_digest(resolver: &Resolver, model: &ModelRef) -> Option<String> {
 /// Warnings the report carries about the pair of models compared.
 pub fn pair_warnings(resolver: &Resolver, spec: &EvaluationSpec) -> Vec<String> {
     let mut warnings = Vec::new();
-    let old = tokenizer_digest(resolver, &spec.old);
-    let new = tokenizer_digest(resolver, &spec.new);
+    let old = spec.old.model().and_then(|m| tokenizer_digest(resolver, m));
+    let new = spec.new.model().and_then(|m| tokenizer_digest(resolver, m));
     if let (Some(old), Some(new)) = (old, new)
         && old != new
     {
@@ -35,7 +35,20 @@ pub fn pair_warnings(resolver: &Resolver, spec: &EvaluationSpec) -> Vec<String> 
 pub async fn finalize(resolver: &Resolver, ctx: &ShardContext) -> ShardResult {
     let spec: EvaluationSpec = serde_json::from_value(ctx.claim.spec.clone())
         .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))?;
-    let warnings = pair_warnings(resolver, &spec);
+    let mut warnings = pair_warnings(resolver, &spec);
+    if let (Some(old), Some(new)) = (spec.old.predictions(), spec.new.predictions()) {
+        let mut loaded = Vec::new();
+        for id in [old, new] {
+            let predictions = ctx
+                .store
+                .get_predictions(id)
+                .await?
+                .ok_or_else(|| ShardError::fatal(format!("recorded run {id} is gone")))?;
+            let filter = chosen_filter(&spec.task, &predictions).map_err(ShardError::fatal)?;
+            loaded.push(load_recorded(ctx.store.as_ref(), id, &filter).await?);
+        }
+        warnings.extend(alignment_warnings(&loaded[0], &loaded[1]));
+    }
     let report = build_report(
         ctx.store.as_ref(),
         &ctx.claim.fence.job_id,

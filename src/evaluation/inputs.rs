@@ -47,7 +47,7 @@ pub async fn inputs_of(
     let Ok(spec) = serde_json::from_value::<EvaluationSpec>(job.spec.clone()) else {
         return Ok(HashMap::new());
     };
-    let DatasetRef::Id(dataset) = &spec.dataset else {
+    let Some(DatasetRef::Id(dataset)) = &spec.dataset else {
         return Ok(HashMap::new());
     };
     let indices: Vec<i64> = records.iter().map(|r| r.idx).collect();

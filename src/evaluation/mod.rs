@@ -1,15 +1,19 @@
 //! Evaluation jobs between the store and the metrics: per-instance results as stored, and the
 //! report built from them.
 
+mod comparison;
 mod finalize;
 mod inputs;
 pub mod markdown;
 mod outcome;
+mod recorded;
 mod report;
 mod run;
 
+pub use comparison::{alignment_warnings, prepare_recorded};
 pub use finalize::{finalize, pair_warnings};
 pub use inputs::{InstanceInput, inputs_of};
 pub use outcome::{InstanceView, SideResult, outcome_of};
+pub use recorded::{chosen_filter, load_recorded, metric_name, recorded_result};
 pub use report::{build_report, report_options, task_kind};
 pub use run::{EvalRuntime, run_shard};

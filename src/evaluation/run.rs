@@ -1,23 +1,25 @@
 //! A work shard of an evaluation: both models over the shard's instances, in chunks, each
 //! chunk's rows stored as soon as both models have scored it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::json;
 
 use super::SideResult;
 use super::report::task_kind;
+use super::{chosen_filter, load_recorded, recorded_result};
 use crate::dataset::Item;
 use crate::engine::{
     BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
     RunOptions, WeightDtype,
 };
+use crate::lmeval::RecordedInstance;
 use crate::metrics::{
     ExactMatchOptions, InstanceOutcome, classify, exact_match, rouge_l_f, rouge1_f, slice_names,
 };
 use crate::models::{FolderKind, Resolver};
-use crate::spec::{Dtype, EvaluationSpec, GenerationMetric, McScore, ModelRef, TaskSpec};
+use crate::spec::{Dtype, EvaluationSpec, GenerationMetric, McScore, ModelRef, Side, TaskSpec};
 use crate::stats::Stats;
 use crate::store::{DatasetRow, InstanceRecord};
 use crate::worker::{ShardContext, ShardError};
@@ -247,15 +249,82 @@ fn record(
     }
 }
 
+/// How a side's results come: from running its model, or from its recorded run.
+enum Runner {
+    Model(ModelSpec),
+    Recorded(HashMap<String, RecordedInstance>),
+}
+
+impl Runner {
+    async fn of(
+        runtime: &EvalRuntime,
+        ctx: &ShardContext,
+        spec: &EvaluationSpec,
+        side: &Side,
+        field: &str,
+    ) -> Result<Self, ShardError> {
+        match side {
+            Side::Model(model) => Ok(Self::Model(runtime.model_spec(model, field)?)),
+            Side::Predictions(p) => {
+                let predictions = ctx
+                    .store
+                    .get_predictions(&p.predictions)
+                    .await?
+                    .ok_or_else(|| {
+                        ShardError::fatal(format!(
+                            "{field}: recorded run {} is gone",
+                            p.predictions
+                        ))
+                    })?;
+                let filter = chosen_filter(&spec.task, &predictions)
+                    .map_err(|e| ShardError::fatal(format!("{field}: {e}")))?;
+                Ok(Self::Recorded(
+                    load_recorded(ctx.store.as_ref(), &predictions.id, &filter).await?,
+                ))
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn results(
+        &self,
+        runtime: &EvalRuntime,
+        ctx: &ShardContext,
+        spec: &EvaluationSpec,
+        rows: &[DatasetRow],
+        items: &[Item],
+        cancel: &CancelFlag,
+        field: &str,
+    ) -> Result<Vec<SideResult>, ShardError> {
+        match self {
+            Self::Model(model) => score_side(runtime, model, spec, items, cancel)
+                .await
+                .map_err(|e| engine_failure(ctx, e, &format!("{field} model"))),
+            Self::Recorded(by_doc) => rows
+                .iter()
+                .map(|row| {
+                    let recorded = by_doc.get(&row.id).ok_or_else(|| {
+                        ShardError::fatal(format!(
+                            "{field}: the recorded run has no doc_id {}",
+                            row.id
+                        ))
+                    })?;
+                    recorded_result(recorded, &spec.task)
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Runs the shard's remaining instances (rows stored by an earlier attempt are skipped).
 pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
     let spec: EvaluationSpec = serde_json::from_value(ctx.claim.spec.clone())
         .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))?;
-    let crate::spec::DatasetRef::Id(dataset_id) = &spec.dataset else {
+    let Some(crate::spec::DatasetRef::Id(dataset_id)) = &spec.dataset else {
         return Err(ShardError::fatal("the job names no uploaded dataset"));
     };
-    let old = runtime.model_spec(&spec.old, "old")?;
-    let new = runtime.model_spec(&spec.new, "new")?;
+    let old = Runner::of(runtime, ctx, &spec, &spec.old, "old").await?;
+    let new = Runner::of(runtime, ctx, &spec, &spec.new, "new").await?;
     let (start, end) = (ctx.claim.start, ctx.claim.end);
     let stored: HashSet<i64> = ctx
         .store
@@ -294,20 +363,22 @@ pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), 
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            let mut old_results = score_side(runtime, &old, &spec, &items, &cancel)
-                .await
-                .map_err(|e| engine_failure(ctx, e, "old model"))?;
-            if spec.options.noise_floor {
-                let rerun = rerun_scores(runtime, &old, &spec, &items, &cancel)
+            let mut old_results = old
+                .results(runtime, ctx, &spec, rows, &items, &cancel, "old")
+                .await?;
+            if spec.options.noise_floor
+                && let Runner::Model(model) = &old
+            {
+                let rerun = rerun_scores(runtime, model, &spec, &items, &cancel)
                     .await
                     .map_err(|e| engine_failure(ctx, e, "old model (second run)"))?;
                 for (side, score) in old_results.iter_mut().zip(rerun) {
                     side.rerun_score = Some(score);
                 }
             }
-            let new_results = score_side(runtime, &new, &spec, &items, &cancel)
-                .await
-                .map_err(|e| engine_failure(ctx, e, "new model"))?;
+            let new_results = new
+                .results(runtime, ctx, &spec, rows, &items, &cancel, "new")
+                .await?;
             let records: Vec<InstanceRecord> = rows
                 .iter()
                 .zip(&items)

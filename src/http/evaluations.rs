@@ -16,9 +16,11 @@ use super::jobs::{
     job_after_wait, job_filter, not_found, resolve_dataset, submit,
 };
 use crate::callback::CallbackSpec;
+use crate::evaluation::prepare_recorded;
 use crate::metrics::Report;
 use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus, plan_shards};
+use crate::validation::FieldError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -99,22 +101,39 @@ async fn create_evaluation(
         parse_body(&body).map_err(|e| ApiError::invalid("the evaluation spec is invalid", e))?;
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
     errors.extend(check_callback(&state, &spec.callback));
-    let dataset = resolve_dataset(
-        &state,
-        &spec.dataset,
-        "dataset",
-        Some(spec.task.dataset_kind()),
-        "task.type",
-        &mut errors,
-    )
-    .await?;
+    let recorded = prepare_recorded(state.store.as_ref(), &mut spec, &mut errors).await?;
+    let dataset = match (&recorded, &spec.dataset) {
+        (Some(_), _) => recorded,
+        (None, Some(reference))
+            if spec.old.predictions().is_none() && spec.new.predictions().is_none() =>
+        {
+            let reference = reference.clone();
+            resolve_dataset(
+                &state,
+                &reference,
+                "dataset",
+                Some(spec.task.dataset_kind()),
+                "task.type",
+                &mut errors,
+            )
+            .await?
+        }
+        (None, None) if spec.old.predictions().is_none() && spec.new.predictions().is_none() => {
+            errors.push(FieldError::field(
+                "dataset",
+                "is required unless a side is a recorded run ({\"predictions\": ID})",
+            ));
+            None
+        }
+        (None, _) => None,
+    };
     let dataset = match dataset {
         Some(dataset) if errors.is_empty() => dataset,
         _ => return Err(ApiError::invalid("the evaluation spec is invalid", errors)),
     };
     // A dataset named by its name is stored by its id: later uploads under the name change
     // nothing for this job.
-    spec.dataset = DatasetRef::Id(dataset.id.clone());
+    spec.dataset = Some(DatasetRef::Id(dataset.id.clone()));
     let shard_size = spec.options.shard_size.unwrap_or(state.jobs.shard_size);
     let stored_spec = serde_json::to_value(&spec).map_err(ApiError::internal)?;
     let (job, created) = submit(

@@ -11,6 +11,7 @@ mod health;
 mod jobs;
 mod models;
 mod openapi;
+mod predictions;
 mod reports;
 mod trainings;
 
@@ -73,6 +74,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn api_router() -> OpenApiRouter<AppState> {
     let v1 = OpenApiRouter::new()
         .merge(datasets::router())
+        .merge(predictions::router())
         .merge(evaluations::router())
         .merge(trainings::router())
         .merge(models::router());

@@ -13,6 +13,7 @@ use utoipa::{Modify, OpenApi};
     modifiers(&BearerAuth),
     tags(
         (name = "datasets", description = "JSON-lines datasets, validated whole"),
+        (name = "predictions", description = "Recorded runs (lm-evaluation-harness samples files) to compare without re-running"),
         (name = "evaluations", description = "Old vs new model: flips, report, gate"),
         (name = "trainings", description = "Task and compatibility LoRA adapters"),
         (name = "models", description = "Model and adapter folders"),

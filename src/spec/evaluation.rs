@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{DatasetRef, ModelRef, check_name};
+use super::{DatasetRef, Side, check_name};
 use crate::callback::CallbackSpec;
 use crate::engine::Bos;
 use crate::metrics::{GateCheck, validate_gate};
@@ -15,10 +15,14 @@ use crate::validation::{Errors, FieldError};
 pub struct EvaluationSpec {
     #[serde(default)]
     pub name: Option<String>,
-    pub old: ModelRef,
-    pub new: ModelRef,
-    /// An uploaded dataset id (`{"path": ...}` is accepted by `muscle eval` only).
-    pub dataset: DatasetRef,
+    /// The model in production, or its run recorded elsewhere (`{"predictions": ID}`).
+    pub old: Side,
+    /// The candidate model, or its recorded run.
+    pub new: Side,
+    /// An uploaded dataset's id or name (`{"path": ...}` is accepted by `muscle eval` only).
+    /// Not needed when a side is a recorded run: its recorded requests are the instances.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<DatasetRef>,
     pub task: TaskSpec,
     #[serde(default)]
     pub options: EvalOptions,
@@ -60,6 +64,10 @@ pub enum TaskSpec {
         ignore_punctuation: bool,
         #[serde(default)]
         ignore_whitespace: bool,
+        /// Recorded runs: which lm-eval filter's answers to compare (`strict-match`,
+        /// `flexible-extract`, ...), needed when a run holds several.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        filter: Option<String>,
     },
 }
 
@@ -122,6 +130,9 @@ pub struct EvalOptions {
     pub bootstrap_resamples: u32,
     /// Slices smaller than this are marked `small`.
     pub min_slice_size: u64,
+    /// Recorded runs: `doc` fields whose values become the instances' tags (slices).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub slice_by: Vec<String>,
 }
 
 impl Default for EvalOptions {
@@ -135,6 +146,7 @@ impl Default for EvalOptions {
             seed: 0,
             bootstrap_resamples: 1000,
             min_slice_size: 30,
+            slice_by: Vec::new(),
         }
     }
 }

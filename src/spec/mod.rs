@@ -2,6 +2,7 @@
 //! files of `muscle eval` / `muscle train`), with defaults filled in and every field checked.
 
 mod evaluation;
+mod side;
 mod training;
 
 use std::path::Path;
@@ -18,6 +19,7 @@ use crate::models::{FolderKind, Resolver};
 use crate::validation::{Errors, FieldError};
 
 pub use evaluation::*;
+pub use side::{PredictionsRef, Side};
 pub use training::*;
 
 /// `{"model": NAME, "adapter": NAME or null, "dtype": "f32|f16|bf16"}`.

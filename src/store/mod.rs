@@ -52,6 +52,18 @@ pub trait Store: Send + Sync + 'static {
     /// The rows of a dataset at these positions (those that exist), in order.
     async fn dataset_rows_at(&self, id: &str, indices: &[i64]) -> StoreResult<Vec<DatasetRow>>;
 
+    async fn insert_predictions(
+        &self,
+        predictions: &NewPredictions,
+        rows: &[PredictionRow],
+    ) -> StoreResult<Predictions>;
+    async fn get_predictions(&self, id: &str) -> StoreResult<Option<Predictions>>;
+    /// Recorded runs uploaded under `name`, newest first, at most `limit`.
+    async fn predictions_named(&self, name: &str, limit: i64) -> StoreResult<Vec<Predictions>>;
+    async fn list_predictions(&self, page: PageRequest) -> StoreResult<Page<Predictions>>;
+    /// Every stored line of a recorded run under `filter`, in file order.
+    async fn prediction_rows(&self, id: &str, filter: &str) -> StoreResult<Vec<PredictionRow>>;
+
     /// Inserts a job with its shards, or returns the job already stored under the same
     /// idempotency key (`created` is false then).
     async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>>;

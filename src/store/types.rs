@@ -26,6 +26,51 @@ impl DatasetKind {
     }
 }
 
+/// A recorded run to store: one model's results on one task.
+pub struct NewPredictions {
+    pub name: String,
+    pub format: String,
+    pub task: Option<String>,
+    pub kind: DatasetKind,
+    pub filters: Vec<String>,
+    pub metrics: Vec<String>,
+    pub model: Option<String>,
+    pub sha256: String,
+}
+
+/// A stored recorded run (POST /v1/predictions).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Predictions {
+    pub id: String,
+    pub name: String,
+    /// `lm-eval`: an lm-evaluation-harness samples file.
+    pub format: String,
+    /// The harness task, when given at upload.
+    pub task: Option<String>,
+    pub kind: DatasetKind,
+    /// Lines stored: one per (document, filter).
+    pub rows: i64,
+    /// The filters present (`none` for multiple choice; gsm8k has `strict-match` and
+    /// `flexible-extract`).
+    pub filters: Vec<String>,
+    /// Per-sample metrics recorded.
+    pub metrics: Vec<String>,
+    /// The model as recorded, when given at upload.
+    pub model: Option<String>,
+    pub sha256: String,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+}
+
+/// One stored line of a recorded run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PredictionRow {
+    pub idx: i64,
+    pub doc_id: String,
+    pub filter: String,
+    pub body: Value,
+}
+
 pub struct NewDataset {
     pub name: String,
     pub kind: DatasetKind,

@@ -83,9 +83,9 @@ pub async fn submit_evaluations(
     for (key, old, new) in evaluation_pairs(job) {
         let spec = EvaluationSpec {
             name: Some(format!("{label}: {}", key.replace('_', " "))),
-            old,
-            new,
-            dataset: evaluate.dataset.clone(),
+            old: old.into(),
+            new: new.into(),
+            dataset: Some(evaluate.dataset.clone()),
             task: evaluate.task.clone(),
             options: evaluate.options.clone(),
             gate: evaluate.gate.clone(),

@@ -212,3 +212,259 @@ async fn a_bad_samples_file_is_refused_line_by_line() {
     })
     .await;
 }
+
+fn fixture_path(side: &str, task: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/lmeval/{side}/samples_{task}.jsonl"))
+}
+
+/// lm-eval's aggregate for one side, from its own results.json.
+fn aggregate(side: &str, task: &str, key: &str) -> f64 {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join(format!("tests/fixtures/lmeval/{side}/results.json"));
+    let results: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    results["results"][task][key].as_f64().unwrap()
+}
+
+fn compare(dir: &std::path::Path, task: &str, extra: &[&str]) -> (i32, Value, Vec<Value>, String) {
+    let out = dir.join(format!("{task}.report.json"));
+    let instances = dir.join(format!("{task}.instances.jsonl"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .arg("compare")
+        .arg(fixture_path("old", task))
+        .arg(fixture_path("new", task))
+        .arg("--out")
+        .arg(&out)
+        .arg("--instances")
+        .arg(&instances)
+        .args(extra)
+        .env("MUSCLE_DATA_DIR", dir.join("data"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let report = std::fs::read_to_string(&out)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(Value::Null);
+    let lines = std::fs::read_to_string(&instances)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (output.status.code().unwrap_or(-1), report, lines, stderr)
+}
+
+/// Every instance's score on each side is the per-sample metric lm-eval recorded.
+fn assert_per_sample(task: &str, filter: &str, metric: &str, items: &[Value]) {
+    for side in ["old", "new"] {
+        let (_, lines) = samples(side, task);
+        let recorded: HashMap<String, f64> = lines
+            .iter()
+            .filter(|l| l["filter"] == filter)
+            .map(|l| (l["doc_id"].to_string(), l[metric].as_f64().unwrap()))
+            .collect();
+        assert_eq!(recorded.len(), items.len());
+        for item in items {
+            let id = item["id"].as_str().unwrap();
+            let score = item[side]["score"].as_f64().unwrap();
+            assert_eq!(score, recorded[id], "{task} {side} doc {id}");
+        }
+    }
+}
+
+#[test]
+fn compare_reproduces_lm_eval_per_sample_and_aggregate_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("muscle_mc", "none", "acc", vec![]),
+        (
+            "muscle_mc",
+            "none",
+            "acc_norm",
+            vec!["--metric", "acc_norm"],
+        ),
+        (
+            "muscle_gsm",
+            "strict-match",
+            "exact_match",
+            vec!["--filter", "strict-match"],
+        ),
+        (
+            "muscle_gsm",
+            "flexible-extract",
+            "exact_match",
+            vec!["--filter", "flexible-extract"],
+        ),
+        (
+            "muscle_samsum",
+            "none",
+            "rouge1",
+            vec!["--metric", "rouge1"],
+        ),
+    ];
+    for (task, filter, metric, extra) in cases {
+        let mut args = extra.clone();
+        args.extend([
+            "--slice-by",
+            if task == "muscle_mc" {
+                "activity_label"
+            } else {
+                "id"
+            },
+        ]);
+        let (code, report, items, stderr) = compare(dir.path(), task, &args);
+        assert_eq!(code, 0, "{task}: {stderr}");
+        assert!(stderr.contains("gate passed"), "{stderr}");
+        assert_per_sample(task, filter, metric, &items);
+        for side in ["old", "new"] {
+            let theirs = aggregate(side, task, &format!("{metric},{filter}"));
+            let ours = report[side]["accuracy"].as_f64().unwrap();
+            assert!(
+                (ours - theirs).abs() < 1e-12,
+                "{task} {metric} {side}: {ours} vs {theirs}"
+            );
+        }
+        // The two runs line up: nothing about doc_ids or hashes.
+        let warnings = report["warnings"].to_string();
+        assert!(
+            !warnings.contains("doc_id") && !warnings.contains("hash"),
+            "{warnings}"
+        );
+    }
+
+    // Several filters and none named: the error says which exist.
+    let (code, _, _, stderr) = compare(dir.path(), "muscle_gsm", &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("strict-match, flexible-extract"),
+        "{stderr}"
+    );
+    // A gate the runs fail: exit 1 and the verdict.
+    let (code, _, _, stderr) = compare(
+        dir.path(),
+        "muscle_mc",
+        &[
+            "--metric",
+            "acc_norm",
+            "--gate",
+            r#"[{"metric": "nfr", "max": 0.0}]"#,
+        ],
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("gate failed: nfr"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recorded_runs_compare_through_the_api_and_name_what_does_not_line_up() {
+    on_every_backend(Options::default, |app| async move {
+        let mut ids = Vec::new();
+        for side in ["old", "new"] {
+            let (mut text, _) = samples(side, "muscle_mc");
+            if side == "new" {
+                // Drop doc 23 from the new run and change the prompt of doc 0.
+                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                lines.pop();
+                let mut first: Value = serde_json::from_str(&lines[0]).unwrap();
+                first["prompt_hash"] = json!("0".repeat(64));
+                lines[0] = first.to_string();
+                text = lines.join("\n");
+            }
+            let response = app
+                .client
+                .post(app.url(&format!(
+                    "/v1/predictions?name=mc-{side}&task=muscle_mc&model={side}"
+                )))
+                .header("content-type", "application/x-ndjson")
+                .body(text)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let stored: Value = response.json().await.unwrap();
+            assert_eq!(stored["kind"], "multiple_choice");
+            assert_eq!(stored["filters"], json!(["none"]));
+            assert_eq!(stored["metrics"], json!(["acc", "acc_norm"]));
+            ids.push(stored["id"].as_str().unwrap().to_string());
+        }
+        let listed: Value = app.get("/v1/predictions").await.json().await.unwrap();
+        assert_eq!(listed["items"].as_array().unwrap().len(), 2);
+        let one: Value = app
+            .get(&format!("/v1/predictions/{}", ids[0]))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(one["model"], "old");
+
+        // By name as well as by id; no dataset needed.
+        let spec = json!({
+            "old": {"predictions": "mc-old"},
+            "new": {"predictions": ids[1]},
+            "task": {"type": "multiple_choice"},
+            "options": {"slice_by": ["activity_label"]},
+        });
+        let response = app.post_json("/v1/evaluations", &spec).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let done = app.wait_finished(&location).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        assert_eq!(done["spec"]["old"]["predictions"], ids[0].as_str());
+        let report = &done["report"];
+        assert_eq!(report["n"], 23);
+        let warnings = report["warnings"].to_string();
+        assert!(
+            warnings.contains("1 doc_id(s) only in the old run, not compared: 23"),
+            "{warnings}"
+        );
+        assert!(
+            warnings.contains("different prompt_hash") && warnings.contains(": 0\""),
+            "{warnings}"
+        );
+        let items = instances(&app, &location).await;
+        assert_eq!(items.len(), 23);
+        assert!(items[0]["prompt"].as_str().unwrap().ends_with("Answer:"));
+
+        // A model on the new side runs the recorded requests of the old run.
+        let spec = json!({
+            "old": {"predictions": ids[0]},
+            "new": {"model": "models/llama-gqa", "adapter": "adapters/llama-gqa-lora-list"},
+            "task": {"type": "multiple_choice"},
+        });
+        let response = app.post_json("/v1/evaluations", &spec).await;
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let done = app.wait_finished(&location).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let (_, new_lines) = samples("new", "muscle_mc");
+        let new_lines = by_doc(&new_lines);
+        for item in instances(&app, &location).await {
+            let line = &new_lines[item["id"].as_str().unwrap()];
+            assert_eq!(
+                item["new"]["correct"].as_bool().unwrap(),
+                line["acc"] == 1.0
+            );
+        }
+
+        // What cannot work is named.
+        let refused = app
+            .refused(
+                "/v1/evaluations",
+                &json!({
+                    "old": {"predictions": "nosuch"},
+                    "new": {"predictions": ids[1]},
+                    "task": {"type": "generation"},
+                    "options": {"noise_floor": true},
+                }),
+            )
+            .await;
+        let named = fields(&refused);
+        assert!(named.contains(&"old.predictions".to_string()), "{refused}");
+        assert!(
+            named.contains(&"options.noise_floor".to_string()),
+            "{refused}"
+        );
+        assert!(named.contains(&"task.type".to_string()), "{refused}");
+        app
+    })
+    .await;
+}

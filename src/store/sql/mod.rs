@@ -6,6 +6,7 @@ mod callbacks;
 mod datasets;
 mod instances;
 mod jobs;
+mod predictions;
 mod queue;
 
 use std::sync::Arc;
@@ -118,6 +119,30 @@ impl Store for SqlStore {
 
     async fn dataset_rows_at(&self, id: &str, indices: &[i64]) -> StoreResult<Vec<DatasetRow>> {
         self.dataset_rows_at_impl(id, indices).await
+    }
+
+    async fn insert_predictions(
+        &self,
+        predictions: &NewPredictions,
+        rows: &[PredictionRow],
+    ) -> StoreResult<Predictions> {
+        self.insert_predictions_impl(predictions, rows).await
+    }
+
+    async fn get_predictions(&self, id: &str) -> StoreResult<Option<Predictions>> {
+        self.get_predictions_impl(id).await
+    }
+
+    async fn predictions_named(&self, name: &str, limit: i64) -> StoreResult<Vec<Predictions>> {
+        self.predictions_named_impl(name, limit).await
+    }
+
+    async fn list_predictions(&self, page: PageRequest) -> StoreResult<Page<Predictions>> {
+        self.list_predictions_impl(page).await
+    }
+
+    async fn prediction_rows(&self, id: &str, filter: &str) -> StoreResult<Vec<PredictionRow>> {
+        self.prediction_rows_impl(id, filter).await
     }
 
     async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>> {

@@ -1,0 +1,170 @@
+//! `muscle compare OLD NEW`: two recorded lm-eval runs through the same queue, report and gate
+//! as an evaluation, on a private database.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sha2::{Digest, Sha256};
+
+use super::common::{Failure, private_app};
+use super::eval::run_evaluation;
+use crate::config::CompareArgs;
+use crate::evaluation::prepare_recorded;
+use crate::lmeval::{SamplesKind, parse_samples, recorded_rows};
+use crate::metrics::GateCheck;
+use crate::spec::{
+    EvalOptions, EvaluationSpec, GenerationMetric, McScore, PredictionsRef, Side, TaskSpec,
+    check_gate,
+};
+use crate::store::{DatasetKind, NewPredictions, Store};
+use crate::validation::{Errors, FieldError};
+
+pub async fn run(args: CompareArgs) -> ExitCode {
+    execute(&args).await.unwrap_or_else(Failure::report)
+}
+
+async fn store_run(store: &dyn Store, path: &Path) -> Result<(String, SamplesKind), Failure> {
+    let body = std::fs::read(path).map_err(|e| {
+        Failure::Invalid(
+            path.display().to_string(),
+            vec![FieldError::field("(file)", e.to_string())],
+        )
+    })?;
+    let file = parse_samples(&body)
+        .map_err(|errors| Failure::Invalid(path.display().to_string(), errors))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "samples".into());
+    let kind = file.kind;
+    let stored = store
+        .insert_predictions(
+            &NewPredictions {
+                name,
+                format: "lm-eval".into(),
+                task: None,
+                kind: match kind {
+                    SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
+                    SamplesKind::Generation => DatasetKind::Generation,
+                },
+                filters: file.filters.clone(),
+                metrics: file.metrics.clone(),
+                model: None,
+                sha256: hex::encode(Sha256::digest(&body)),
+            },
+            &recorded_rows(&file),
+        )
+        .await
+        .context("storing the recorded run")?;
+    Ok((stored.id, kind))
+}
+
+fn task(args: &CompareArgs, kind: SamplesKind) -> Result<TaskSpec, Failure> {
+    let bad = |message: String| {
+        Failure::Invalid(
+            "muscle compare".into(),
+            vec![FieldError::field("--metric", message)],
+        )
+    };
+    Ok(match kind {
+        SamplesKind::MultipleChoice => TaskSpec::MultipleChoice {
+            delimiter: " ".into(),
+            score: match args.metric.as_deref() {
+                None | Some("acc") => McScore::Acc,
+                Some("acc_norm") => McScore::AccNorm,
+                Some(other) => {
+                    return Err(bad(format!(
+                        "{other:?}: multiple choice compares acc or acc_norm"
+                    )));
+                }
+            },
+        },
+        SamplesKind::Generation => TaskSpec::Generation {
+            max_new_tokens: 64,
+            stop: Vec::new(),
+            metric: match args.metric.as_deref() {
+                None | Some("exact_match") => GenerationMetric::ExactMatch,
+                Some("rouge1") => GenerationMetric::Rouge1,
+                Some("rougeL") => GenerationMetric::RougeL,
+                Some(other) => {
+                    return Err(bad(format!(
+                        "{other:?}: generation compares exact_match, rouge1 or rougeL"
+                    )));
+                }
+            },
+            tolerance: 0.0,
+            ignore_case: false,
+            ignore_punctuation: false,
+            ignore_whitespace: false,
+            filter: args.filter.clone(),
+        },
+    })
+}
+
+async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
+    let gate: Vec<GateCheck> = serde_json::from_str(&args.gate).map_err(|e| {
+        Failure::Invalid(
+            "muscle compare".into(),
+            vec![FieldError::field(
+                "--gate",
+                format!("is not a JSON list of checks: {e}"),
+            )],
+        )
+    })?;
+    let mut gate_errors = Errors::default();
+    check_gate(&gate, "--gate", &mut gate_errors);
+    if !gate_errors.is_empty() {
+        return Err(Failure::Invalid("muscle compare".into(), gate_errors.0));
+    }
+    let shard_size = 500;
+    let (app, _scratch) = private_app(&args.common, shard_size).await?;
+    let store = app.store();
+    let (old, old_kind) = store_run(store.as_ref(), &args.old).await?;
+    let (new, new_kind) = store_run(store.as_ref(), &args.new).await?;
+    if old_kind != new_kind {
+        return Err(Failure::Invalid(
+            args.new.display().to_string(),
+            vec![FieldError::field(
+                "(file)",
+                format!(
+                    "holds {} results but {} holds {} results",
+                    new_kind.as_str(),
+                    args.old.display(),
+                    old_kind.as_str()
+                ),
+            )],
+        ));
+    }
+    let mut spec = EvaluationSpec {
+        name: Some(format!("{} vs {}", args.old.display(), args.new.display())),
+        old: Side::Predictions(PredictionsRef { predictions: old }),
+        new: Side::Predictions(PredictionsRef { predictions: new }),
+        dataset: None,
+        task: task(args, old_kind)?,
+        options: EvalOptions {
+            slice_by: args.slice_by.clone(),
+            ..EvalOptions::default()
+        },
+        gate,
+        callback: None,
+    };
+    let mut errors = Vec::new();
+    let dataset = prepare_recorded(store.as_ref(), &mut spec, &mut errors)
+        .await
+        .context("preparing the comparison")?;
+    let dataset = match dataset {
+        Some(dataset) if errors.is_empty() => dataset,
+        _ => return Err(Failure::Invalid("muscle compare".into(), errors)),
+    };
+    spec.dataset = Some(crate::spec::DatasetRef::Id(dataset.id.clone()));
+    run_evaluation(
+        app,
+        spec,
+        dataset.rows,
+        shard_size,
+        args.out.as_deref(),
+        args.instances.as_deref(),
+    )
+    .await
+}

@@ -1,0 +1,300 @@
+//! Evaluations with a recorded side: the recorded runs are looked up, checked against the task,
+//! and their recorded requests become the evaluation's dataset, so the rest of the evaluation
+//! (shards, instances, report) is the same as for two models.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sha2::{Digest, Sha256};
+
+use super::{chosen_filter, load_recorded, metric_name};
+use crate::dataset::Item;
+use crate::lmeval::RecordedInstance;
+use crate::spec::{EvaluationSpec, PredictionsRef, Side};
+use crate::store::{Dataset, DatasetKind, DatasetRow, NewDataset, Predictions, Store, StoreResult};
+use crate::validation::FieldError;
+
+/// A recorded run by id, or by the name it was uploaded under when exactly one has it.
+async fn lookup(store: &dyn Store, reference: &str) -> StoreResult<Result<Predictions, String>> {
+    if let Some(found) = store.get_predictions(reference).await? {
+        return Ok(Ok(found));
+    }
+    let mut named = store.predictions_named(reference, 10).await?;
+    Ok(match named.len() {
+        0 => Err(format!("no recorded run with id or name {reference:?}")),
+        1 => Ok(named.remove(0)),
+        n => Err(format!(
+            "{n} recorded runs are named {reference:?}; name one by its id"
+        )),
+    })
+}
+
+/// The recorded run of one side, checked against the task; None (with errors) when unusable.
+async fn recorded_side(
+    store: &dyn Store,
+    spec: &EvaluationSpec,
+    side: &str,
+    reference: &str,
+    errors: &mut Vec<FieldError>,
+) -> StoreResult<Option<(Predictions, String)>> {
+    let predictions = match lookup(store, reference).await? {
+        Ok(p) => p,
+        Err(message) => {
+            errors.push(FieldError::field(format!("{side}.predictions"), message));
+            return Ok(None);
+        }
+    };
+    let kind = spec.task.dataset_kind();
+    if predictions.kind != kind {
+        errors.push(FieldError::field(
+            "task.type",
+            format!(
+                "is {} but recorded run {} holds {} results",
+                kind.as_str(),
+                predictions.id,
+                predictions.kind.as_str()
+            ),
+        ));
+        return Ok(None);
+    }
+    let filter = match chosen_filter(&spec.task, &predictions) {
+        Ok(filter) => filter,
+        Err(message) => {
+            errors.push(FieldError::field("task.filter", message));
+            return Ok(None);
+        }
+    };
+    let metric = metric_name(&spec.task);
+    if kind == DatasetKind::Generation && !predictions.metrics.iter().any(|m| m == metric) {
+        errors.push(FieldError::field(
+            "task.metric",
+            format!(
+                "recorded run {} has no per-sample {metric}; it has {}",
+                predictions.id,
+                predictions.metrics.join(", ")
+            ),
+        ));
+        return Ok(None);
+    }
+    Ok(Some((predictions, filter)))
+}
+
+fn item_of(
+    recorded: &RecordedInstance,
+    slice_by: &[String],
+    errors: &mut Vec<FieldError>,
+) -> Option<Item> {
+    let mut tags = BTreeMap::new();
+    for field in slice_by {
+        match recorded.doc.get(field) {
+            None | Some(serde_json::Value::Null) => {
+                errors.push(FieldError::field(
+                    "options.slice_by",
+                    format!("doc {} has no field {field:?}", recorded.doc_id),
+                ));
+                return None;
+            }
+            Some(serde_json::Value::String(s)) => {
+                tags.insert(field.clone(), s.clone());
+            }
+            Some(other) => {
+                tags.insert(field.clone(), other.to_string());
+            }
+        }
+    }
+    Some(if recorded.continuations.is_empty() {
+        Item::Generation {
+            prompt: recorded.prompt.clone(),
+            targets: vec![recorded.target.clone()],
+            tags,
+        }
+    } else {
+        Item::MultipleChoice {
+            prompt: recorded.prompt.clone(),
+            // The task's delimiter (" ") goes back in front when a model is run on them.
+            choices: recorded
+                .continuations
+                .iter()
+                .map(|c| c.strip_prefix(' ').unwrap_or(c).to_string())
+                .collect(),
+            answer: recorded.gold.unwrap_or(0),
+            tags,
+        }
+    })
+}
+
+/// For an evaluation with a recorded side: checks the sides, stores the dataset of the recorded
+/// requests (the instances both runs hold, in the first run's order) and points the spec at it
+/// and at the runs' ids. Returns None when no side is recorded or when `errors` got entries.
+pub async fn prepare_recorded(
+    store: &dyn Store,
+    spec: &mut EvaluationSpec,
+    errors: &mut Vec<FieldError>,
+) -> StoreResult<Option<Dataset>> {
+    let (old_ref, new_ref) = (
+        spec.old.predictions().map(str::to_string),
+        spec.new.predictions().map(str::to_string),
+    );
+    if old_ref.is_none() && new_ref.is_none() {
+        return Ok(None);
+    }
+    if spec.dataset.is_some() {
+        errors.push(FieldError::field(
+            "dataset",
+            "a recorded run brings its own instances (its recorded requests); remove dataset",
+        ));
+    }
+    if spec.options.noise_floor && old_ref.is_some() {
+        errors.push(FieldError::field(
+            "options.noise_floor",
+            "reruns the old model, which a recorded run cannot do",
+        ));
+    }
+    let mut sides = Vec::new();
+    for (side, reference) in [("old", &old_ref), ("new", &new_ref)] {
+        if let Some(reference) = reference {
+            sides.push((
+                side,
+                recorded_side(store, spec, side, reference, errors).await?,
+            ));
+        }
+    }
+    if !errors.is_empty() || sides.iter().any(|(_, s)| s.is_none()) {
+        return Ok(None);
+    }
+    let sides: Vec<(&str, Predictions, String)> = sides
+        .into_iter()
+        .filter_map(|(side, found)| found.map(|(p, f)| (side, p, f)))
+        .collect();
+    let (_, base, base_filter) = &sides[0];
+    let base_rows = load_recorded(store, &base.id, base_filter).await?;
+    let other = match sides.get(1) {
+        Some((_, p, f)) => Some(load_recorded(store, &p.id, f).await?),
+        None => None,
+    };
+    let mut ordered: Vec<&RecordedInstance> = base_rows.values().collect();
+    ordered.sort_by_key(|r| r.doc_id.parse::<i64>().unwrap_or(i64::MAX));
+    let mut rows = Vec::new();
+    for recorded in ordered {
+        if other
+            .as_ref()
+            .is_some_and(|o| !o.contains_key(&recorded.doc_id))
+        {
+            continue;
+        }
+        let Some(item) = item_of(recorded, &spec.options.slice_by, errors) else {
+            break;
+        };
+        rows.push(DatasetRow {
+            idx: rows.len() as i64,
+            id: recorded.doc_id.clone(),
+            body: serde_json::to_value(&item).expect("items serialise"),
+        });
+    }
+    if rows.is_empty() && errors.is_empty() {
+        errors.push(FieldError::field(
+            "new.predictions",
+            "the two recorded runs share no doc_id",
+        ));
+    }
+    if !errors.is_empty() {
+        return Ok(None);
+    }
+    for (side, predictions, _) in &sides {
+        let reference = Side::Predictions(PredictionsRef {
+            predictions: predictions.id.clone(),
+        });
+        match *side {
+            "old" => spec.old = reference,
+            _ => spec.new = reference,
+        }
+    }
+    let mut hash = Sha256::new();
+    for (_, predictions, filter) in &sides {
+        hash.update(predictions.sha256.as_bytes());
+        hash.update(filter.as_bytes());
+    }
+    hash.update(spec.options.slice_by.join(",").as_bytes());
+    let sha256 = hex::encode(hash.finalize());
+    let name = format!("recorded:{}", base.name);
+    if let Some(existing) = store
+        .datasets_named(&name, 10)
+        .await?
+        .into_iter()
+        .find(|d| d.sha256 == sha256)
+    {
+        return Ok(Some(existing));
+    }
+    let dataset = store
+        .insert_dataset(
+            &NewDataset {
+                name,
+                kind: spec.task.dataset_kind(),
+                sha256,
+            },
+            &rows,
+        )
+        .await?;
+    Ok(Some(dataset))
+}
+
+/// What the report says about two recorded runs that do not line up: doc_ids on one side only,
+/// and documents whose recorded prompt or document differ.
+pub fn alignment_warnings(
+    old: &HashMap<String, RecordedInstance>,
+    new: &HashMap<String, RecordedInstance>,
+) -> Vec<String> {
+    fn listed(mut ids: Vec<&String>) -> String {
+        ids.sort_by_key(|id| id.parse::<i64>().unwrap_or(i64::MAX));
+        let shown: Vec<&str> = ids.iter().take(10).map(|s| s.as_str()).collect();
+        let more = ids.len().saturating_sub(10);
+        if more > 0 {
+            format!("{} and {more} more", shown.join(", "))
+        } else {
+            shown.join(", ")
+        }
+    }
+    let mut warnings = Vec::new();
+    fn only<'a>(
+        a: &'a HashMap<String, RecordedInstance>,
+        b: &HashMap<String, RecordedInstance>,
+    ) -> Vec<&'a String> {
+        a.keys().filter(|k| !b.contains_key(*k)).collect()
+    }
+    for (side, ids) in [("old", only(old, new)), ("new", only(new, old))] {
+        if !ids.is_empty() {
+            warnings.push(format!(
+                "{} doc_id(s) only in the {side} run, not compared: {}",
+                ids.len(),
+                listed(ids)
+            ));
+        }
+    }
+    for (what, differs) in [
+        (
+            "prompt_hash",
+            (|a: &RecordedInstance, b: &RecordedInstance| a.prompt_hash != b.prompt_hash)
+                as fn(&RecordedInstance, &RecordedInstance) -> bool,
+        ),
+        ("doc_hash", |a, b| a.doc_hash != b.doc_hash),
+    ] {
+        let ids: Vec<&String> = old
+            .iter()
+            .filter(|(k, a)| new.get(*k).is_some_and(|b| differs(a, b)))
+            .map(|(k, _)| k)
+            .collect();
+        if !ids.is_empty() {
+            warnings.push(format!(
+                "{} document(s) with a different {what} in the two runs (they did not see the \
+                 same {}): {}",
+                ids.len(),
+                if what == "prompt_hash" {
+                    "prompt"
+                } else {
+                    "document"
+                },
+                listed(ids)
+            ));
+        }
+    }
+    warnings
+}

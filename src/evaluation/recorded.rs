@@ -1,0 +1,128 @@
+//! A side of an evaluation that is a run recorded elsewhere: its stored per-sample results are
+//! used as they are, matched to the instances by doc_id.
+
+use std::collections::HashMap;
+
+use super::SideResult;
+use crate::lmeval::RecordedInstance;
+use crate::spec::{GenerationMetric, McScore, TaskSpec};
+use crate::store::{Predictions, Store, StoreResult};
+use crate::worker::ShardError;
+
+/// The filter whose lines a comparison reads: the task's, or the run's only one.
+pub fn chosen_filter(task: &TaskSpec, predictions: &Predictions) -> Result<String, String> {
+    let asked = match task {
+        TaskSpec::Generation { filter, .. } => filter.clone(),
+        TaskSpec::MultipleChoice { .. } => None,
+    };
+    match (asked, predictions.filters.as_slice()) {
+        (Some(filter), filters) if filters.contains(&filter) => Ok(filter),
+        (Some(filter), filters) => Err(format!(
+            "{filter:?} is not a filter of recorded run {}; it has {}",
+            predictions.id,
+            filters.join(", ")
+        )),
+        (None, [only]) => Ok(only.clone()),
+        (None, filters) => Err(format!(
+            "recorded run {} holds the filters {}: name one in task.filter",
+            predictions.id,
+            filters.join(", ")
+        )),
+    }
+}
+
+/// The per-sample metric a task compares, as lm-eval names it.
+pub fn metric_name(task: &TaskSpec) -> &'static str {
+    match task {
+        TaskSpec::MultipleChoice {
+            score: McScore::Acc,
+            ..
+        } => "acc",
+        TaskSpec::MultipleChoice {
+            score: McScore::AccNorm,
+            ..
+        } => "acc_norm",
+        TaskSpec::Generation { metric, .. } => match metric {
+            GenerationMetric::ExactMatch => "exact_match",
+            GenerationMetric::Rouge1 => "rouge1",
+            GenerationMetric::RougeL => "rougeL",
+        },
+    }
+}
+
+/// The recorded lines of one run under one filter, by doc_id.
+pub async fn load_recorded(
+    store: &dyn Store,
+    predictions: &str,
+    filter: &str,
+) -> StoreResult<HashMap<String, RecordedInstance>> {
+    let mut out = HashMap::new();
+    for row in store.prediction_rows(predictions, filter).await? {
+        let instance: RecordedInstance = serde_json::from_value(row.body)
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("prediction row: {e}")))?;
+        out.insert(row.doc_id, instance);
+    }
+    Ok(out)
+}
+
+/// The first index of the largest value (numpy's argmax).
+fn argmax(values: impl Iterator<Item = f64>) -> usize {
+    let mut best = (0, f64::NEG_INFINITY);
+    for (i, v) in values.enumerate() {
+        if v > best.1 || i == 0 {
+            best = (i, v);
+        }
+    }
+    best.0
+}
+
+/// One instance's side from its recorded line.
+pub fn recorded_result(
+    recorded: &RecordedInstance,
+    task: &TaskSpec,
+) -> Result<SideResult, ShardError> {
+    let metric = metric_name(task);
+    let value = recorded.metrics.get(metric).copied();
+    match task {
+        TaskSpec::MultipleChoice { score, .. } => {
+            let lls = &recorded.loglikelihoods;
+            let prediction = match score {
+                McScore::Acc => argmax(lls.iter().copied()),
+                // lm-eval divides by the choice's length in characters (without the delimiter).
+                McScore::AccNorm => {
+                    argmax(lls.iter().zip(&recorded.continuations).map(|(ll, c)| {
+                        ll / c.strip_prefix(' ').unwrap_or(c).chars().count().max(1) as f64
+                    }))
+                }
+            };
+            let correct = match value {
+                Some(v) => v >= 1.0,
+                None => Some(prediction) == recorded.gold,
+            };
+            Ok(SideResult {
+                prediction: Some(prediction),
+                correct: Some(correct),
+                scores: Some(lls.clone()),
+                output: None,
+                score: if correct { 1.0 } else { 0.0 },
+                rerun_score: None,
+            })
+        }
+        TaskSpec::Generation { .. } => {
+            let score = value.ok_or_else(|| {
+                ShardError::fatal(format!(
+                    "doc {}: the recorded run has no per-sample {metric}",
+                    recorded.doc_id
+                ))
+            })?;
+            Ok(SideResult {
+                prediction: None,
+                correct: Some(score >= 1.0),
+                scores: None,
+                output: recorded.output.clone(),
+                score,
+                rerun_score: None,
+            })
+        }
+    }
+}

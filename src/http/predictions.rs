@@ -1,0 +1,191 @@
+//! Recorded runs: one model's per-sample results from lm-evaluation-harness, stored to be
+//! compared with another run or with a model, without running the recorded model again.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::datasets::{JSONL_TYPES, PageParams};
+use super::error::{ApiError, ApiResult, Problem};
+use super::extract::{ApiQuery, Body, require_media_type};
+use super::jobs::page_request;
+use crate::lmeval::{SamplesKind, parse_samples, recorded_rows};
+use crate::store::{DatasetKind, NewPredictions, Predictions};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload_predictions, list_predictions))
+        .routes(routes!(get_predictions))
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+pub enum PredictionsFormat {
+    /// An lm-evaluation-harness `samples_<task>_<date>.jsonl` (`--log_samples`).
+    #[default]
+    #[serde(rename = "lm-eval")]
+    LmEval,
+}
+
+impl PredictionsFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::LmEval => "lm-eval",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct UploadParams {
+    /// A name for the run (default: the start of its SHA-256).
+    pub name: Option<String>,
+    /// `lm-eval` (the default).
+    pub format: Option<PredictionsFormat>,
+    /// The harness task the file is of (its file name says: samples_<task>_<date>.jsonl).
+    pub task: Option<String>,
+    /// The model that was run, as you want it shown.
+    pub model: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PredictionsPage {
+    pub items: Vec<Predictions>,
+    pub next_cursor: Option<String>,
+}
+
+fn optional_text(value: Option<String>, field: &str) -> ApiResult<Option<String>> {
+    match value {
+        Some(v) if v.is_empty() || v.chars().count() > 200 => Err(ApiError::invalid_field(
+            field,
+            "must be 1 to 200 characters",
+        )),
+        other => Ok(other),
+    }
+}
+
+/// Upload one model's recorded run; every line is validated before anything is stored.
+#[utoipa::path(
+    post,
+    path = "/predictions",
+    tag = "predictions",
+    params(UploadParams),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "The lines of an lm-evaluation-harness samples file"),
+    responses(
+        (status = 201, description = "Stored", body = Predictions),
+        (status = 200, description = "The same content was already stored under this name: that run", body = Predictions),
+        (status = 413, description = "Body over the size limit", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON lines", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Bad lines, each with its line number and field", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn upload_predictions(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<UploadParams>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> ApiResult<(StatusCode, Json<Predictions>)> {
+    require_media_type(&headers, JSONL_TYPES)?;
+    let format = params.format.unwrap_or_default();
+    let task = optional_text(params.task, "task")?;
+    let model = optional_text(params.model, "model")?;
+    let file = parse_samples(&body).map_err(|errors| {
+        let detail = format!(
+            "the samples file has {} bad line(s); nothing was stored",
+            errors.len()
+        );
+        ApiError::invalid(detail, errors)
+    })?;
+    let sha256 = hex::encode(Sha256::digest(&body));
+    let name = match optional_text(params.name, "name")? {
+        Some(name) => name,
+        None => sha256[..12].to_string(),
+    };
+    if let Some(existing) = state
+        .store
+        .predictions_named(&name, 10)
+        .await?
+        .into_iter()
+        .find(|p| p.sha256 == sha256)
+    {
+        return Ok((StatusCode::OK, Json(existing)));
+    }
+    let rows = recorded_rows(&file);
+    let stored = state
+        .store
+        .insert_predictions(
+            &NewPredictions {
+                name,
+                format: format.as_str().into(),
+                task,
+                kind: match file.kind {
+                    SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
+                    SamplesKind::Generation => DatasetKind::Generation,
+                },
+                filters: file.filters,
+                metrics: file.metrics,
+                model,
+                sha256,
+            },
+            &rows,
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// List recorded runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/predictions",
+    tag = "predictions",
+    params(PageParams),
+    responses(
+        (status = 200, body = PredictionsPage),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn list_predictions(
+    State(state): State<AppState>,
+    ApiQuery(params): ApiQuery<PageParams>,
+) -> ApiResult<Json<PredictionsPage>> {
+    let page = state
+        .store
+        .list_predictions(page_request(params.limit, params.cursor)?)
+        .await?;
+    Ok(Json(PredictionsPage {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// One recorded run.
+#[utoipa::path(
+    get,
+    path = "/predictions/{id}",
+    tag = "predictions",
+    params(("id" = String, Path, description = "Recorded run id")),
+    responses(
+        (status = 200, body = Predictions),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = []))
+)]
+async fn get_predictions(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Predictions>> {
+    state
+        .store
+        .get_predictions(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("no recorded run with id {id:?}")))
+}
