@@ -247,6 +247,7 @@ async fn run(args: Args) {
                 prompt: l.prompt.clone(),
                 max_new_tokens: l.max_new_tokens,
                 stop: vec![],
+                no_repeat_ngram_size: 0,
             })
             .collect();
         let opts = RunOptions {

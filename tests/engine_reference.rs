@@ -248,6 +248,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             prompt: s(&e["prompt"]),
             max_new_tokens: e["max_new_tokens"].as_u64().unwrap() as usize,
             stop: vec![],
+            no_repeat_ngram_size: 0,
         })
         .collect();
     let got = scoring::generate(

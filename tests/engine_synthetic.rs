@@ -125,6 +125,7 @@ fn results_do_not_depend_on_the_batch() {
             prompt: s.to_string(),
             max_new_tokens: 3 + i,
             stop: vec![],
+            no_repeat_ngram_size: 0,
         })
         .collect();
     let opts = RunOptions::default();
@@ -161,6 +162,7 @@ fn kv_cache_generation_matches_full_recompute() {
         prompt: "the cat sat on".into(),
         max_new_tokens: 8,
         stop: vec![],
+        no_repeat_ngram_size: 0,
     };
     let g = scoring::generate(
         &m,
@@ -197,6 +199,7 @@ fn stop_strings_cut_the_output() {
         prompt: "the cat".into(),
         max_new_tokens: 6,
         stop: vec![],
+        no_repeat_ngram_size: 0,
     };
     let g = scoring::generate(
         &m,
@@ -213,6 +216,7 @@ fn stop_strings_cut_the_output() {
             prompt: "the cat".into(),
             max_new_tokens: 6,
             stop: vec![stop.clone()],
+            no_repeat_ngram_size: 0,
         };
         let s = scoring::generate(
             &m,

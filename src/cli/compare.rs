@@ -98,6 +98,10 @@ fn task(args: &CompareArgs, kind: SamplesKind) -> Result<TaskSpec, Failure> {
             ignore_punctuation: false,
             ignore_whitespace: false,
             filter: args.filter.clone(),
+            extract: None,
+            exact_match: None,
+            no_repeat_ngram_size: 0,
+            preset: None,
         },
     })
 }

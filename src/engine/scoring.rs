@@ -538,6 +538,34 @@ pub fn last_logits(dec: &Decoder, ids: &[u32]) -> Result<Vec<f32>> {
         .to_vec1()?)
 }
 
+/// The tokens that would complete an n-gram already present in `prompt` + `out`
+/// (transformers' `_get_ngrams` / `_calc_banned_ngram_tokens`).
+fn banned_ngram_tokens(prompt: &[u32], out: &[u32], n: usize) -> Vec<u32> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let seq: Vec<u32> = prompt.iter().chain(out).copied().collect();
+    if seq.len() + 1 < n {
+        return Vec::new();
+    }
+    let prefix = &seq[seq.len() + 1 - n..];
+    seq.windows(n)
+        .filter(|w| &w[..n - 1] == prefix)
+        .map(|w| w[n - 1])
+        .collect()
+}
+
+/// The first index of the largest logit (torch's argmax).
+fn first_argmax(row: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best as u32
+}
+
 struct GenState {
     prompt_ids: Vec<u32>,
     out: Vec<u32>,
@@ -604,7 +632,25 @@ fn generate_batch(
         };
         let logits = dec.logits_at(&step, &rows, Some(&mut cache))?;
         past += tn;
-        let next: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+        let next: Vec<u32> = if items.iter().any(|it| it.no_repeat_ngram_size > 0) {
+            let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+            rows.into_iter()
+                .zip(&states)
+                .zip(items)
+                .map(|((mut row, s), it)| {
+                    for banned in
+                        banned_ngram_tokens(&s.prompt_ids, &s.out, it.no_repeat_ngram_size)
+                    {
+                        if let Some(v) = row.get_mut(banned as usize) {
+                            *v = f32::NEG_INFINITY;
+                        }
+                    }
+                    first_argmax(&row)
+                })
+                .collect()
+        } else {
+            logits.argmax(D::Minus1)?.to_vec1()?
+        };
         for ((s, it), &n) in states.iter_mut().zip(items).zip(&next) {
             if s.finish.is_some() {
                 continue;
@@ -696,4 +742,20 @@ pub fn generate(
         }
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+#[cfg(test)]
+mod ngram_tests {
+    use super::banned_ngram_tokens;
+
+    #[test]
+    fn bans_what_would_repeat_an_ngram_as_transformers_does() {
+        // prompt 1 2 3 1, output 2: the bigram ending in 2 is (2, ?): 3 followed 2 before.
+        assert_eq!(banned_ngram_tokens(&[1, 2, 3, 1], &[2], 2), vec![3]);
+        // trigram (1, 2) -> 3 seen; prefix now (1, 2).
+        assert_eq!(banned_ngram_tokens(&[1, 2, 3, 1], &[2], 3), vec![3]);
+        assert_eq!(banned_ngram_tokens(&[1, 2], &[], 4), Vec::<u32>::new());
+        assert_eq!(banned_ngram_tokens(&[5, 5], &[], 2), vec![5]);
+        assert_eq!(banned_ngram_tokens(&[1, 2, 3], &[], 0), Vec::<u32>::new());
+    }
 }

@@ -204,6 +204,10 @@ pub struct GenItem {
     /// Generation stops at the first of these; the output is cut before it.
     #[serde(default)]
     pub stop: Vec<String>,
+    /// No n-gram of this size occurs twice in prompt + output (0: off), as transformers'
+    /// NoRepeatNGramLogitsProcessor bans the tokens that would repeat one.
+    #[serde(default)]
+    pub no_repeat_ngram_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

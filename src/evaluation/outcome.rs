@@ -17,6 +17,10 @@ pub struct SideResult {
     pub scores: Option<Vec<f64>>,
     /// The generated text (generation).
     pub output: Option<String>,
+    /// The answer taken from the output by the task's filter (`extract`, lm-eval's filters),
+    /// which the metric scored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<String>,
     /// 1/0 for multiple choice; the metric's value for generation.
     pub score: f64,
     /// With `options.noise_floor`, on the old side: the score of the old model's second run

@@ -104,6 +104,7 @@ pub fn recorded_result(
                 correct: Some(correct),
                 scores: Some(lls.clone()),
                 output: None,
+                answer: None,
                 score: if correct { 1.0 } else { 0.0 },
                 rerun_score: None,
             })
@@ -119,7 +120,10 @@ pub fn recorded_result(
                 prediction: None,
                 correct: Some(score >= 1.0),
                 scores: None,
-                output: recorded.output.clone(),
+                output: recorded.raw_output.clone(),
+                answer: (recorded.filter != "none")
+                    .then(|| recorded.output.clone())
+                    .flatten(),
                 score,
                 rerun_score: None,
             })

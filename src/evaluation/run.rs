@@ -16,10 +16,13 @@ use crate::engine::{
 };
 use crate::lmeval::RecordedInstance;
 use crate::metrics::{
-    ExactMatchOptions, InstanceOutcome, classify, exact_match, rouge_l_f, rouge1_f, slice_names,
+    AnswerFilter, ExactMatchOptions, HarnessExactMatch, InstanceOutcome, classify, rouge_l_f,
+    rouge1_f, slice_names,
 };
 use crate::models::{FolderKind, Resolver};
-use crate::spec::{Dtype, EvaluationSpec, GenerationMetric, McScore, ModelRef, Side, TaskSpec};
+use crate::spec::{
+    Dtype, EvaluationSpec, GenerationMetric, GenerationRules, McScore, ModelRef, Side, TaskSpec,
+};
 use crate::stats::Stats;
 use crate::store::{DatasetRow, InstanceRecord};
 use crate::worker::{ShardContext, ShardError};
@@ -132,38 +135,30 @@ async fn score_side(
                         correct: Some(correct),
                         scores: Some(result.logprobs),
                         output: None,
+                        answer: None,
                         score: if correct { 1.0 } else { 0.0 },
                         rerun_score: None,
                     }
                 })
                 .collect())
         }
-        TaskSpec::Generation {
-            max_new_tokens,
-            stop,
-            metric,
-            ignore_case,
-            ignore_punctuation,
-            ignore_whitespace,
-            ..
-        } => {
+        TaskSpec::Generation { .. } => {
+            let rules = spec.task.generation_rules().expect("a generation task");
             let requests: Vec<GenItem> = items
                 .iter()
                 .map(|item| GenItem {
                     prompt: item.prompt().to_string(),
-                    max_new_tokens: *max_new_tokens as usize,
-                    stop: stop.clone(),
+                    max_new_tokens: rules.max_new_tokens as usize,
+                    stop: rules.stop.clone(),
+                    no_repeat_ngram_size: rules.no_repeat_ngram_size as usize,
                 })
                 .collect();
             let results = runtime
                 .engine
                 .generate(model.clone(), requests, options, None)
                 .await?;
-            let normalise = ExactMatchOptions {
-                ignore_case: *ignore_case,
-                ignore_punctuation: *ignore_punctuation,
-                ignore_whitespace: *ignore_whitespace,
-            };
+            let scorer = GenerationScorer::new(&rules)
+                .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
             Ok(results
                 .into_iter()
                 .zip(items)
@@ -172,28 +167,64 @@ async fn score_side(
                         Item::Generation { targets, .. } => targets,
                         Item::MultipleChoice { .. } => &[],
                     };
-                    // Any one target counts: the best score over them.
-                    let score = targets
-                        .iter()
-                        .map(|target| match metric {
-                            GenerationMetric::ExactMatch => {
-                                exact_match(&result.text, target, normalise)
-                            }
-                            GenerationMetric::Rouge1 => rouge1_f(&result.text, target),
-                            GenerationMetric::RougeL => rouge_l_f(&result.text, target),
-                        })
-                        .fold(0.0, f64::max);
+                    let (answer, score) = scorer.score(&result.text, targets);
                     SideResult {
                         prediction: None,
                         correct: Some(score >= 1.0),
                         scores: None,
                         output: Some(result.text),
+                        answer,
                         score,
                         rerun_score: None,
                     }
                 })
                 .collect())
         }
+    }
+}
+
+/// Scores generated text as lm-eval does: the answer filter, then the metric against each
+/// target (any one counts: the best score).
+struct GenerationScorer {
+    filter: Option<AnswerFilter>,
+    exact: HarnessExactMatch,
+    metric: GenerationMetric,
+}
+
+impl GenerationScorer {
+    fn new(rules: &GenerationRules) -> Result<Self, regex::Error> {
+        let e = &rules.exact_match;
+        Ok(Self {
+            filter: rules
+                .extract
+                .as_ref()
+                .map(|x| AnswerFilter::new(&x.regex, x.group_select, &x.fallback))
+                .transpose()?,
+            exact: HarnessExactMatch::new(
+                &e.regexes_to_ignore,
+                ExactMatchOptions {
+                    ignore_case: e.ignore_case,
+                    ignore_punctuation: e.ignore_punctuation,
+                    ignore_whitespace: e.ignore_whitespace,
+                },
+            )?,
+            metric: rules.metric,
+        })
+    }
+
+    /// (the extracted answer when a filter applies, the score).
+    fn score(&self, output: &str, targets: &[String]) -> (Option<String>, f64) {
+        let answer = self.filter.as_ref().map(|f| f.apply(output));
+        let text = answer.as_deref().unwrap_or(output);
+        let score = targets
+            .iter()
+            .map(|target| match self.metric {
+                GenerationMetric::ExactMatch => self.exact.score(text, target),
+                GenerationMetric::Rouge1 => rouge1_f(text, target),
+                GenerationMetric::RougeL => rouge_l_f(text, target),
+            })
+            .fold(0.0, f64::max);
+        (answer, score)
     }
 }
 

@@ -10,6 +10,7 @@ mod counts;
 mod exact_match;
 mod gate;
 mod generative;
+mod harness;
 mod intervals;
 mod mcnemar;
 mod noise;
@@ -34,6 +35,7 @@ pub use gate::{
     gate_value, validate_gate,
 };
 pub use generative::Generative;
+pub use harness::{AnswerFilter, HarnessExactMatch};
 pub use intervals::{Interval, Intervals, wilson, wilson_z, z_95};
 pub use mcnemar::{McNemar, mcnemar_exact};
 pub use noise::{NoiseFloor, NoiseFloorInput};

@@ -1,7 +1,8 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{DatasetRef, Side, check_name};
+use super::harness::check_regex;
+use super::{DatasetRef, ExactMatchRules, Extract, Preset, Side, check_name};
 use crate::callback::CallbackSpec;
 use crate::engine::Bos;
 use crate::metrics::{GateCheck, validate_gate};
@@ -65,13 +66,88 @@ pub enum TaskSpec {
         #[serde(default)]
         ignore_whitespace: bool,
         /// Recorded runs: which lm-eval filter's answers to compare (`strict-match`,
-        /// `flexible-extract`, ...), needed when a run holds several.
+        /// `flexible-extract`, ...), needed when a run holds several; with the gsm8k preset it
+        /// also picks the answer extraction.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         filter: Option<String>,
+        /// The answer compared: a regex filter applied to the output (lm-eval's filters).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        extract: Option<Extract>,
+        /// exact_match as lm-eval's: overrides ignore_case, ignore_punctuation and
+        /// ignore_whitespace above and adds regexes_to_ignore.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exact_match: Option<ExactMatchRules>,
+        /// Greedy decoding never repeats an n-gram of this size of prompt + output
+        /// (transformers' NoRepeatNGramLogitsProcessor); 0: off.
+        #[serde(default)]
+        no_repeat_ngram_size: u32,
+        /// `gsm8k` or `samsum`: fills in what the fields above leave unset.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preset: Option<Preset>,
     },
 }
 
+/// The effective rules of a generation task, presets applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GenerationRules {
+    pub max_new_tokens: u32,
+    pub stop: Vec<String>,
+    pub metric: GenerationMetric,
+    pub extract: Option<Extract>,
+    pub exact_match: ExactMatchRules,
+    pub no_repeat_ngram_size: u32,
+}
+
 impl TaskSpec {
+    /// None for multiple choice.
+    pub fn generation_rules(&self) -> Option<GenerationRules> {
+        let Self::Generation {
+            max_new_tokens,
+            stop,
+            metric,
+            ignore_case,
+            ignore_punctuation,
+            ignore_whitespace,
+            filter,
+            extract,
+            exact_match,
+            no_repeat_ngram_size,
+            preset,
+            ..
+        } = self
+        else {
+            return None;
+        };
+        let flags = ExactMatchRules {
+            ignore_case: *ignore_case,
+            ignore_punctuation: *ignore_punctuation,
+            ignore_whitespace: *ignore_whitespace,
+            regexes_to_ignore: Vec::new(),
+        };
+        Some(GenerationRules {
+            max_new_tokens: *max_new_tokens,
+            stop: match preset {
+                Some(p) if stop.is_empty() => p.stop(),
+                _ => stop.clone(),
+            },
+            metric: match preset {
+                Some(Preset::Samsum) => GenerationMetric::Rouge1,
+                _ => *metric,
+            },
+            extract: extract
+                .clone()
+                .or_else(|| preset.and_then(|p| p.extract(filter.as_deref()))),
+            exact_match: exact_match
+                .clone()
+                .or_else(|| preset.map(Preset::exact_match))
+                .unwrap_or(flags),
+            no_repeat_ngram_size: match preset {
+                Some(p) if *no_repeat_ngram_size == 0 => p.no_repeat_ngram_size(),
+                _ => *no_repeat_ngram_size,
+            },
+        })
+    }
+
     pub fn dataset_kind(&self) -> DatasetKind {
         match self {
             Self::MultipleChoice { .. } => DatasetKind::MultipleChoice,
@@ -223,6 +299,24 @@ pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
         if stop.iter().any(String::is_empty) {
             errors.add(format!("{field}.stop"), "stop strings must not be empty");
         }
+        if let Some(rules) = task.generation_rules() {
+            if let Some(extract) = &rules.extract {
+                check_regex(&extract.regex, &format!("{field}.extract.regex"), errors);
+            }
+            for (i, pattern) in rules.exact_match.regexes_to_ignore.iter().enumerate() {
+                check_regex(
+                    pattern,
+                    &format!("{field}.exact_match.regexes_to_ignore[{i}]"),
+                    errors,
+                );
+            }
+            if rules.no_repeat_ngram_size > 16 {
+                errors.add(
+                    format!("{field}.no_repeat_ngram_size"),
+                    "must be from 0 to 16",
+                );
+            }
+        }
         if !tolerance.is_finite() || !(0.0..1.0).contains(tolerance) {
             errors.add(
                 format!("{field}.tolerance"),
@@ -246,7 +340,7 @@ pub(crate) fn check_gate(gate: &[GateCheck], field: &str, errors: &mut Errors) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::parse_body;
+    use crate::spec::{GSM8K_FLEXIBLE, parse_body};
 
     fn models() -> (tempfile::TempDir, Resolver) {
         let root = tempfile::tempdir().unwrap();
@@ -302,6 +396,55 @@ mod tests {
                 "task.tolerance",
                 "options.batch_size",
                 "gate[1].metric",
+            ]
+        );
+    }
+
+    #[test]
+    fn presets_fill_in_what_is_left_unset_and_bad_regexes_are_named() {
+        let spec: EvaluationSpec = parse_body(
+            br#"{"old": {"model": "old"}, "new": {"model": "new"}, "dataset": "d",
+                "task": {"type": "generation", "preset": "gsm8k", "filter": "flexible-extract"}}"#,
+        )
+        .unwrap();
+        let rules = spec.task.generation_rules().unwrap();
+        assert_eq!(rules.stop, ["Question:", "</s>", "<|im_end|>"]);
+        let extract = rules.extract.unwrap();
+        assert_eq!(
+            (extract.regex.as_str(), extract.group_select),
+            (GSM8K_FLEXIBLE, -1)
+        );
+        assert!(rules.exact_match.ignore_case);
+        let samsum: EvaluationSpec = parse_body(
+            br#"{"old": {"model": "old"}, "new": {"model": "new"}, "dataset": "d",
+                "task": {"type": "generation", "preset": "samsum", "stop": ["END"]}}"#,
+        )
+        .unwrap();
+        let rules = samsum.task.generation_rules().unwrap();
+        assert_eq!(
+            (rules.stop, rules.no_repeat_ngram_size),
+            (vec!["END".to_string()], 2)
+        );
+        assert_eq!(rules.metric, GenerationMetric::Rouge1);
+
+        let bad: EvaluationSpec = parse_body(
+            br#"{"old": {"model": "old"}, "new": {"model": "new"}, "dataset": "d",
+                "task": {"type": "generation", "extract": {"regex": "(unclosed"},
+                         "exact_match": {"regexes_to_ignore": [",", "[z-a]"]}}}"#,
+        )
+        .unwrap();
+        let (_root, resolver) = models();
+        let fields: Vec<String> = bad
+            .check(&resolver)
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.field)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "task.extract.regex",
+                "task.exact_match.regexes_to_ignore[1]"
             ]
         );
     }

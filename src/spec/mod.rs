@@ -2,6 +2,7 @@
 //! files of `muscle eval` / `muscle train`), with defaults filled in and every field checked.
 
 mod evaluation;
+mod harness;
 mod side;
 mod training;
 
@@ -19,6 +20,7 @@ use crate::models::{FolderKind, Resolver};
 use crate::validation::{Errors, FieldError};
 
 pub use evaluation::*;
+pub use harness::{ExactMatchRules, Extract, GSM8K_FLEXIBLE, GSM8K_STRICT, Preset};
 pub use side::{PredictionsRef, Side};
 pub use training::*;
 
