@@ -20,7 +20,7 @@ use crate::models::Resolver;
 use crate::runner::JobRunner;
 use crate::stats::Stats;
 use crate::store::{self, Store};
-use crate::train::TrainRuntime;
+use crate::train::{QueueDefaults, TrainRuntime};
 use crate::worker::{self, Executor, WorkerConfig};
 
 /// Everything `App::build` needs; tests fill it directly, `main` from the command line.
@@ -138,6 +138,10 @@ impl App {
                             resolver: resolver.clone(),
                             device: settings.device,
                             data_dir: settings.data_dir.clone(),
+                            queue: QueueDefaults {
+                                shard_size: settings.queue.shard_size.max(1),
+                                max_attempts: settings.queue.max_attempts.max(1),
+                            },
                         },
                     })
                 }

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 
 use crate::evaluation::{self, EvalRuntime};
 use crate::models::Resolver;
+use crate::spec::EvaluationSpec;
 use crate::store::{Completion, JobKind, ShardKind};
 use crate::train::{self, TrainRuntime};
-use crate::worker::{Executor, ShardContext, ShardResult};
+use crate::worker::{Executor, ShardContext, ShardError, ShardResult};
 
 pub struct JobRunner {
     pub resolver: Resolver,
@@ -18,15 +19,20 @@ pub struct JobRunner {
 impl Executor for JobRunner {
     async fn run(&self, ctx: &ShardContext) -> ShardResult {
         match (ctx.claim.job_kind, ctx.claim.shard_kind) {
-            (JobKind::Evaluation, ShardKind::Work) => {
-                evaluation::run_shard(&self.evaluation, ctx).await?;
-                Ok(Completion {
-                    report: None,
-                    result: None,
-                })
-            }
-            (JobKind::Evaluation, ShardKind::Finalize) => {
-                evaluation::finalize(&self.resolver, ctx).await
+            (JobKind::Evaluation, kind) => {
+                // Parsed once per claim into its type; the steps take the type.
+                let spec: EvaluationSpec = serde_json::from_value(ctx.claim.spec.clone())
+                    .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))?;
+                match kind {
+                    ShardKind::Work => {
+                        evaluation::run_shard(&self.evaluation, ctx, &spec).await?;
+                        Ok(Completion {
+                            report: None,
+                            result: None,
+                        })
+                    }
+                    ShardKind::Finalize => evaluation::finalize(&self.resolver, ctx, &spec).await,
+                }
             }
             (JobKind::Training, ShardKind::Work) => {
                 train::run_work(&self.training, ctx).await?;

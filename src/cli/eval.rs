@@ -14,13 +14,11 @@ use super::common::{
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::EvalArgs;
-use crate::evaluation::{InstanceView, inputs_of};
+use crate::evaluation::{InstanceView, evaluation_job, inputs_of};
 use crate::metrics::GateResult;
 use crate::models::Resolver;
 use crate::spec::{DatasetRef, EvaluationSpec};
-use crate::store::{
-    InstanceFilter, Job, JobKind, JobStatus, NewJob, PageRequest, Store, plan_shards,
-};
+use crate::store::{InstanceFilter, Job, JobKind, JobStatus, PageRequest, Store};
 use crate::validation::FieldError;
 
 pub async fn run(args: EvalArgs) -> ExitCode {
@@ -99,16 +97,7 @@ pub(super) async fn run_evaluation(
 ) -> Result<ExitCode, Failure> {
     let store = app.store();
     let job = store
-        .create_job(NewJob {
-            kind: JobKind::Evaluation,
-            name: spec.name.clone(),
-            spec: serde_json::to_value(&spec).context("spec")?,
-            total,
-            shards: plan_shards(total, i64::from(shard_size)),
-            max_attempts: 1,
-            idempotency: None,
-            callback: None,
-        })
+        .create_job(evaluation_job(&spec, total, shard_size, 1).context("spec")?)
         .await
         .context("queueing the evaluation")?
         .value;

@@ -32,10 +32,12 @@ pub fn pair_warnings(resolver: &Resolver, spec: &EvaluationSpec) -> Vec<String> 
     warnings
 }
 
-pub async fn finalize(resolver: &Resolver, ctx: &ShardContext) -> ShardResult {
-    let spec: EvaluationSpec = serde_json::from_value(ctx.claim.spec.clone())
-        .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))?;
-    let mut warnings = pair_warnings(resolver, &spec);
+pub async fn finalize(
+    resolver: &Resolver,
+    ctx: &ShardContext,
+    spec: &EvaluationSpec,
+) -> ShardResult {
+    let mut warnings = pair_warnings(resolver, spec);
     if let (Some(old), Some(new)) = (spec.old.predictions(), spec.new.predictions()) {
         let mut loaded = Vec::new();
         for id in [old, new] {
@@ -52,7 +54,7 @@ pub async fn finalize(resolver: &Resolver, ctx: &ShardContext) -> ShardResult {
     let report = build_report(
         ctx.store.as_ref(),
         &ctx.claim.fence.job_id,
-        &spec,
+        spec,
         false,
         &warnings,
     )

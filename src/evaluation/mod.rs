@@ -4,6 +4,7 @@
 mod comparison;
 mod finalize;
 mod inputs;
+mod job;
 pub mod markdown;
 mod outcome;
 mod recorded;
@@ -13,6 +14,7 @@ mod run;
 pub use comparison::{alignment_warnings, prepare_recorded};
 pub use finalize::{finalize, pair_warnings};
 pub use inputs::{InstanceInput, inputs_of};
+pub use job::evaluation_job;
 pub use outcome::{InstanceView, SideResult, outcome_of};
 pub use recorded::{chosen_filter, load_recorded, metric_name, recorded_result};
 pub use report::{build_report, report_options, task_kind};

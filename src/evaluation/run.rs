@@ -348,14 +348,16 @@ impl Runner {
 }
 
 /// Runs the shard's remaining instances (rows stored by an earlier attempt are skipped).
-pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
-    let spec: EvaluationSpec = serde_json::from_value(ctx.claim.spec.clone())
-        .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))?;
+pub async fn run_shard(
+    runtime: &EvalRuntime,
+    ctx: &ShardContext,
+    spec: &EvaluationSpec,
+) -> Result<(), ShardError> {
     let Some(crate::spec::DatasetRef::Id(dataset_id)) = &spec.dataset else {
         return Err(ShardError::fatal("the job names no uploaded dataset"));
     };
-    let old = Runner::of(runtime, ctx, &spec, &spec.old, "old").await?;
-    let new = Runner::of(runtime, ctx, &spec, &spec.new, "new").await?;
+    let old = Runner::of(runtime, ctx, spec, &spec.old, "old").await?;
+    let new = Runner::of(runtime, ctx, spec, &spec.new, "new").await?;
     let (start, end) = (ctx.claim.start, ctx.claim.end);
     let stored: HashSet<i64> = ctx
         .store
@@ -395,12 +397,12 @@ pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), 
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut old_results = old
-                .results(runtime, ctx, &spec, rows, &items, &cancel, "old")
+                .results(runtime, ctx, spec, rows, &items, &cancel, "old")
                 .await?;
             if spec.options.noise_floor
                 && let Runner::Model(model) = &old
             {
-                let rerun = rerun_scores(runtime, model, &spec, &items, &cancel)
+                let rerun = rerun_scores(runtime, model, spec, &items, &cancel)
                     .await
                     .map_err(|e| engine_failure(ctx, e, "old model (second run)"))?;
                 for (side, score) in old_results.iter_mut().zip(rerun) {
@@ -408,13 +410,13 @@ pub async fn run_shard(runtime: &EvalRuntime, ctx: &ShardContext) -> Result<(), 
                 }
             }
             let new_results = new
-                .results(runtime, ctx, &spec, rows, &items, &cancel, "new")
+                .results(runtime, ctx, spec, rows, &items, &cancel, "new")
                 .await?;
             let records: Vec<InstanceRecord> = rows
                 .iter()
                 .zip(&items)
                 .zip(old_results.into_iter().zip(new_results))
-                .map(|((row, item), (o, n))| record(row, item, &spec, o, n))
+                .map(|((row, item), (o, n))| record(row, item, spec, o, n))
                 .collect();
             done += records.len() as i64;
             ctx.write_instances(&records, done).await?;

@@ -16,10 +16,10 @@ use super::jobs::{
     job_after_wait, job_filter, not_found, resolve_dataset, submit,
 };
 use crate::callback::CallbackSpec;
-use crate::evaluation::prepare_recorded;
+use crate::evaluation::{evaluation_job, prepare_recorded};
 use crate::metrics::Report;
 use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
-use crate::store::{Job, JobKind, JobStatus, plan_shards};
+use crate::store::{Job, JobKind, JobStatus};
 use crate::validation::FieldError;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -134,18 +134,23 @@ async fn create_evaluation(
     // A dataset named by its name is stored by its id: later uploads under the name change
     // nothing for this job.
     spec.dataset = Some(DatasetRef::Id(dataset.id.clone()));
-    let shard_size = spec.options.shard_size.unwrap_or(state.jobs.shard_size);
-    let stored_spec = serde_json::to_value(&spec).map_err(ApiError::internal)?;
+    let job = evaluation_job(
+        &spec,
+        dataset.rows,
+        state.jobs.shard_size,
+        state.jobs.max_attempts,
+    )
+    .map_err(ApiError::internal)?;
     let (job, created) = submit(
         &state,
         &headers,
         &body,
         Submission {
-            kind: JobKind::Evaluation,
-            name: spec.name.clone(),
-            spec: stored_spec,
-            total: dataset.rows,
-            shards: plan_shards(dataset.rows, i64::from(shard_size)),
+            kind: job.kind,
+            name: job.name,
+            spec: job.spec,
+            total: job.total,
+            shards: job.shards,
             callback: spec.callback.as_ref().map(CallbackSpec::to_new),
         },
     )

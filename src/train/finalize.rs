@@ -9,8 +9,9 @@ use sha2::{Digest, Sha256};
 use super::checkpoint;
 use super::peft::{CONFIG, WEIGHTS};
 use super::work::{StoredTraining, TrainRuntime, stored};
+use crate::evaluation::evaluation_job;
 use crate::spec::{DatasetRef, EvaluationSpec, ModelRef, Objective};
-use crate::store::{Completion, Idempotency, JobKind, NewJob, Store, plan_shards};
+use crate::store::{Completion, Idempotency, Store};
 use crate::worker::{ShardContext, ShardError, ShardResult};
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -63,6 +64,7 @@ pub fn evaluation_pairs(job: &StoredTraining) -> Vec<(&'static str, ModelRef, Mo
 
 /// Queues the evaluations (idempotently: a re-run of this shard finds the same jobs).
 pub async fn submit_evaluations(
+    runtime: &TrainRuntime,
     store: &dyn Store,
     job_id: &str,
     job: &StoredTraining,
@@ -91,25 +93,18 @@ pub async fn submit_evaluations(
             gate: evaluate.gate.clone(),
             callback: None,
         };
-        let value = serde_json::to_value(&spec)
-            .map_err(|e| ShardError::fatal(format!("evaluation spec: {e}")))?;
-        let hash = hex::encode(Sha256::digest(value.to_string().as_bytes()));
-        let shard_size = i64::from(evaluate.options.shard_size.unwrap_or(500).max(1));
-        let created = store
-            .create_job(NewJob {
-                kind: JobKind::Evaluation,
-                name: spec.name.clone(),
-                spec: value,
-                total: dataset.rows,
-                shards: plan_shards(dataset.rows, shard_size),
-                max_attempts: 3,
-                idempotency: Some(Idempotency {
-                    key: format!("training:{job_id}:{key}"),
-                    request_hash: hash,
-                }),
-                callback: None,
-            })
-            .await?;
+        let mut new_job = evaluation_job(
+            &spec,
+            dataset.rows,
+            runtime.queue.shard_size,
+            runtime.queue.max_attempts,
+        )
+        .map_err(|e| ShardError::fatal(format!("evaluation spec: {e}")))?;
+        new_job.idempotency = Some(Idempotency {
+            key: format!("training:{job_id}:{key}"),
+            request_hash: hex::encode(Sha256::digest(new_job.spec.to_string().as_bytes())),
+        });
+        let created = store.create_job(new_job).await?;
         out.insert(key.to_string(), json!({"id": created.value.id}));
     }
     Ok(Value::Object(out))
@@ -132,7 +127,7 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
         .confined(&job.spec.output)
         .map_err(|e| ShardError::fatal(format!("output: {e}")))?;
     install(&best, &output, job_id).map_err(ShardError::fatal)?;
-    let evaluations = submit_evaluations(ctx.store.as_ref(), job_id, &job).await?;
+    let evaluations = submit_evaluations(runtime, ctx.store.as_ref(), job_id, &job).await?;
     let result = json!({
         "history": state["history"],
         "best_epoch": state["best_epoch"],

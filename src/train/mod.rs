@@ -19,4 +19,4 @@ pub mod work;
 
 pub use finalize::finalize;
 pub use trainer::{Hooks, NoHooks, RunState, TrainError, TrainInputs, Trainer};
-pub use work::{TrainRuntime, run_work};
+pub use work::{QueueDefaults, TrainRuntime, run_work};

@@ -24,6 +24,15 @@ pub struct TrainRuntime {
     pub device: DeviceSpec,
     /// MUSCLE_DATA_DIR: epoch checkpoints go under `checkpoints/<job id>/`.
     pub data_dir: PathBuf,
+    /// How the evaluations a training queues are planned.
+    pub queue: QueueDefaults,
+}
+
+/// MUSCLE_SHARD_SIZE and MUSCLE_MAX_ATTEMPTS, for jobs a worker queues itself.
+#[derive(Debug, Clone, Copy)]
+pub struct QueueDefaults {
+    pub shard_size: u32,
+    pub max_attempts: u32,
 }
 
 /// The job's stored spec: `{"spec", "dataset_rows", "steps_per_epoch"}`.
