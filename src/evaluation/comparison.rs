@@ -64,7 +64,12 @@ async fn recorded_side(
         }
     };
     let metric = metric_name(&spec.task);
-    if kind == DatasetKind::Generation && !predictions.metrics.iter().any(|m| m == metric) {
+    if kind == DatasetKind::Generation
+        && !predictions
+            .metrics
+            .iter()
+            .any(|m| m == metric || m == super::LISTING_METRIC)
+    {
         errors.push(FieldError::field(
             "task.metric",
             format!(

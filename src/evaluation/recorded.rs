@@ -82,7 +82,12 @@ pub fn recorded_result(
     task: &TaskSpec,
 ) -> Result<SideResult, ShardError> {
     let metric = metric_name(task);
-    let value = recorded.metrics.get(metric).copied();
+    // A run imported from muscle's own listing records the side's score under one name.
+    let value = recorded
+        .metrics
+        .get(metric)
+        .or_else(|| recorded.metrics.get(super::LISTING_METRIC))
+        .copied();
     match task {
         TaskSpec::MultipleChoice { score, .. } => {
             let lls = &recorded.loglikelihoods;

@@ -15,7 +15,8 @@ use super::datasets::{JSONL_TYPES, PageParams};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::page_request;
-use crate::lmeval::{SamplesKind, parse_samples, recorded_rows};
+use crate::evaluation::{LISTING_METRIC, parse_listing};
+use crate::lmeval::{SamplesKind, parse_samples, recorded_rows, rows_of};
 use crate::store::{DatasetKind, NewPredictions, Predictions};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -30,14 +31,27 @@ pub enum PredictionsFormat {
     #[default]
     #[serde(rename = "lm-eval")]
     LmEval,
+    /// muscle's own instance listing (GET .../instances as JSON lines, or
+    /// `muscle eval --instances`): the `side` of that evaluation becomes the recorded run.
+    #[serde(rename = "muscle")]
+    Muscle,
 }
 
 impl PredictionsFormat {
     fn as_str(self) -> &'static str {
         match self {
             Self::LmEval => "lm-eval",
+            Self::Muscle => "muscle",
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ListingSide {
+    Old,
+    #[default]
+    New,
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -45,8 +59,10 @@ impl PredictionsFormat {
 pub struct UploadParams {
     /// A name for the run (default: the start of its SHA-256).
     pub name: Option<String>,
-    /// `lm-eval` (the default).
+    /// `lm-eval` (the default) or `muscle`.
     pub format: Option<PredictionsFormat>,
+    /// `muscle` format: which side of the listed evaluation is the run (default `new`).
+    pub side: Option<ListingSide>,
     /// The harness task the file is of (its file name says: samples_<task>_<date>.jsonl).
     pub task: Option<String>,
     /// The model that was run, as you want it shown.
@@ -76,7 +92,7 @@ fn optional_text(value: Option<String>, field: &str) -> ApiResult<Option<String>
     tag = "predictions",
     params(UploadParams),
     request_body(content = String, content_type = "application/x-ndjson",
-        description = "The lines of an lm-evaluation-harness samples file"),
+        description = "The lines of an lm-evaluation-harness samples file, or (format=muscle) of a muscle instance listing"),
     responses(
         (status = 201, description = "Stored", body = Predictions),
         (status = 200, description = "The same content was already stored under this name: that run", body = Predictions),
@@ -96,13 +112,37 @@ async fn upload_predictions(
     let format = params.format.unwrap_or_default();
     let task = optional_text(params.task, "task")?;
     let model = optional_text(params.model, "model")?;
-    let file = parse_samples(&body).map_err(|errors| {
+    let invalid = |errors: Vec<crate::validation::FieldError>| {
         let detail = format!(
-            "the samples file has {} bad line(s); nothing was stored",
+            "the file has {} bad line(s); nothing was stored",
             errors.len()
         );
         ApiError::invalid(detail, errors)
-    })?;
+    };
+    let (kind, filters, metrics, rows) = match format {
+        PredictionsFormat::LmEval => {
+            let file = parse_samples(&body).map_err(invalid)?;
+            let kind = match file.kind {
+                SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
+                SamplesKind::Generation => DatasetKind::Generation,
+            };
+            let rows = recorded_rows(&file);
+            (kind, file.filters, file.metrics, rows)
+        }
+        PredictionsFormat::Muscle => {
+            let side = match params.side.unwrap_or_default() {
+                ListingSide::Old => "old",
+                ListingSide::New => "new",
+            };
+            let (kind, instances) = parse_listing(&body, side).map_err(invalid)?;
+            (
+                kind,
+                vec!["none".to_string()],
+                vec![LISTING_METRIC.to_string()],
+                rows_of(&instances),
+            )
+        }
+    };
     let sha256 = hex::encode(Sha256::digest(&body));
     let name = match optional_text(params.name, "name")? {
         Some(name) => name,
@@ -117,7 +157,6 @@ async fn upload_predictions(
     {
         return Ok((StatusCode::OK, Json(existing)));
     }
-    let rows = recorded_rows(&file);
     let stored = state
         .store
         .insert_predictions(
@@ -125,12 +164,9 @@ async fn upload_predictions(
                 name,
                 format: format.as_str().into(),
                 task,
-                kind: match file.kind {
-                    SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
-                    SamplesKind::Generation => DatasetKind::Generation,
-                },
-                filters: file.filters,
-                metrics: file.metrics,
+                kind,
+                filters,
+                metrics,
                 model,
                 sha256,
             },

@@ -5,5 +5,5 @@ mod recorded;
 mod samples;
 
 pub use dataset::samples_dataset;
-pub use recorded::{RecordedInstance, recorded_rows};
+pub use recorded::{RecordedInstance, recorded_rows, rows_of};
 pub use samples::{Responses, Sample, SamplesFile, SamplesKind, parse_samples};

@@ -85,14 +85,20 @@ impl RecordedInstance {
 
 /// The lines of a parsed samples file as stored rows, in file order.
 pub fn recorded_rows(file: &super::SamplesFile) -> Vec<crate::store::PredictionRow> {
-    file.samples
+    let instances: Vec<RecordedInstance> = file.samples.iter().map(RecordedInstance::of).collect();
+    rows_of(&instances)
+}
+
+/// Recorded instances as stored rows, in order.
+pub fn rows_of(instances: &[RecordedInstance]) -> Vec<crate::store::PredictionRow> {
+    instances
         .iter()
         .enumerate()
-        .map(|(idx, sample)| crate::store::PredictionRow {
+        .map(|(idx, instance)| crate::store::PredictionRow {
             idx: idx as i64,
-            doc_id: sample.doc_id.to_string(),
-            filter: sample.filter.clone(),
-            body: serde_json::to_value(RecordedInstance::of(sample)).expect("serialises"),
+            doc_id: instance.doc_id.clone(),
+            filter: instance.filter.clone(),
+            body: serde_json::to_value(instance).expect("serialises"),
         })
         .collect()
 }

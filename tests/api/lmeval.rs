@@ -521,3 +521,66 @@ async fn recorded_runs_compare_through_the_api_and_name_what_does_not_line_up() 
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_side_of_an_earlier_evaluation_is_a_recorded_run_for_the_next_one() {
+    on_every_backend(Options::default, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await;
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(app.wait_finished(&location).await["status"], "succeeded");
+        let listing: String = instances(&app, &location)
+            .await
+            .iter()
+            .map(|item| format!("{item}\n"))
+            .collect();
+
+        let response = app
+            .client
+            .post(app.url("/v1/predictions?format=muscle&side=new&name=last-release"))
+            .header("content-type", "application/x-ndjson")
+            .body(listing)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let stored: Value = response.json().await.unwrap();
+        assert_eq!((stored["format"].as_str(), stored["rows"].as_i64()), (Some("muscle"), Some(6)));
+
+        // The same model run again on the recorded prompts: nothing flips.
+        let mut spec = evaluation_spec("unused");
+        spec.as_object_mut().unwrap().remove("dataset");
+        spec["old"] = json!({"predictions": "last-release"});
+        let response = app.post_json("/v1/evaluations", &spec).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let done = app.wait_finished(&location).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let counts = &done["report"]["counts"];
+        assert_eq!(counts["negative_flips"], 0, "{counts}");
+        assert_eq!(counts["positive_flips"], 0, "{counts}");
+        for item in instances(&app, &location).await {
+            let (old, new) = (&item["old"]["scores"], &item["new"]["scores"]);
+            for (a, b) in old.as_array().unwrap().iter().zip(new.as_array().unwrap()) {
+                // Other batches, other float rounding: within what the engine guarantees.
+                assert!((a.as_f64().unwrap() - b.as_f64().unwrap()).abs() < 1e-5, "{a} vs {b}");
+            }
+        }
+
+        // A listing line without its side's scores is named.
+        let response = app
+            .client
+            .post(app.url("/v1/predictions?format=muscle"))
+            .header("content-type", "application/x-ndjson")
+            .body("{\"id\": \"q1\", \"prompt\": \"p\", \"choices\": [\"a\", \"b\"], \"gold\": 0, \"old\": {\"score\": 1}, \"new\": {\"score\": 0}}\n")
+            .send()
+            .await
+            .unwrap();
+        let refused = problem(response, StatusCode::UNPROCESSABLE_ENTITY).await;
+        assert_eq!(refused["errors"][0]["line"], 1, "{refused}");
+        app
+    })
+    .await;
+}
