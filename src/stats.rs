@@ -111,6 +111,15 @@ impl Stats {
         }
     }
 
+    /// Feeds `batch_size` and `tokens_scored` from the engine's forward batches.
+    pub fn batch_observer(&self) -> crate::engine::BatchObserver {
+        let (tokens, sizes) = (self.tokens_scored.clone(), self.batch_sizes.clone());
+        crate::engine::BatchObserver(std::sync::Arc::new(move |rows, n| {
+            sizes.observe(rows as f64);
+            tokens.inc_by(n as u64);
+        }))
+    }
+
     /// The Prometheus text exposition, with the queue gauges set from `queue`.
     pub fn render(&self, queue: &QueueStats) -> String {
         self.jobs.clear();

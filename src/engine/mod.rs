@@ -23,6 +23,6 @@ pub use error::{EngineError, Result};
 pub use handle::{EngineConfig, EngineHandle, Progress};
 pub use model::{LoadedModel, describe};
 pub use types::{
-    Bos, CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest, LlResult, McItem,
-    McResult, ModelInfo, ModelSpec, RunOptions, WeightDtype,
+    BatchObserver, Bos, CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest,
+    LlResult, McItem, McResult, ModelInfo, ModelSpec, RunOptions, WeightDtype,
 };

@@ -123,6 +123,7 @@ pub fn score_tokens(
     for idx in plan(&lengths, batch) {
         check_cancel(opts)?;
         let batch_reqs: Vec<&TokenRequest> = idx.iter().map(|&i| &reqs[i]).collect();
+        opts.observe(idx.len(), idx.iter().map(|&i| lengths[i]).sum());
         let scores = score_batch(dec, &batch_reqs)?;
         for (&i, s) in idx.iter().zip(scores) {
             out[i] = Some(s);
@@ -473,6 +474,10 @@ fn multiple_choice_shared(
             ];
             for chunk in plan(&lens, batch) {
                 let conts: Vec<&[u32]> = chunk.iter().map(|&j| ps[j].1.as_slice()).collect();
+                opts.observe(
+                    chunk.len(),
+                    ps[0].0.len() + conts.iter().map(|c| c.len()).sum::<usize>(),
+                );
                 for (&j, s) in chunk
                     .iter()
                     .zip(score_shared_prefix(dec, &ps[0].0, &conts)?)
@@ -505,6 +510,13 @@ fn multiple_choice_shared(
                 )
             })
             .collect();
+        opts.observe(
+            rows,
+            groups
+                .iter()
+                .map(|(prompt, conts)| prompt.len() + conts.iter().map(|c| c.len()).sum::<usize>())
+                .sum(),
+        );
         let scores = score_shared_prefixes(dec, &groups)?;
         for (&i, s) in order[start..end].iter().zip(scores) {
             finish(i, &s, &mut out);
@@ -736,7 +748,15 @@ pub fn generate(
         check_cancel(opts)?;
         let its: Vec<&GenItem> = idx.iter().map(|&i| &items[i]).collect();
         let ps: Vec<Vec<u32>> = idx.iter().map(|&i| prompts[i].clone()).collect();
-        for (&i, r) in idx.iter().zip(generate_batch(model, &its, ps)?) {
+        let results = generate_batch(model, &its, ps)?;
+        opts.observe(
+            idx.len(),
+            results
+                .iter()
+                .map(|r| r.prompt_ids.len() + r.output_ids.len())
+                .sum(),
+        );
+        for (&i, r) in idx.iter().zip(results) {
             progress(i, &r);
             out[i] = Some(r);
         }

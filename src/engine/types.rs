@@ -132,6 +132,26 @@ pub struct RunOptions {
     /// Multiple choice: score every choice as a full sequence instead of computing the shared
     /// prompt once per instance and reusing its KV cache for the choices (the default).
     pub no_prefix_sharing: bool,
+    /// Told of every forward batch: its sequences and the tokens they hold (no padding).
+    pub observer: Option<BatchObserver>,
+}
+
+/// A callback for each forward batch (rows, tokens); feeds the service's metrics.
+#[derive(Clone)]
+pub struct BatchObserver(pub std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>);
+
+impl std::fmt::Debug for BatchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BatchObserver")
+    }
+}
+
+impl RunOptions {
+    pub(crate) fn observe(&self, rows: usize, tokens: usize) {
+        if let Some(observer) = &self.observer {
+            (observer.0)(rows, tokens);
+        }
+    }
 }
 
 /// One loglikelihood request: log P(continuation | context).

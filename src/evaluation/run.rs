@@ -97,6 +97,7 @@ async fn score_side(
         }),
         cancel: Some(cancel.clone()),
         no_prefix_sharing: false,
+        observer: Some(runtime.stats.batch_observer()),
     };
     match &spec.task {
         TaskSpec::MultipleChoice { delimiter, score } => {

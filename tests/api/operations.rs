@@ -235,3 +235,46 @@ async fn models_lists_the_model_root() {
     assert_eq!(lora["target_modules"], json!(["q_proj", "v_proj"]));
     app.stop().await;
 }
+
+/// The value of the first sample named exactly `name` in an OpenMetrics text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.rsplit_once(' ')?;
+            (key == name).then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_evaluation_moves_the_engine_metrics() {
+    on_every_backend(Options::default, |app| async move {
+        let before = app.get("/metrics").await.text().await.unwrap();
+        assert_eq!(sample(&before, "muscle_tokens_scored_total"), 0.0);
+        assert_eq!(sample(&before, "muscle_batch_size_count"), 0.0);
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let response = app
+            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
+            .await;
+        let location = response.headers()["location"].to_str().unwrap().to_string();
+        assert_eq!(app.wait_finished(&location).await["status"], "succeeded");
+        let after = app.get("/metrics").await.text().await.unwrap();
+        // 6 instances, both models.
+        assert_eq!(sample(&after, "muscle_instances_scored_total"), 12.0);
+        // Every choice's prompt and continuation: at least one token each, 16 choices, 2 models.
+        assert!(
+            sample(&after, "muscle_tokens_scored_total") >= 64.0,
+            "{after}"
+        );
+        let batches = sample(&after, "muscle_batch_size_count");
+        let rows = sample(&after, "muscle_batch_size_sum");
+        assert!(
+            batches >= 2.0 && rows >= 12.0,
+            "{batches} batches, {rows} rows"
+        );
+        // batch_size 4 in the spec: no batch holds more.
+        assert!(rows / batches <= 4.0, "{after}");
+        app
+    })
+    .await;
+}
