@@ -147,6 +147,10 @@ impl App {
                 }
             };
             let host = hostname();
+            let redactor = worker::PathRedactor::new(&[
+                (&settings.model_dir, "$MUSCLE_MODEL_DIR"),
+                (&settings.data_dir, "$MUSCLE_DATA_DIR"),
+            ]);
             for n in 0..settings.workers {
                 let id = format!("{host}-{}-{n}", std::process::id());
                 workers.push(tokio::spawn(worker::run_worker(
@@ -157,6 +161,7 @@ impl App {
                     WorkerConfig {
                         lease: settings.queue.lease(),
                         poll: settings.queue.poll_interval(),
+                        redactor: redactor.clone(),
                     },
                     shutdown.clone(),
                     running.clone(),

@@ -1,6 +1,7 @@
 //! Workers: claim a shard, run it under a heartbeat, write its outcome fenced on the claim.
 
 mod context;
+mod redact;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU8, AtomicUsize, Ordering};
@@ -14,6 +15,7 @@ use crate::stats::{JobLabels, Stats};
 use crate::store::{Claim, LeaseState, Store};
 
 pub use context::{Interruption, ShardContext, ShardError, ShardResult};
+pub use redact::PathRedactor;
 
 /// Does the work of one claimed shard.
 #[async_trait]
@@ -25,6 +27,8 @@ pub trait Executor: Send + Sync + 'static {
 pub struct WorkerConfig {
     pub lease: Duration,
     pub poll: Duration,
+    /// Applied to failure messages before they are stored (and shown by the API).
+    pub redactor: PathRedactor,
 }
 
 /// One worker loop: claims until `shutdown` fires, then lets the shard in hand stop between
@@ -172,6 +176,7 @@ async fn run_claim(
         }
         Err(ShardError::Failed { message, retry }) => {
             tracing::warn!(%message, retry, "shard failed");
+            let message = config.redactor.redact(&message);
             if let Err(error) = store.fail_shard(&fence, &message, retry).await {
                 tracing::error!(%error, "could not record the failure; the lease will expire");
             }
