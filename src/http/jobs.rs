@@ -191,6 +191,48 @@ pub fn check_callback(state: &AppState, callback: &Option<CallbackSpec>) -> Vec<
         .unwrap_or_default()
 }
 
+/// What an Idempotency-Key is bound to: the body's JSON with object keys sorted and no
+/// insignificant whitespace, so the same document serialised another way is the same request.
+fn request_hash(body: &[u8]) -> String {
+    fn canonical(value: &serde_json::Value, out: &mut String) {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, key) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&serde_json::Value::String(key.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[key], out);
+                }
+                out.push('}');
+            }
+            serde_json::Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(value) => {
+            let mut text = String::new();
+            canonical(&value, &mut text);
+            hex::encode(Sha256::digest(text.as_bytes()))
+        }
+        Err(_) => hex::encode(Sha256::digest(body)),
+    }
+}
+
 /// Stores the job (or finds the one stored under the same Idempotency-Key).
 pub async fn submit(
     state: &AppState,
@@ -213,7 +255,7 @@ pub async fn submit(
                 })?;
             Some(Idempotency {
                 key: key.to_string(),
-                request_hash: hex::encode(Sha256::digest(body)),
+                request_hash: request_hash(body),
             })
         }
     };
@@ -249,4 +291,16 @@ pub fn accepted(location: String, created: bool, body: impl Serialize) -> Respon
 
 pub fn not_found(kind: JobKind, id: &str) -> ApiError {
     ApiError::not_found(format!("no {} with id {id:?}", kind.as_str()))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_same_document_serialised_another_way_hashes_the_same() {
+        let a = super::request_hash(br#"{"b": [1, {"y": 2, "x": 1}], "a": "t"}"#);
+        let b = super::request_hash(br#"{"a":"t","b":[1,{"x":1,"y":2}]}"#);
+        let c = super::request_hash(br#"{"a":"t","b":[{"x":1,"y":2},1]}"#);
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
 }
