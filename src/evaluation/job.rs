@@ -45,6 +45,9 @@ mod tests {
         assert_eq!(job.shards.len(), 10_001);
         assert_eq!(job.shards[0].end - job.shards[0].start, 100);
         spec.options.shard_size = None;
-        assert_eq!(evaluation_job(&spec, 1_200, 500, 3).unwrap().shards.len(), 4);
+        assert_eq!(
+            evaluation_job(&spec, 1_200, 500, 3).unwrap().shards.len(),
+            4
+        );
     }
 }

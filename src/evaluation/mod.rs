@@ -18,6 +18,6 @@ pub use inputs::{InstanceInput, inputs_of};
 pub use job::evaluation_job;
 pub use listing::{LISTING_METRIC, parse_listing};
 pub use outcome::{InstanceView, SideResult, outcome_of};
-pub use recorded::{chosen_filter, load_recorded, metric_name, recorded_result};
+pub use recorded::{chosen_filter, load_recorded, load_recorded_for, metric_name, recorded_result};
 pub use report::{build_report, report_options, task_kind};
 pub use run::{EvalRuntime, run_shard};

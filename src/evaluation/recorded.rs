@@ -56,8 +56,28 @@ pub async fn load_recorded(
     predictions: &str,
     filter: &str,
 ) -> StoreResult<HashMap<String, RecordedInstance>> {
+    by_doc(store.prediction_rows(predictions, filter).await?)
+}
+
+/// As `load_recorded`, for these doc_ids only (a shard's).
+pub async fn load_recorded_for(
+    store: &dyn Store,
+    predictions: &str,
+    filter: &str,
+    doc_ids: &[String],
+) -> StoreResult<HashMap<String, RecordedInstance>> {
+    by_doc(
+        store
+            .prediction_rows_for(predictions, filter, doc_ids)
+            .await?,
+    )
+}
+
+fn by_doc(
+    rows: Vec<crate::store::PredictionRow>,
+) -> StoreResult<HashMap<String, RecordedInstance>> {
     let mut out = HashMap::new();
-    for row in store.prediction_rows(predictions, filter).await? {
+    for row in rows {
         let instance: RecordedInstance = serde_json::from_value(row.body)
             .map_err(|e| crate::store::StoreError::Corrupt(format!("prediction row: {e}")))?;
         out.insert(row.doc_id, instance);

@@ -1,20 +1,19 @@
 //! A work shard of an evaluation: both models over the shard's instances, in chunks, each
 //! chunk's rows stored as soon as both models have scored it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::json;
 
 use super::SideResult;
 use super::report::task_kind;
-use super::{chosen_filter, load_recorded, recorded_result};
+use super::{chosen_filter, load_recorded_for, recorded_result};
 use crate::dataset::Item;
 use crate::engine::{
     BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
     RunOptions, WeightDtype,
 };
-use crate::lmeval::RecordedInstance;
 use crate::metrics::{
     AnswerFilter, ExactMatchOptions, HarnessExactMatch, InstanceOutcome, classify, rouge_l_f,
     rouge1_f, slice_names,
@@ -284,7 +283,11 @@ fn record(
 /// How a side's results come: from running its model, or from its recorded run.
 enum Runner {
     Model(ModelSpec),
-    Recorded(HashMap<String, RecordedInstance>),
+    /// A recorded run's id and the filter read; lines are fetched per chunk of rows.
+    Recorded {
+        predictions: String,
+        filter: String,
+    },
 }
 
 impl Runner {
@@ -310,9 +313,10 @@ impl Runner {
                     })?;
                 let filter = chosen_filter(&spec.task, &predictions)
                     .map_err(|e| ShardError::fatal(format!("{field}: {e}")))?;
-                Ok(Self::Recorded(
-                    load_recorded(ctx.store.as_ref(), &predictions.id, &filter).await?,
-                ))
+                Ok(Self::Recorded {
+                    predictions: predictions.id,
+                    filter,
+                })
             }
         }
     }
@@ -332,18 +336,25 @@ impl Runner {
             Self::Model(model) => score_side(runtime, model, spec, items, cancel)
                 .await
                 .map_err(|e| engine_failure(ctx, e, &format!("{field} model"))),
-            Self::Recorded(by_doc) => rows
-                .iter()
-                .map(|row| {
-                    let recorded = by_doc.get(&row.id).ok_or_else(|| {
-                        ShardError::fatal(format!(
-                            "{field}: the recorded run has no doc_id {}",
-                            row.id
-                        ))
-                    })?;
-                    recorded_result(recorded, &spec.task)
-                })
-                .collect(),
+            Self::Recorded {
+                predictions,
+                filter,
+            } => {
+                let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+                let by_doc =
+                    load_recorded_for(ctx.store.as_ref(), predictions, filter, &ids).await?;
+                rows.iter()
+                    .map(|row| {
+                        let recorded = by_doc.get(&row.id).ok_or_else(|| {
+                            ShardError::fatal(format!(
+                                "{field}: the recorded run has no doc_id {}",
+                                row.id
+                            ))
+                        })?;
+                        recorded_result(recorded, &spec.task)
+                    })
+                    .collect()
+            }
         }
     }
 }

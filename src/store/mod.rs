@@ -63,6 +63,13 @@ pub trait Store: Send + Sync + 'static {
     async fn list_predictions(&self, page: PageRequest) -> StoreResult<Page<Predictions>>;
     /// Every stored line of a recorded run under `filter`, in file order.
     async fn prediction_rows(&self, id: &str, filter: &str) -> StoreResult<Vec<PredictionRow>>;
+    /// The lines of a recorded run under `filter` for these doc_ids (those that exist).
+    async fn prediction_rows_for(
+        &self,
+        id: &str,
+        filter: &str,
+        doc_ids: &[String],
+    ) -> StoreResult<Vec<PredictionRow>>;
 
     /// Inserts a job with its shards, or returns the job already stored under the same
     /// idempotency key (`created` is false then).

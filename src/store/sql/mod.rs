@@ -145,6 +145,15 @@ impl Store for SqlStore {
         self.prediction_rows_impl(id, filter).await
     }
 
+    async fn prediction_rows_for(
+        &self,
+        id: &str,
+        filter: &str,
+        doc_ids: &[String],
+    ) -> StoreResult<Vec<PredictionRow>> {
+        self.prediction_rows_for_impl(id, filter, doc_ids).await
+    }
+
     async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>> {
         self.create_job_impl(job).await
     }

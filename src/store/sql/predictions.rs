@@ -151,16 +151,46 @@ impl SqlStore {
         .bind(filter.to_string())
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                Ok(PredictionRow {
-                    idx: row.try_get("idx")?,
-                    doc_id: row.try_get("doc_id")?,
-                    filter: row.try_get("filter")?,
-                    body: parse_json("prediction_rows.body", &body)?,
-                })
-            })
-            .collect()
+        rows.iter().map(prediction_row).collect()
     }
+
+    pub(super) async fn prediction_rows_for_impl(
+        &self,
+        id: &str,
+        filter: &str,
+        doc_ids: &[String],
+    ) -> StoreResult<Vec<PredictionRow>> {
+        let mut out = Vec::with_capacity(doc_ids.len());
+        for chunk in doc_ids.chunks(500) {
+            let placeholders: Vec<String> =
+                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
+            // Only generated placeholders are formatted into the statement; values are bound.
+            let sql = format!(
+                "SELECT idx, doc_id, filter, body FROM prediction_rows \
+                 WHERE prediction_id = $1 AND filter = $2 AND doc_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(id.to_string())
+                .bind(filter.to_string());
+            for doc_id in chunk {
+                query = query.bind(doc_id.clone());
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                out.push(prediction_row(&row)?);
+            }
+        }
+        out.sort_by_key(|r| r.idx);
+        Ok(out)
+    }
+}
+
+fn prediction_row(row: &AnyRow) -> StoreResult<PredictionRow> {
+    let body: String = row.try_get("body")?;
+    Ok(PredictionRow {
+        idx: row.try_get("idx")?,
+        doc_id: row.try_get("doc_id")?,
+        filter: row.try_get("filter")?,
+        body: parse_json("prediction_rows.body", &body)?,
+    })
 }
