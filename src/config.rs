@@ -146,6 +146,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_MAX_BODY_BYTES", default_value_t = 64 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Requests handled at once; others wait up to 2 s, then get 503 with Retry-After.
+    #[arg(long, env = "MUSCLE_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
+    pub max_concurrent_requests: usize,
+
+    /// Seconds after which a request still running is stopped with 503.
+    #[arg(long, env = "MUSCLE_REQUEST_TIMEOUT_SECONDS", default_value_t = 120)]
+    pub request_timeout_seconds: u64,
+
     /// Comma-separated hosts (`host` or `host:port`) a spec's `callback.url` may name; none by
     /// default. Signing secrets are read at start from MUSCLE_CALLBACK_SECRET* variables.
     #[arg(long, env = "MUSCLE_CALLBACK_HOSTS", value_delimiter = ',')]

@@ -32,6 +32,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cors_origins: args.cors_origins.clone(),
                 max_body_bytes: args.max_body_bytes,
                 callbacks: CallbackPolicy::from_env(&args.callback_hosts),
+                max_concurrent_requests: args.max_concurrent_requests,
+                request_timeout: std::time::Duration::from_secs(
+                    args.request_timeout_seconds.max(1),
+                ),
             };
             tracing::info!(
                 database = %store::redact(&settings.database_url),

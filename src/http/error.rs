@@ -30,6 +30,8 @@ pub struct ApiError {
     kind: &'static str,
     detail: String,
     errors: Vec<FieldError>,
+    /// Seconds a client should wait before trying again (503, 507).
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -39,6 +41,7 @@ impl ApiError {
             kind,
             detail: detail.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -99,6 +102,30 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "about:blank", detail)
     }
 
+    /// 503 with Retry-After: the request may succeed as it is, later.
+    pub fn busy(detail: impl Into<String>, retry_after: u32) -> Self {
+        Self {
+            retry_after: Some(retry_after),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "urn:muscle:problem:busy",
+                detail,
+            )
+        }
+    }
+
+    /// 507: the database's disk is full; nothing of the request was stored.
+    pub fn storage_full() -> Self {
+        Self {
+            retry_after: Some(60),
+            ..Self::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "urn:muscle:problem:storage",
+                "the database has no space left; nothing of this request was stored",
+            )
+        }
+    }
+
     pub fn internal(error: impl std::fmt::Display) -> Self {
         // The cause goes to the log only; the client learns nothing about internals.
         tracing::error!(%error, "internal error");
@@ -123,8 +150,61 @@ impl From<StoreError> for ApiError {
                 "Idempotency-Key",
                 "this key was already used with a different request body",
             ),
+            StoreError::Database(db) => match database_trouble(&db) {
+                Some(Trouble::Busy) => {
+                    tracing::warn!(error = %db, "database busy; answering 503");
+                    Self::busy(
+                        "the database is busy or unreachable; nothing of this request was \
+                         stored, try again",
+                        2,
+                    )
+                }
+                Some(Trouble::Full) => {
+                    tracing::error!(error = %db, "database storage full");
+                    Self::storage_full()
+                }
+                None => Self::internal(db),
+            },
             other => Self::internal(other),
         }
+    }
+}
+
+enum Trouble {
+    Busy,
+    Full,
+}
+
+/// Errors that say the database cannot take the request now, rather than that it is wrong.
+fn database_trouble(error: &sqlx::Error) -> Option<Trouble> {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => Some(Trouble::Busy),
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            // Postgres answers a five-character SQLSTATE; SQLite its (extended) result code,
+            // at most four digits.
+            if code.len() == 5 {
+                match code.as_ref() {
+                    "53100" => Some(Trouble::Full),
+                    c if c.starts_with("08") || c.starts_with("57P") || c == "53300" => {
+                        Some(Trouble::Busy)
+                    }
+                    _ => None,
+                }
+            } else {
+                // The primary code is the low byte: BUSY 5, LOCKED 6, IOERR 10, FULL 13.
+                match code.parse::<i64>().map(|c| c & 0xff) {
+                    Ok(13) => Some(Trouble::Full),
+                    Ok(5 | 6 | 10) => Some(Trouble::Busy),
+                    _ => None,
+                }
+            }
+        }
+        _ => None,
     }
 }
 
@@ -146,6 +226,11 @@ impl IntoResponse for ApiError {
         response
             .headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -156,3 +241,18 @@ impl IntoResponse for ApiError {
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unreachable_or_busy_database_is_503_with_retry_after() {
+        let busy = ApiError::from(StoreError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let response = busy.into_response();
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let other = ApiError::from(StoreError::Database(sqlx::Error::RowNotFound));
+        assert_eq!(other.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -9,6 +9,7 @@ mod evaluations;
 mod extract;
 mod health;
 mod jobs;
+mod limit;
 mod models;
 mod openapi;
 mod predictions;
@@ -59,13 +60,30 @@ pub struct JobDefaults {
     pub max_attempts: u32,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub api_token: Option<String>,
     pub cors_origins: Vec<String>,
     pub max_body_bytes: usize,
     /// Where job-end callbacks may go, and their signing secrets.
     pub callbacks: CallbackPolicy,
+    /// Requests handled at once (others wait up to 2 s, then get 503 with Retry-After).
+    pub max_concurrent_requests: usize,
+    /// A request still running after this long is stopped with 503.
+    pub request_timeout: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            api_token: None,
+            cors_origins: Vec::new(),
+            max_body_bytes: 64 << 20,
+            callbacks: CallbackPolicy::default(),
+            max_concurrent_requests: 256,
+            request_timeout: Duration::from_secs(120),
+        }
+    }
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -92,6 +110,10 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .with_state(state.clone())
+        .layer(middleware::from_fn_with_state(
+            limit::Limits::new(options.max_concurrent_requests, options.request_timeout),
+            limit::limit,
+        ))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
         .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(middleware::from_fn_with_state(state.stats.clone(), record))

@@ -52,14 +52,31 @@ pub async fn connect(url: &str) -> StoreResult<SqlStore> {
     // refused, authentication failed, no such database), which the pool would turn into a bare
     // "pool timed out" after its acquire timeout.
     first_connection(&url).await?;
-    let pool = AnyPoolOptions::new()
+    let mut options = AnyPoolOptions::new()
         .max_connections(match backend {
             Backend::Sqlite => 8,
             Backend::Postgres => 16,
         })
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(&url)
-        .await?;
+        .acquire_timeout(Duration::from_secs(10));
+    if backend == Backend::Sqlite {
+        // A server's settings: readers never wait for the writer (WAL), a writer waits its
+        // turn instead of failing with "database is locked", and a commit is on disk before
+        // it is acknowledged.
+        options = options.after_connect(|connection, _| {
+            Box::pin(async move {
+                for pragma in [
+                    "PRAGMA journal_mode = WAL",
+                    "PRAGMA busy_timeout = 10000",
+                    "PRAGMA synchronous = FULL",
+                    "PRAGMA foreign_keys = ON",
+                ] {
+                    sqlx::query(pragma).execute(&mut *connection).await?;
+                }
+                Ok(())
+            })
+        });
+    }
+    let pool = options.connect(&url).await?;
     let migrator = match backend {
         Backend::Sqlite => &SQLITE_MIGRATIONS,
         Backend::Postgres => &POSTGRES_MIGRATIONS,

@@ -12,6 +12,7 @@ mod datasets;
 mod deploy;
 mod evaluations;
 mod lmeval;
+mod load;
 mod multi_worker;
 mod operations;
 mod trainings;
