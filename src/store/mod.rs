@@ -36,6 +36,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     fn backend(&self) -> Backend;
+    /// A small write: the database answers and takes writes (a full disk fails it).
     async fn ping(&self) -> StoreResult<()>;
 
     async fn insert_dataset(

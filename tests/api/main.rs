@@ -11,6 +11,7 @@ mod cli;
 mod datasets;
 mod deploy;
 mod evaluations;
+mod full_disk;
 mod lmeval;
 mod load;
 mod multi_worker;

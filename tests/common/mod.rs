@@ -84,3 +84,13 @@ pub async fn test_databases() -> Vec<TestDb> {
     }
     dbs
 }
+
+/// A SQLite file at `path` (the caller owns its folder).
+pub fn sqlite_at(path: &std::path::Path) -> TestDb {
+    TestDb {
+        backend: "sqlite",
+        url: format!("sqlite://{}", path.display()),
+        admin: None,
+        _dir: None,
+    }
+}
