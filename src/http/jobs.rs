@@ -28,6 +28,7 @@ pub struct ListParams {
     /// Only jobs with exactly this name.
     pub name: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -104,6 +104,7 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The whole application: routes, docs, authentication, CORS, limits, tracing.
 pub fn app(state: AppState, options: &HttpOptions) -> Router {
     let (router, spec) = api_router().split_for_parts();
+    let spec = openapi::finish(spec);
     let token = options.api_token.clone().filter(|t| !t.is_empty());
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))

@@ -34,6 +34,60 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Answers every route may give that its own annotation does not repeat: 401 where a token is
+/// required, 422 for a bad page request, 503 with Retry-After when the server is busy.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{Content, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    super::error::PROBLEM_JSON,
+                    Content::new(Some(Ref::from_schema_name("Problem"))),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let v1 = path.starts_with("/v1/");
+            for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                let pages = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .any(|p| {
+                        matches!(p, utoipa::openapi::RefOr::T(p) if p.name == "limit" || p.name == "wait")
+                    });
+                if v1 {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        problem(
+                            "A token is required (MUSCLE_API_TOKEN is set) and this one is not it",
+                        )
+                        .into()
+                    });
+                    responses.entry("503".into()).or_insert_with(|| {
+                        problem("Busy or the database is unreachable; Retry-After says when to try again").into()
+                    });
+                }
+                if pages {
+                    responses
+                        .entry("422".into())
+                        .or_insert_with(|| problem("A query parameter out of range").into());
+                }
+            }
+        }
+    }
+}
+
+/// The document once every route is in: the responses all routes share added.
+pub(super) fn finish(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    CommonResponses.modify(&mut spec);
+    spec
+}
+
 pub(super) fn base() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
 }
@@ -41,6 +95,7 @@ pub(super) fn base() -> utoipa::openapi::OpenApi {
 /// The OpenAPI document of every route, as committed in openapi/openapi.json.
 pub fn openapi_json() -> String {
     let (_, spec) = super::api_router().split_for_parts();
+    let spec = finish(spec);
     let mut text = spec.to_pretty_json().unwrap_or_default();
     text.push('\n');
     text

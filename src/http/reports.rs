@@ -83,6 +83,7 @@ pub struct InstanceParams {
     /// Only instances in this slice (`answer=1`, `topic=physics`), as named in the report.
     pub slice: Option<String>,
     /// Page size, 1 to 500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -37,8 +37,18 @@ pub struct AdapterInfo {
     pub base_model_name_or_path: Option<String>,
     pub r: Option<u64>,
     pub lora_alpha: Option<f64>,
-    #[schema(value_type = Object)]
+    /// As adapter_config.json has it: a list of module names, a regex, or null.
+    #[schema(value_type = Option<TargetModules>)]
     pub target_modules: Value,
+}
+
+/// PEFT's `target_modules`: module names, or one regular expression.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+#[serde(untagged)]
+pub enum TargetModules {
+    Names(Vec<String>),
+    Regex(String),
 }
 
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
