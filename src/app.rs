@@ -88,6 +88,7 @@ pub struct App {
     workers: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
     store: Arc<dyn Store>,
+    connections: http::ConnectionLimits,
 }
 
 impl App {
@@ -204,6 +205,7 @@ impl App {
             workers,
             shutdown,
             store,
+            connections: settings.http.connections,
         })
     }
 
@@ -230,10 +232,7 @@ impl App {
         });
         if let (Some(listener), Some(router)) = (self.listener, self.router) {
             tracing::info!(address = %listener.local_addr()?, "listening");
-            let stop = shutdown.clone();
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await?;
+            http::serve(listener, router, self.connections, shutdown.clone()).await;
         } else {
             shutdown.cancelled().await;
         }

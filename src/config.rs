@@ -150,6 +150,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     pub max_concurrent_requests: usize,
 
+    /// Seconds a connection has to send a request's headers (and the longest idle keep-alive).
+    #[arg(long, env = "MUSCLE_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub header_timeout_seconds: u64,
+
+    /// Connections open at once; more are closed when accepted.
+    #[arg(long, env = "MUSCLE_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+
     /// Seconds after which a request still running is stopped with 503.
     #[arg(long, env = "MUSCLE_REQUEST_TIMEOUT_SECONDS", default_value_t = 120)]
     pub request_timeout_seconds: u64,

@@ -36,6 +36,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request_timeout: std::time::Duration::from_secs(
                     args.request_timeout_seconds.max(1),
                 ),
+                connections: muscle::http::ConnectionLimits {
+                    header_read_timeout: std::time::Duration::from_secs(
+                        args.header_timeout_seconds.max(1),
+                    ),
+                    max_connections: args.max_connections,
+                    ..Default::default()
+                },
             };
             tracing::info!(
                 database = %store::redact(&settings.database_url),

@@ -14,6 +14,8 @@ mod models;
 mod openapi;
 mod predictions;
 mod reports;
+mod serve;
+pub use serve::{ConnectionLimits, serve};
 mod trainings;
 
 use std::sync::Arc;
@@ -71,6 +73,8 @@ pub struct HttpOptions {
     pub max_concurrent_requests: usize,
     /// A request still running after this long is stopped with 503.
     pub request_timeout: Duration,
+    /// Header deadline and connection bound of the listener.
+    pub connections: ConnectionLimits,
 }
 
 impl Default for HttpOptions {
@@ -82,6 +86,7 @@ impl Default for HttpOptions {
             callbacks: CallbackPolicy::default(),
             max_concurrent_requests: 256,
             request_timeout: Duration::from_secs(120),
+            connections: ConnectionLimits::default(),
         }
     }
 }

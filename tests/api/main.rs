@@ -8,6 +8,7 @@ mod helpers;
 mod auth_and_cors;
 mod callbacks;
 mod cli;
+mod connections;
 mod datasets;
 mod deploy;
 mod evaluations;
