@@ -1,3 +1,4 @@
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -13,7 +14,7 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let _ = writeln!(std::io::stderr(), "error: {error:#}");
             ExitCode::from(3)
         }
     }
@@ -78,7 +79,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             std::fs::create_dir_all(&db.data_dir)?;
             let url = db.database_url();
             store::connect(&url).await?;
-            eprintln!("migrations applied to {}", store::redact(&url));
+            let _ = writeln!(
+                std::io::stderr(),
+                "migrations applied to {}",
+                store::redact(&url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Openapi => {

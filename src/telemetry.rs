@@ -17,6 +17,9 @@ pub fn init(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr a closed pipe) is dropped: reporting it
+        // would print to the same stderr, and that panics the task that logged.
+        .log_internal_errors(false)
         // Colour codes only for a person at a terminal, never in log files or pipes.
         .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests) keeps the first subscriber.

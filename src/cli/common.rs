@@ -48,15 +48,15 @@ impl Failure {
                 for error in &errors {
                     match error.line {
                         Some(line) => {
-                            eprintln!("{source}: line {line}: {}: {}", error.field, error.message)
+                            say!("{source}: line {line}: {}: {}", error.field, error.message)
                         }
-                        None => eprintln!("{source}: {}: {}", error.field, error.message),
+                        None => say!("{source}: {}: {}", error.field, error.message),
                     }
                 }
                 ExitCode::from(INVALID)
             }
             Self::Runtime(error) => {
-                eprintln!("error: {error:#}");
+                say!("error: {error:#}");
                 ExitCode::from(FAILED)
             }
         }

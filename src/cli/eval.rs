@@ -125,7 +125,7 @@ pub(super) async fn run_evaluation(
     let gate: GateResult =
         serde_json::from_value(report["gate"].clone()).context("the report's gate")?;
     // On stderr, so that a pipeline sees why it exits 1 also when the report goes to --out.
-    eprintln!("{}", gate.verdict());
+    say!("{}", gate.verdict());
     Ok(if gate.passed {
         ExitCode::SUCCESS
     } else {

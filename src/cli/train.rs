@@ -136,7 +136,7 @@ async fn follow(store: &dyn Store, id: &str) -> Result<(Value, ExitCode), Failur
                 .transpose()
                 .context("the evaluation's gate")?
                 .context("the finished evaluation has no report")?;
-            eprintln!("{key}: {}", gate.verdict());
+            say!("{key}: {}", gate.verdict());
             if trained && !gate.passed {
                 code = ExitCode::from(GATE_FAILED);
             }

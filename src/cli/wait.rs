@@ -24,7 +24,7 @@ pub async fn run(args: WaitArgs) -> ExitCode {
     match wait(&args).await {
         Ok(code) => code,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            say!("error: {error:#}");
             ExitCode::from(FAILED)
         }
     }
@@ -97,9 +97,13 @@ async fn follow(
 }
 
 fn timed_out(args: &WaitArgs, what: &str, job: &Value) -> ExitCode {
-    eprintln!(
+    say!(
         "timed out after {} s: {what} {} is still {} ({} of {} done)",
-        args.timeout, args.id, job["status"], job["progress"]["done"], job["progress"]["total"]
+        args.timeout,
+        args.id,
+        job["status"],
+        job["progress"]["done"],
+        job["progress"]["total"]
     );
     ExitCode::from(TIMED_OUT)
 }
@@ -107,7 +111,7 @@ fn timed_out(args: &WaitArgs, what: &str, job: &Value) -> ExitCode {
 /// The verdict of a finished evaluation; None when it did not succeed (said on stderr).
 fn verdict(what: &str, job: &Value) -> anyhow::Result<Option<GateResult>> {
     if job["status"] != "succeeded" {
-        eprintln!(
+        say!(
             "{what} {}: {}",
             job["status"].as_str().unwrap_or("?"),
             job["error"].as_str().unwrap_or("(no error given)")
@@ -133,7 +137,7 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<ExitCode> {
         kind = "trainings";
         let (status, body) = server.get(&format!("/v1/trainings/{id}"), 0).await?;
         if status == StatusCode::NOT_FOUND {
-            eprintln!("{}: no evaluation or training {id}", server.base);
+            say!("{}: no evaluation or training {id}", server.base);
             return Ok(ExitCode::from(INVALID));
         }
         if status != StatusCode::OK {
@@ -151,7 +155,7 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<ExitCode> {
         return Ok(match verdict("evaluation", &job)? {
             None => ExitCode::from(FAILED),
             Some(gate) => {
-                eprintln!("{}", gate.verdict());
+                say!("{}", gate.verdict());
                 if gate.passed {
                     ExitCode::SUCCESS
                 } else {
@@ -166,14 +170,14 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<ExitCode> {
         Outcome::TimedOut(job) => return Ok(timed_out(args, "training", &job)),
     };
     if training["status"] != "succeeded" {
-        eprintln!(
+        say!(
             "training {}: {}",
             training["status"].as_str().unwrap_or("?"),
             training["error"].as_str().unwrap_or("(no error given)")
         );
         return Ok(ExitCode::from(FAILED));
     }
-    eprintln!("training succeeded: adapter {}", training["adapter"]);
+    say!("training succeeded: adapter {}", training["adapter"]);
     // The evaluations it queued: the trained adapter's gate decides, as for `muscle train`.
     let mut code = ExitCode::SUCCESS;
     let evaluations = training["evaluations"]
@@ -191,7 +195,7 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<ExitCode> {
         let Some(gate) = verdict(&format!("{key}:"), &job)? else {
             return Ok(ExitCode::from(FAILED));
         };
-        eprintln!("{key}: {}", gate.verdict());
+        say!("{key}: {}", gate.verdict());
         let trained = key == "old_vs_compat" || key == "before_vs_after";
         if trained && !gate.passed {
             code = ExitCode::from(GATE_FAILED);

@@ -216,3 +216,45 @@ async fn wait_gives_up_at_its_timeout() {
     })
     .await;
 }
+
+/// stderr a closed pipe (`muscle eval ... 2>&1 >/dev/null | true`): logs and the verdict are
+/// lost, the evaluation is not, and the exit code is the gate's.
+#[test]
+fn a_closed_stderr_neither_hangs_nor_changes_the_exit_code() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(
+        &spec_path,
+        spec_with_file(dir.path(), json!([])).to_string(),
+    )
+    .unwrap();
+    let out = dir.path().join("report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .arg("eval")
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&out)
+        .env("MUSCLE_MODEL_DIR", model_dir())
+        .env("MUSCLE_DATA_DIR", dir.path().join("data"))
+        .env("RUST_LOG", "info")
+        .env_remove("DATABASE_URL")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stderr.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("muscle eval hung with its stderr closed");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+    assert_eq!(report["n"], 6);
+}
