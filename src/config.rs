@@ -150,6 +150,10 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_MAX_CONCURRENT_REQUESTS", default_value_t = 256)]
     pub max_concurrent_requests: usize,
 
+    /// Uploads (datasets, recorded runs) read at once; others wait up to 5 s, then get 503.
+    #[arg(long, env = "MUSCLE_MAX_CONCURRENT_UPLOADS", default_value_t = 4)]
+    pub max_concurrent_uploads: usize,
+
     /// Seconds a connection has to send a request's headers (and the longest idle keep-alive).
     #[arg(long, env = "MUSCLE_HEADER_TIMEOUT_SECONDS", default_value_t = 10)]
     pub header_timeout_seconds: u64,

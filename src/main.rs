@@ -34,6 +34,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 max_body_bytes: args.max_body_bytes,
                 callbacks: CallbackPolicy::from_env(&args.callback_hosts),
                 max_concurrent_requests: args.max_concurrent_requests,
+                max_concurrent_uploads: args.max_concurrent_uploads,
                 request_timeout: std::time::Duration::from_secs(
                     args.request_timeout_seconds.max(1),
                 ),

@@ -15,19 +15,30 @@ use super::error::ApiError;
 /// How long a request waits for a free slot before it is turned away.
 const QUEUE_WAIT: Duration = Duration::from_secs(2);
 
+/// How long an upload waits for one of the upload slots.
+const UPLOAD_WAIT: Duration = Duration::from_secs(5);
+
 #[derive(Debug, Clone)]
 pub struct Limits {
     slots: Arc<Semaphore>,
+    /// Uploads hold their whole body and its parse: few at once bound the memory they take.
+    uploads: Arc<Semaphore>,
     timeout: Duration,
 }
 
 impl Limits {
-    pub fn new(max_concurrent: usize, timeout: Duration) -> Self {
+    pub fn new(max_concurrent: usize, max_uploads: usize, timeout: Duration) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            uploads: Arc::new(Semaphore::new(max_uploads.max(1))),
             timeout,
         }
     }
+}
+
+fn is_upload(request: &Request) -> bool {
+    request.method() == axum::http::Method::POST
+        && matches!(request.uri().path(), "/v1/datasets" | "/v1/predictions")
 }
 
 /// Health, readiness and metrics stay answerable under any load.
@@ -50,6 +61,20 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
             .into_response();
         }
     };
+    let upload = if is_upload(&request) {
+        match tokio::time::timeout(UPLOAD_WAIT, limits.uploads.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(permit),
+            _ => {
+                return ApiError::busy(
+                    "as many uploads as the server takes at once are being read; try again",
+                    5,
+                )
+                .into_response();
+            }
+        }
+    } else {
+        None
+    };
     let response = match tokio::time::timeout(limits.timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => ApiError::busy(
@@ -62,7 +87,7 @@ pub async fn limit(State(limits): State<Limits>, request: Request, next: Next) -
         )
         .into_response(),
     };
-    drop(permit);
+    drop((permit, upload));
     response
 }
 
@@ -85,6 +110,14 @@ mod tests {
                 }),
             )
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/v1/datasets",
+                axum::routing::post(|| async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    "stored"
+                })
+                .get(|| async { "listed" }),
+            )
             .layer(axum::middleware::from_fn_with_state(limits, limit))
     }
 
@@ -94,7 +127,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_full_server_answers_503_with_retry_after_and_health_still_answers() {
-        let limits = Limits::new(1, Duration::from_secs(60));
+        let limits = Limits::new(1, 1, Duration::from_secs(60));
         let first = tokio::spawn(app(limits.clone()).oneshot(get_request("/slow")));
         tokio::task::yield_now().await;
         let second = app(limits.clone())
@@ -113,11 +146,34 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_request_past_its_deadline_is_stopped_with_503() {
-        let response = app(Limits::new(4, Duration::from_secs(1)))
+        let response = app(Limits::new(4, 1, Duration::from_secs(1)))
             .oneshot(get_request("/slow"))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn uploads_beyond_their_slots_are_told_to_retry_while_other_requests_pass() {
+        let limits = Limits::new(8, 1, Duration::from_secs(60));
+        let upload = || {
+            Request::builder()
+                .method("POST")
+                .uri("/v1/datasets")
+                .body(Body::empty())
+                .unwrap()
+        };
+        let first = tokio::spawn(app(limits.clone()).oneshot(upload()));
+        tokio::task::yield_now().await;
+        let second = app(limits.clone()).oneshot(upload()).await.unwrap();
+        assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(second.headers()[header::RETRY_AFTER], "5");
+        let listing = app(limits.clone())
+            .oneshot(get_request("/v1/datasets"))
+            .await
+            .unwrap();
+        assert_eq!(listing.status(), StatusCode::OK);
+        assert_eq!(first.await.unwrap().unwrap().status(), StatusCode::OK);
     }
 }

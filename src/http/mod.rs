@@ -71,6 +71,8 @@ pub struct HttpOptions {
     pub callbacks: CallbackPolicy,
     /// Requests handled at once (others wait up to 2 s, then get 503 with Retry-After).
     pub max_concurrent_requests: usize,
+    /// Uploads (datasets, recorded runs) read at once; others wait up to 5 s, then 503.
+    pub max_concurrent_uploads: usize,
     /// A request still running after this long is stopped with 503.
     pub request_timeout: Duration,
     /// Header deadline and connection bound of the listener.
@@ -85,6 +87,7 @@ impl Default for HttpOptions {
             max_body_bytes: 64 << 20,
             callbacks: CallbackPolicy::default(),
             max_concurrent_requests: 256,
+            max_concurrent_uploads: 4,
             request_timeout: Duration::from_secs(120),
             connections: ConnectionLimits::default(),
         }
@@ -117,7 +120,11 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .with_state(state.clone())
         .layer(middleware::from_fn_with_state(
-            limit::Limits::new(options.max_concurrent_requests, options.request_timeout),
+            limit::Limits::new(
+                options.max_concurrent_requests,
+                options.max_concurrent_uploads,
+                options.request_timeout,
+            ),
             limit::limit,
         ))
         .layer(DefaultBodyLimit::max(options.max_body_bytes))
