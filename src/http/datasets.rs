@@ -32,6 +32,7 @@ pub struct UploadParams {
     pub name: Option<String>,
     /// `muscle` (default) or `lm-eval`: a samples file written by lm-evaluation-harness with
     /// `--log_samples`, whose rendered requests become the prompts.
+    #[param(inline)]
     pub format: Option<DatasetFormat>,
     /// lm-eval only: comma-separated `doc` fields whose values tag the rows (slices).
     pub slice_by: Option<String>,
@@ -44,6 +45,9 @@ pub struct PageParams {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub cursor: Option<String>,
 }
 

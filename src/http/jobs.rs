@@ -31,6 +31,9 @@ pub struct ListParams {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(
+        pattern = "^([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})?$"
+    )]
     pub cursor: Option<String>,
 }
 
@@ -80,6 +83,8 @@ pub async fn job_after_wait(
 /// Checks a page request; job and dataset cursors are ids.
 pub fn page_request(limit: Option<i64>, cursor: Option<String>) -> ApiResult<PageRequest> {
     let limit = limit.unwrap_or(DEFAULT_LIMIT);
+    // `?cursor=` (empty) is the first page.
+    let cursor = cursor.filter(|c| !c.is_empty());
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::invalid_field(
             "limit",

@@ -60,8 +60,10 @@ pub struct UploadParams {
     /// A name for the run (default: the start of its SHA-256).
     pub name: Option<String>,
     /// `lm-eval` (the default) or `muscle`.
+    #[param(inline)]
     pub format: Option<PredictionsFormat>,
     /// `muscle` format: which side of the listed evaluation is the run (default `new`).
+    #[param(inline)]
     pub side: Option<ListingSide>,
     /// The harness task the file is of (its file name says: samples_<task>_<date>.jsonl).
     pub task: Option<String>,

@@ -86,6 +86,7 @@ pub struct InstanceParams {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = "^[0-9]{0,18}$")]
     pub cursor: Option<String>,
 }
 
@@ -103,8 +104,9 @@ fn instance_filter(params: InstanceParams) -> ApiResult<InstanceFilter> {
             format!("must be from 1 to {MAX_LIMIT}"),
         ));
     }
-    // Instance cursors are dataset positions the store reads as i64.
-    if let Some(cursor) = &params.cursor
+    // `?cursor=` is the first page; instance cursors are dataset positions read as i64.
+    let cursor = params.cursor.filter(|c| !c.is_empty());
+    if let Some(cursor) = &cursor
         && !cursor.parse::<i64>().is_ok_and(|c| c >= 0)
     {
         return Err(ApiError::invalid_field(
@@ -115,10 +117,7 @@ fn instance_filter(params: InstanceParams) -> ApiResult<InstanceFilter> {
     Ok(InstanceFilter {
         flip: params.flip.map(|f| f.as_str().to_string()),
         slice: params.slice,
-        page: PageRequest {
-            limit,
-            cursor: params.cursor,
-        },
+        page: PageRequest { limit, cursor },
     })
 }
 
