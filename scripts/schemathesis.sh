@@ -24,7 +24,7 @@ for url in "" "${1:-}"; do
         "$repo/target/release/muscle" serve >"$data/server.log" 2>&1 &
     server=$!
     for _ in $(seq 1 100); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
-    echo "== schemathesis on ${url:+postgres}${url:-sqlite}"
+    echo "== schemathesis on $([ -n "$url" ] && echo postgres || echo sqlite)"
     "$st" run "http://127.0.0.1:$port/openapi.json" --checks all --max-examples 50 --seed 1 \
         --no-color -H "Authorization: Bearer schemathesis" || status=1
     kill "$server"; wait "$server" 2>/dev/null
