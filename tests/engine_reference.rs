@@ -14,7 +14,7 @@
 
 mod engine_support;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use engine_support::{fixtures_dir, max_abs_diff};
 use muscle::engine::scoring::{self, last_logits};
@@ -509,4 +509,68 @@ fn longrope_choices_on_both_sides_of_the_switch_match_transformers() {
             );
         }
     }
+}
+
+/// `no_repeat_ngram_size` against transformers' NoRepeatNGramLogitsProcessor, token for token
+/// (tests/fixtures/lmeval/no_repeat_ngram.json, scripts/reference/make_ngram_fixture.py).
+#[test]
+fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/lmeval/no_repeat_ngram.json")).unwrap(),
+    )
+    .unwrap();
+    let model = LoadedModel::load(
+        &ModelSpec {
+            base: root.join(reference["model"].as_str().unwrap()),
+            adapter: None,
+            dtype: WeightDtype::F32,
+            device: test_device(),
+        },
+        false,
+    )
+    .unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    let items: Vec<GenItem> = cases
+        .iter()
+        .map(|c| GenItem {
+            prompt: s(&c["prompt"]),
+            max_new_tokens: reference["max_new_tokens"].as_u64().unwrap() as usize,
+            stop: vec![],
+            no_repeat_ngram_size: c["no_repeat_ngram_size"].as_u64().unwrap() as usize,
+        })
+        .collect();
+    let options = RunOptions {
+        bos: Bos::Auto,
+        ..Default::default()
+    };
+    let batch = BatchConfig {
+        max_batch_tokens: 8192,
+        max_batch_size: 4,
+    };
+    let got = scoring::generate(&model, &items, batch, &options, &mut |_, _| {}).unwrap();
+    for (c, g) in cases.iter().zip(&got) {
+        assert_eq!(g.prompt_ids, ids(&c["prompt_ids"]), "prompt ids");
+        assert_eq!(
+            g.output_ids,
+            ids(&c["output_ids"]),
+            "n = {}",
+            c["no_repeat_ngram_size"]
+        );
+    }
+    // Without the ban the same prompts decode differently: the ban is what matched.
+    let free: Vec<GenItem> = items
+        .iter()
+        .map(|i| GenItem {
+            no_repeat_ngram_size: 0,
+            ..i.clone()
+        })
+        .collect();
+    let plain = scoring::generate(&model, &free, batch, &options, &mut |_, _| {}).unwrap();
+    assert!(
+        plain
+            .iter()
+            .zip(&got)
+            .any(|(a, b)| a.output_ids != b.output_ids)
+    );
 }
