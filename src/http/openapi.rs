@@ -50,6 +50,7 @@ impl Modify for CommonResponses {
                 )
                 .build()
         };
+        add_links(openapi);
         for (path, item) in openapi.paths.paths.iter_mut() {
             let v1 = path.starts_with("/v1/");
             for operation in [&mut item.get, &mut item.post].into_iter().flatten() {
@@ -86,6 +87,72 @@ impl Modify for CommonResponses {
 pub(super) fn finish(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     CommonResponses.modify(&mut spec);
     spec
+}
+
+/// Links from what a POST creates to the operations that read it, for clients and for stateful
+/// testing (schemathesis follows them from create to get).
+fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::link::LinkBuilder;
+    let links: [(&str, &str, &[(&str, &str)]); 4] = [
+        (
+            "/v1/evaluations",
+            "202",
+            &[
+                ("GetEvaluation", "get_evaluation"),
+                ("ListInstances", "list_instances"),
+                ("CancelEvaluation", "cancel_evaluation"),
+            ],
+        ),
+        (
+            "/v1/trainings",
+            "202",
+            &[
+                ("GetTraining", "get_training"),
+                ("CancelTraining", "cancel_training"),
+            ],
+        ),
+        ("/v1/datasets", "201", &[("GetDataset", "get_dataset")]),
+        (
+            "/v1/predictions",
+            "201",
+            &[("GetPredictions", "get_predictions")],
+        ),
+    ];
+    let known: std::collections::HashSet<String> = openapi
+        .paths
+        .paths
+        .values()
+        .flat_map(|item| [&item.get, &item.post])
+        .flatten()
+        .filter_map(|op| op.operation_id.clone())
+        .collect();
+    for (path, status, targets) in links {
+        let Some(post) = openapi
+            .paths
+            .paths
+            .get_mut(path)
+            .and_then(|i| i.post.as_mut())
+        else {
+            continue;
+        };
+        let Some(RefOr::T(response)) = post.responses.responses.get_mut(status) else {
+            continue;
+        };
+        for (name, operation) in targets {
+            if known.contains(*operation) {
+                response.links.insert(
+                    name.to_string(),
+                    RefOr::T(
+                        LinkBuilder::new()
+                            .operation_id(*operation)
+                            .parameter("id", "$response.body#/id")
+                            .build(),
+                    ),
+                );
+            }
+        }
+    }
 }
 
 pub(super) fn base() -> utoipa::openapi::OpenApi {
