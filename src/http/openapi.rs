@@ -89,12 +89,19 @@ pub(super) fn finish(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::Ope
     spec
 }
 
+/// (create path, its success status, [(link name, operationId of the reader)]).
+type CreateLinks = (
+    &'static str,
+    &'static str,
+    &'static [(&'static str, &'static str)],
+);
+
 /// Links from what a POST creates to the operations that read it, for clients and for stateful
 /// testing (schemathesis follows them from create to get).
 fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
     use utoipa::openapi::RefOr;
     use utoipa::openapi::link::LinkBuilder;
-    let links: [(&str, &str, &[(&str, &str)]); 4] = [
+    let links: [CreateLinks; 4] = [
         (
             "/v1/evaluations",
             "202",
