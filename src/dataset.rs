@@ -89,54 +89,28 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
     let mut kind: Option<(DatasetKind, usize)> = None;
     let mut first_line_of_id: HashMap<String, usize> = HashMap::new();
 
-    for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = index + 1;
+    for (line, parsed) in crate::validation::json_lines(body) {
         if errors.len() >= MAX_REPORTED_ERRORS {
             break;
         }
-        let text = match std::str::from_utf8(raw) {
-            Ok(text) => text.trim_end_matches('\r'),
-            Err(e) => {
-                errors.push(FieldError::line(
-                    line,
-                    "(line)",
-                    format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1),
-                ));
+        let object = match parsed {
+            Ok(object) => object,
+            Err(error) => {
+                errors.push(error);
                 continue;
             }
         };
-        if text.trim().is_empty() {
+        let nul = crate::validation::nul_paths_in(&object);
+        if !nul.is_empty() {
+            for field in nul {
+                errors.push(FieldError::line(
+                    line,
+                    field,
+                    crate::validation::NUL_MESSAGE,
+                ));
+            }
             continue;
         }
-        let object = match serde_json::from_str::<Value>(text) {
-            Ok(value @ Value::Object(_)) if !crate::validation::nul_paths(&value).is_empty() => {
-                for field in crate::validation::nul_paths(&value) {
-                    errors.push(FieldError::line(
-                        line,
-                        field,
-                        crate::validation::NUL_MESSAGE,
-                    ));
-                }
-                continue;
-            }
-            Ok(Value::Object(object)) => object,
-            Ok(_) => {
-                errors.push(FieldError::line(
-                    line,
-                    "(line)",
-                    "each line must be a JSON object",
-                ));
-                continue;
-            }
-            Err(e) => {
-                errors.push(FieldError::line(
-                    line,
-                    "(line)",
-                    format!("invalid JSON at column {}: {e}", e.column()),
-                ));
-                continue;
-            }
-        };
         let before = errors.len();
         let id = row_id(&object, line, &mut errors);
         let item = parse_item(&object, line, &mut errors);

@@ -59,41 +59,103 @@ pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 /// Dotted paths (as `FieldError::field` names them) of the strings and keys in `value` that
 /// hold a NUL character.
 pub fn nul_paths(value: &serde_json::Value) -> Vec<String> {
-    fn walk(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
-        match value {
-            serde_json::Value::String(s) if s.contains('\0') => out.push(display(path)),
-            serde_json::Value::Array(items) => {
-                for (i, item) in items.iter().enumerate() {
-                    walk(item, &format!("{path}[{i}]"), out);
-                }
-            }
-            serde_json::Value::Object(map) => {
-                for (key, item) in map {
-                    let child = if path.is_empty() {
-                        key.clone()
-                    } else {
-                        format!("{path}.{key}")
-                    };
-                    if key.contains('\0') {
-                        out.push(display(&child));
-                    } else {
-                        walk(item, &child, out);
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    fn display(path: &str) -> String {
-        if path.is_empty() {
-            "(body)".into()
-        } else {
-            path.replace('\0', "\\u0000")
-        }
-    }
     let mut out = Vec::new();
-    walk(value, "", &mut out);
+    walk_nul(value, "", &mut out);
     out
+}
+
+/// As [`nul_paths`], for the fields of a JSON object.
+pub fn nul_paths_in(object: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_nul_map(object, "", &mut out);
+    out
+}
+
+fn walk_nul(value: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+    match value {
+        serde_json::Value::String(s) if s.contains('\0') => out.push(nul_display(path)),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_nul(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => walk_nul_map(map, path, out),
+        _ => {}
+    }
+}
+
+fn walk_nul_map(
+    map: &serde_json::Map<String, serde_json::Value>,
+    path: &str,
+    out: &mut Vec<String>,
+) {
+    for (key, item) in map {
+        let child = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        if key.contains('\0') {
+            out.push(nul_display(&child));
+        } else {
+            walk_nul(item, &child, out);
+        }
+    }
+}
+
+fn nul_display(path: &str) -> String {
+    if path.is_empty() {
+        "(body)".into()
+    } else {
+        path.replace('\0', "\\u0000")
+    }
+}
+
+/// The lines of a JSON-lines upload as objects, with their 1-based numbers; blank lines are
+/// skipped, a line that is not UTF-8, not JSON or not an object is an error naming it.
+pub fn json_lines(
+    body: &[u8],
+) -> impl Iterator<
+    Item = (
+        usize,
+        Result<serde_json::Map<String, serde_json::Value>, FieldError>,
+    ),
+> + '_ {
+    body.split(|&b| b == b'\n')
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            let line = index + 1;
+            let text = match std::str::from_utf8(raw) {
+                Ok(text) => text.trim_end_matches('\r'),
+                Err(e) => {
+                    return Some((
+                        line,
+                        Err(FieldError::line(
+                            line,
+                            "(line)",
+                            format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1),
+                        )),
+                    ));
+                }
+            };
+            if text.trim().is_empty() {
+                return None;
+            }
+            let parsed = match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(serde_json::Value::Object(object)) => Ok(object),
+                Ok(_) => Err(FieldError::line(
+                    line,
+                    "(line)",
+                    "each line must be a JSON object",
+                )),
+                Err(e) => Err(FieldError::line(
+                    line,
+                    "(line)",
+                    format!("invalid JSON at column {}: {e}", e.column()),
+                )),
+            };
+            Some((line, parsed))
+        })
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::SideResult;
 use crate::lmeval::RecordedInstance;
 use crate::store::DatasetKind;
-use crate::validation::FieldError;
+use crate::validation::{FieldError, json_lines};
 
 /// The per-sample value a listing records: the side's score under the evaluation's metric.
 pub const LISTING_METRIC: &str = "score";
@@ -44,18 +44,18 @@ pub fn parse_listing(
     let mut out = Vec::new();
     let mut kind: Option<DatasetKind> = None;
     let mut seen = HashSet::new();
-    for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = index + 1;
+    for (line, object) in json_lines(body) {
         if errors.len() >= 100 {
             break;
         }
-        if raw.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let parsed: ListingLine = match serde_json::from_slice(raw) {
+        let parsed = object.and_then(|object| {
+            serde_json::from_value::<ListingLine>(Value::Object(object))
+                .map_err(|e| FieldError::line(line, "(line)", e.to_string()))
+        });
+        let parsed = match parsed {
             Ok(parsed) => parsed,
-            Err(e) => {
-                errors.push(FieldError::line(line, "(line)", e.to_string()));
+            Err(error) => {
+                errors.push(error);
                 continue;
             }
         };

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::validation::{FieldError, NUL_MESSAGE};
+use crate::validation::{FieldError, NUL_MESSAGE, json_lines};
 
 /// The most problems one upload reports.
 const MAX_ERRORS: usize = 100;
@@ -137,41 +137,14 @@ pub fn parse_samples(body: &[u8]) -> Result<SamplesFile, Vec<FieldError>> {
     let mut metrics: Vec<String> = Vec::new();
     let mut first_line: HashMap<(i64, String), usize> = HashMap::new();
 
-    for (index, raw) in body.split(|&b| b == b'\n').enumerate() {
-        let line = index + 1;
+    for (line, parsed) in json_lines(body) {
         if errors.len() >= MAX_ERRORS {
             break;
         }
-        let text = match std::str::from_utf8(raw) {
-            Ok(text) => text.trim_end_matches('\r'),
-            Err(e) => {
-                errors.push(FieldError::line(
-                    line,
-                    "(line)",
-                    format!("not valid UTF-8 (byte {} of the line)", e.valid_up_to() + 1),
-                ));
-                continue;
-            }
-        };
-        if text.trim().is_empty() {
-            continue;
-        }
-        let object = match serde_json::from_str::<Value>(text) {
-            Ok(Value::Object(object)) => object,
-            Ok(_) => {
-                errors.push(FieldError::line(
-                    line,
-                    "(line)",
-                    "each line must be a JSON object",
-                ));
-                continue;
-            }
-            Err(e) => {
-                errors.push(FieldError::line(
-                    line,
-                    "(line)",
-                    format!("invalid JSON at column {}: {e}", e.column()),
-                ));
+        let object = match parsed {
+            Ok(object) => object,
+            Err(error) => {
+                errors.push(error);
                 continue;
             }
         };
