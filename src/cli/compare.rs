@@ -17,7 +17,7 @@ use crate::spec::{
     EvalOptions, EvaluationSpec, GenerationMetric, McScore, PredictionsRef, Side, TaskSpec,
     check_gate,
 };
-use crate::store::{DatasetKind, NewPredictions, Store};
+use crate::store::{NewPredictions, Store};
 use crate::validation::{Errors, FieldError};
 
 pub async fn run(args: CompareArgs) -> ExitCode {
@@ -44,10 +44,7 @@ async fn store_run(store: &dyn Store, path: &Path) -> Result<(String, SamplesKin
                 name,
                 format: "lm-eval".into(),
                 task: None,
-                kind: match kind {
-                    SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
-                    SamplesKind::Generation => DatasetKind::Generation,
-                },
+                kind: kind.dataset_kind(),
                 filters: file.filters.clone(),
                 metrics: file.metrics.clone(),
                 model: None,

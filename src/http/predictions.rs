@@ -16,8 +16,8 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::page_request;
 use crate::evaluation::{LISTING_METRIC, parse_listing};
-use crate::lmeval::{SamplesKind, parse_samples, recorded_rows, rows_of};
-use crate::store::{DatasetKind, NewPredictions, Predictions};
+use crate::lmeval::{parse_samples, recorded_rows, rows_of};
+use crate::store::{NewPredictions, Predictions};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -124,10 +124,7 @@ async fn upload_predictions(
     let (kind, filters, metrics, rows) = match format {
         PredictionsFormat::LmEval => {
             let file = parse_samples(&body).map_err(invalid)?;
-            let kind = match file.kind {
-                SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
-                SamplesKind::Generation => DatasetKind::Generation,
-            };
+            let kind = file.kind.dataset_kind();
             let rows = recorded_rows(&file);
             (kind, file.filters, file.metrics, rows)
         }

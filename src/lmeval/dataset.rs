@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::samples::{Responses, parse_samples};
 use crate::dataset::{Item, ParsedDataset};
-use crate::store::{DatasetKind, DatasetRow};
+use crate::store::DatasetRow;
 use crate::validation::FieldError;
 
 /// Turns the samples into dataset rows, one per document (the lines of other filters repeat
@@ -98,10 +98,7 @@ pub fn samples_dataset(body: &[u8], slice_by: &[String]) -> Result<ParsedDataset
     if !errors.is_empty() {
         return Err(errors);
     }
-    let kind = match file.kind {
-        super::SamplesKind::MultipleChoice => DatasetKind::MultipleChoice,
-        super::SamplesKind::Generation => DatasetKind::Generation,
-    };
+    let kind = file.kind.dataset_kind();
     // The same file with other slice_by fields is another dataset.
     let mut hash = Sha256::new();
     hash.update(body);
@@ -117,6 +114,7 @@ pub fn samples_dataset(body: &[u8], slice_by: &[String]) -> Result<ParsedDataset
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::DatasetKind;
 
     fn fixture(task: &str) -> Vec<u8> {
         std::fs::read(format!(

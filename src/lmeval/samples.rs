@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
+use crate::store::DatasetKind;
 use crate::validation::{FieldError, NUL_MESSAGE, json_lines};
 
 /// The most problems one upload reports.
@@ -39,9 +40,14 @@ pub enum SamplesKind {
 
 impl SamplesKind {
     pub fn as_str(self) -> &'static str {
+        self.dataset_kind().as_str()
+    }
+
+    /// The dataset kind of the same task.
+    pub fn dataset_kind(self) -> DatasetKind {
         match self {
-            Self::MultipleChoice => "multiple_choice",
-            Self::Generation => "generation",
+            Self::MultipleChoice => DatasetKind::MultipleChoice,
+            Self::Generation => DatasetKind::Generation,
         }
     }
 }
