@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use super::SideResult;
+use crate::engine::McResult;
 use crate::lmeval::RecordedInstance;
 use crate::spec::{GenerationMetric, McScore, TaskSpec};
 use crate::store::{Predictions, Store, StoreResult};
@@ -85,17 +86,6 @@ fn by_doc(
     Ok(out)
 }
 
-/// The first index of the largest value (numpy's argmax).
-fn argmax(values: impl Iterator<Item = f64>) -> usize {
-    let mut best = (0, f64::NEG_INFINITY);
-    for (i, v) in values.enumerate() {
-        if v > best.1 || i == 0 {
-            best = (i, v);
-        }
-    }
-    best.0
-}
-
 /// One instance's side from its recorded line.
 pub fn recorded_result(
     recorded: &RecordedInstance,
@@ -111,14 +101,17 @@ pub fn recorded_result(
     match task {
         TaskSpec::MultipleChoice { score, .. } => {
             let lls = &recorded.loglikelihoods;
+            // The engine's own acc / acc_norm choice (acc_norm divides by the choice's length
+            // in characters, without the delimiter, as lm-eval does).
+            let choices: Vec<String> = recorded
+                .continuations
+                .iter()
+                .map(|c| c.strip_prefix(' ').unwrap_or(c).to_string())
+                .collect();
+            let picked = McResult::from_scores(&choices, lls.clone(), vec![false; lls.len()]);
             let prediction = match score {
-                McScore::Acc => argmax(lls.iter().copied()),
-                // lm-eval divides by the choice's length in characters (without the delimiter).
-                McScore::AccNorm => {
-                    argmax(lls.iter().zip(&recorded.continuations).map(|(ll, c)| {
-                        ll / c.strip_prefix(' ').unwrap_or(c).chars().count().max(1) as f64
-                    }))
-                }
+                McScore::Acc => picked.acc_pred,
+                McScore::AccNorm => picked.acc_norm_pred,
             };
             let correct = match value {
                 Some(v) => v >= 1.0,
