@@ -10,23 +10,11 @@ use super::{chosen_filter, load_recorded, metric_name};
 use crate::dataset::Item;
 use crate::lmeval::RecordedInstance;
 use crate::spec::{EvaluationSpec, PredictionsRef, Side};
-use crate::store::{Dataset, DatasetKind, DatasetRow, NewDataset, Predictions, Store, StoreResult};
+use crate::store::{
+    Dataset, DatasetKind, DatasetRow, Lookup, NewDataset, Predictions, Store, StoreResult,
+    lookup_predictions,
+};
 use crate::validation::FieldError;
-
-/// A recorded run by id, or by the name it was uploaded under when exactly one has it.
-async fn lookup(store: &dyn Store, reference: &str) -> StoreResult<Result<Predictions, String>> {
-    if let Some(found) = store.get_predictions(reference).await? {
-        return Ok(Ok(found));
-    }
-    let mut named = store.predictions_named(reference, 10).await?;
-    Ok(match named.len() {
-        0 => Err(format!("no recorded run with id or name {reference:?}")),
-        1 => Ok(named.remove(0)),
-        n => Err(format!(
-            "{n} recorded runs are named {reference:?}; name one by its id"
-        )),
-    })
-}
 
 /// The recorded run of one side, checked against the task; None (with errors) when unusable.
 async fn recorded_side(
@@ -36,10 +24,15 @@ async fn recorded_side(
     reference: &str,
     errors: &mut Vec<FieldError>,
 ) -> StoreResult<Option<(Predictions, String)>> {
-    let predictions = match lookup(store, reference).await? {
-        Ok(p) => p,
-        Err(message) => {
-            errors.push(FieldError::field(format!("{side}.predictions"), message));
+    let predictions = match lookup_predictions(store, reference).await? {
+        Lookup::Found(p) => p,
+        other => {
+            errors.push(FieldError::field(
+                format!("{side}.predictions"),
+                other
+                    .problem_with("recorded run", reference)
+                    .unwrap_or_default(),
+            ));
             return Ok(None);
         }
     };

@@ -142,36 +142,66 @@ pub trait Store: Send + Sync + 'static {
     async fn record_callback(&self, job_id: &str, attempt: &CallbackAttempt) -> StoreResult<()>;
 }
 
-/// What an evaluation's or training's `dataset` names: an uploaded dataset's id, or the name it
-/// was uploaded under when exactly one dataset has that name.
-pub enum DatasetLookup {
-    Found(Dataset),
+/// What a reference by id or name found: the one thing, nothing, or several of that name.
+pub enum Lookup<T> {
+    Found(T),
     Missing,
-    /// Several datasets carry the name; the count found (at most 10).
+    /// Several carry the name; the count found (at most 10).
     Ambiguous(usize),
 }
 
-pub async fn lookup_dataset(store: &dyn Store, id_or_name: &str) -> StoreResult<DatasetLookup> {
-    if let Some(found) = store.get_dataset(id_or_name).await? {
-        return Ok(DatasetLookup::Found(found));
+/// What an evaluation's or training's `dataset` names: an uploaded dataset's id, or the name it
+/// was uploaded under when exactly one dataset has that name.
+pub type DatasetLookup = Lookup<Dataset>;
+
+impl<T> Lookup<T> {
+    /// By id first, else by a name exactly one carries.
+    fn pick(by_id: Option<T>, mut named: Vec<T>) -> Self {
+        match (by_id, named.len()) {
+            (Some(found), _) => Self::Found(found),
+            (None, 0) => Self::Missing,
+            (None, 1) => Self::Found(named.remove(0)),
+            (None, n) => Self::Ambiguous(n),
+        }
     }
-    let mut named = store.datasets_named(id_or_name, 10).await?;
-    Ok(match named.len() {
-        0 => DatasetLookup::Missing,
-        1 => DatasetLookup::Found(named.remove(0)),
-        n => DatasetLookup::Ambiguous(n),
-    })
+
+    /// Why a reference to a `noun` ("dataset", "recorded run") found no single one.
+    pub fn problem_with(&self, noun: &str, reference: &str) -> Option<String> {
+        match self {
+            Self::Found(_) => None,
+            Self::Missing => Some(format!("no {noun} with id or name {reference:?}")),
+            Self::Ambiguous(n) => Some(format!(
+                "{n} {noun}s are named {reference:?}; name one by its id"
+            )),
+        }
+    }
 }
 
 impl DatasetLookup {
     /// Why a reference found no single dataset, for the field's error.
     pub fn problem(&self, reference: &str) -> Option<String> {
-        match self {
-            Self::Found(_) => None,
-            Self::Missing => Some(format!("no dataset with id or name {reference:?}")),
-            Self::Ambiguous(n) => Some(format!(
-                "{n} datasets are named {reference:?}; name one by its id"
-            )),
-        }
+        self.problem_with("dataset", reference)
     }
+}
+
+pub async fn lookup_dataset(store: &dyn Store, id_or_name: &str) -> StoreResult<DatasetLookup> {
+    let by_id = store.get_dataset(id_or_name).await?;
+    let named = match by_id {
+        Some(_) => Vec::new(),
+        None => store.datasets_named(id_or_name, 10).await?,
+    };
+    Ok(Lookup::pick(by_id, named))
+}
+
+/// A recorded run by its id, or by the name exactly one was uploaded under.
+pub async fn lookup_predictions(
+    store: &dyn Store,
+    id_or_name: &str,
+) -> StoreResult<Lookup<Predictions>> {
+    let by_id = store.get_predictions(id_or_name).await?;
+    let named = match by_id {
+        Some(_) => Vec::new(),
+        None => store.predictions_named(id_or_name, 10).await?,
+    };
+    Ok(Lookup::pick(by_id, named))
 }
