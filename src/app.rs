@@ -189,12 +189,16 @@ impl App {
                     callbacks: settings.http.callbacks.clone(),
                 };
                 // The API sends callbacks: it checked their hosts and secrets at submission.
-                workers.push(tokio::spawn(deliver_callbacks(
-                    store.clone(),
-                    settings.http.callbacks.clone(),
-                    Arc::new(state.clone()),
-                    shutdown.clone(),
-                )));
+                // With no host allowed none can be sent (pending ones wait for a server that
+                // allows theirs), so no loop polls the database for them.
+                if !settings.http.callbacks.hosts().is_empty() {
+                    workers.push(tokio::spawn(deliver_callbacks(
+                        store.clone(),
+                        settings.http.callbacks.clone(),
+                        Arc::new(state.clone()),
+                        shutdown.clone(),
+                    )));
+                }
                 (Some(listener), Some(http::app(state, &settings.http)))
             }
             None => (None, None),
