@@ -57,6 +57,17 @@ pub struct DatasetPage {
     pub next_cursor: Option<String>,
 }
 
+/// An optional query text (an upload's name, task, model): 1 to 200 characters when given.
+pub(super) fn optional_text(value: Option<String>, field: &str) -> ApiResult<Option<String>> {
+    match value {
+        Some(v) if v.is_empty() || v.chars().count() > 200 => Err(ApiError::invalid_field(
+            field,
+            "must be 1 to 200 characters",
+        )),
+        other => Ok(other),
+    }
+}
+
 /// Upload a dataset as JSON lines; every line is validated before anything is stored.
 #[utoipa::path(
     post,
@@ -96,13 +107,7 @@ async fn upload_dataset(
         );
         ApiError::invalid(detail, errors)
     })?;
-    let name = match params.name {
-        Some(name) if name.is_empty() || name.chars().count() > 200 => {
-            return Err(ApiError::invalid_field(
-                "name",
-                "must be 1 to 200 characters",
-            ));
-        }
+    let name = match optional_text(params.name, "name")? {
         Some(name) => name,
         None => parsed.sha256[..12].to_string(),
     };

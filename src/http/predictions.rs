@@ -11,7 +11,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::AppState;
-use super::datasets::{JSONL_TYPES, PageParams};
+use super::datasets::{JSONL_TYPES, PageParams, optional_text};
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::page_request;
@@ -75,16 +75,6 @@ pub struct UploadParams {
 pub struct PredictionsPage {
     pub items: Vec<Predictions>,
     pub next_cursor: Option<String>,
-}
-
-fn optional_text(value: Option<String>, field: &str) -> ApiResult<Option<String>> {
-    match value {
-        Some(v) if v.is_empty() || v.chars().count() > 200 => Err(ApiError::invalid_field(
-            field,
-            "must be 1 to 200 characters",
-        )),
-        other => Ok(other),
-    }
 }
 
 /// Upload one model's recorded run; every line is validated before anything is stored.
