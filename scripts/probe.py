@@ -98,6 +98,37 @@ def ok_statuses(statuses, allowed):
     return all(s in allowed for s in statuses)
 
 
+def peak_rss_mib(pid):
+    """VmHWM (the process's peak resident set) in MiB, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def resident_mib(pid):
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def big_upload(server):
+    """A 60 MiB upload of 1.2 M short generation rows with ids: peak and held memory around it."""
+    body = b"".join(b'{"id":"r%07d","prompt":"p%07d","target":"t"}\n' % (i, i) for i in range(1_250_000))
+    before = peak_rss_mib(server.process.pid)
+    started = time.time()
+    status, _, _ = request(server.base, "POST", "/v1/datasets?name=big", body, "application/x-ndjson", timeout=300)
+    took = time.time() - started
+    peak = peak_rss_mib(server.process.pid)
+    time.sleep(2)
+    held = resident_mib(server.process.pid)
+    size = len(body) / 2**20
+    result = (f"{status} in {took:.1f} s; {size:.0f} MiB body, peak {peak:.0f} MiB "
+              f"(+{peak - before:.0f}, {(peak - before) / size:.1f}x the body), {held:.0f} MiB held after")
+    return result, status == 201 and (peak - before) <= 4 * size
+
+
 def probes(server):
     base, rows = server.base, []
 
@@ -181,6 +212,8 @@ def probes(server):
     started = time.time()
     status, _, _ = request(base, "GET", "/readyz")
     row("/readyz", f"{status} in {time.time() - started:.2f} s", status == 200 and time.time() - started < 2)
+
+    row("60 MiB upload, memory", *big_upload(server))
 
     _, _, body = request(base, "GET", "/v1/models")
     adapters = json.loads(body)["adapters"]

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -49,8 +50,56 @@ impl Item {
 #[derive(Debug)]
 pub struct ParsedDataset {
     pub kind: DatasetKind,
-    pub rows: Vec<DatasetRow>,
+    pub rows: Rows,
     pub sha256: String,
+}
+
+/// A validated dataset's rows: either the lines of a muscle-format body, read again row by
+/// row as they are stored (so a large upload never exists as a second, bigger copy), or rows
+/// already built.
+#[derive(Debug, Clone)]
+pub enum Rows {
+    Lines { body: Bytes, count: usize },
+    Built(Vec<DatasetRow>),
+}
+
+impl Rows {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Lines { count, .. } => *count,
+            Self::Built(rows) => rows.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn iter(&self) -> Box<dyn Iterator<Item = DatasetRow> + Send + '_> {
+        match self {
+            Self::Built(rows) => Box::new(rows.iter().cloned()),
+            Self::Lines { body, .. } => Box::new(
+                crate::validation::json_lines(body)
+                    .filter_map(|(line, parsed)| {
+                        let object = parsed.ok()?;
+                        let mut ignored = Vec::new();
+                        let id = row_id(&object, line, &mut ignored);
+                        let item = parse_item(&object, line, &mut ignored)?;
+                        Some((id.unwrap_or_else(|| line.to_string()), item))
+                    })
+                    .enumerate()
+                    .map(|(idx, (id, item))| DatasetRow::new(idx as i64, id, &item)),
+            ),
+        }
+    }
+
+    /// Every row in memory (a caller that needs them all at once).
+    pub fn to_vec(&self) -> Vec<DatasetRow> {
+        match self {
+            Self::Built(rows) => rows.clone(),
+            Self::Lines { .. } => self.iter().collect(),
+        }
+    }
 }
 
 /// How an uploaded file is read.
@@ -68,7 +117,7 @@ pub enum DatasetFormat {
 
 /// Reads a file in `format`; `slice_by` (lm-eval only) names `doc` fields to tag rows with.
 pub fn parse_dataset(
-    body: &[u8],
+    body: &Bytes,
     format: DatasetFormat,
     slice_by: &[String],
 ) -> Result<ParsedDataset, Vec<FieldError>> {
@@ -78,18 +127,18 @@ pub fn parse_dataset(
             "slice_by",
             "applies to format lm-eval; muscle rows carry their own tags",
         )]),
-        DatasetFormat::Muscle => parse_jsonl(body),
+        DatasetFormat::Muscle => parse_jsonl(body.clone()),
     }
 }
 
 /// Validates every line of a JSONL body; any bad line rejects the whole file.
-pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
+pub fn parse_jsonl(body: Bytes) -> Result<ParsedDataset, Vec<FieldError>> {
     let mut errors = Vec::new();
-    let mut rows = Vec::new();
+    let mut count = 0;
     let mut kind: Option<(DatasetKind, usize)> = None;
-    let mut first_line_of_id: HashMap<String, usize> = HashMap::new();
+    let mut first_use = FirstUse::default();
 
-    for (line, parsed) in crate::validation::json_lines(body) {
+    for (line, parsed) in crate::validation::json_lines(&body) {
         if errors.len() >= MAX_REPORTED_ERRORS {
             break;
         }
@@ -115,7 +164,7 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
         let id = row_id(&object, line, &mut errors);
         let item = parse_item(&object, line, &mut errors);
         if let Some(id) = &id
-            && let Some(first) = first_line_of_id.get(id)
+            && let Some(first) = first_use.line_of(&body, id)
         {
             errors.push(FieldError::line(
                 line,
@@ -144,20 +193,10 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
         if errors.len() > before {
             continue;
         }
-        let id = id.unwrap_or_else(|| line.to_string());
-        first_line_of_id.insert(id.clone(), line);
-        let body = serde_json::to_value(&item).map_err(|e| {
-            vec![FieldError::line(
-                line,
-                "(line)",
-                format!("cannot store row: {e}"),
-            )]
-        })?;
-        rows.push(DatasetRow {
-            idx: rows.len() as i64,
-            id,
-            body,
-        });
+        if let Some(id) = &id {
+            first_use.insert(id, line);
+        }
+        count += 1;
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -167,9 +206,54 @@ pub fn parse_jsonl(body: &[u8]) -> Result<ParsedDataset, Vec<FieldError>> {
     };
     Ok(ParsedDataset {
         kind,
-        rows,
-        sha256: hex::encode(Sha256::digest(body)),
+        sha256: hex::encode(Sha256::digest(&body)),
+        rows: Rows::Lines { body, count },
     })
+}
+
+/// Which line first used each explicit row id, held as 64-bit hashes rather than the ids (a
+/// million ids would otherwise cost more than the upload). A hash seen before is confirmed
+/// against the id on that line, read again; ids whose hash collides with another's are kept
+/// whole.
+#[derive(Default)]
+struct FirstUse {
+    by_hash: HashMap<u64, usize>,
+    collided: HashMap<String, usize>,
+}
+
+impl FirstUse {
+    fn hash(id: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault};
+        BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default().hash_one(id)
+    }
+
+    /// The line that used `id` before, if one did.
+    fn line_of(&self, body: &[u8], id: &str) -> Option<usize> {
+        if let Some(line) = self.collided.get(id) {
+            return Some(*line);
+        }
+        let line = *self.by_hash.get(&Self::hash(id))?;
+        (id_on_line(body, line).as_deref() == Some(id)).then_some(line)
+    }
+
+    /// Records the first use of an id that [`Self::line_of`] did not find.
+    fn insert(&mut self, id: &str, line: usize) {
+        match self.by_hash.entry(Self::hash(id)) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(line);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collided.insert(id.to_string(), line);
+            }
+        }
+    }
+}
+
+/// The explicit id on a (1-based) line of the body.
+fn id_on_line(body: &[u8], line: usize) -> Option<String> {
+    let text = body.split(|&b| b == b'\n').nth(line - 1)?;
+    let object: Map<String, Value> = serde_json::from_slice(text).ok()?;
+    row_id(&object, line, &mut Vec::new())
 }
 
 fn row_id(
@@ -377,7 +461,7 @@ mod tests {
     use super::*;
 
     fn errors_of(body: &str) -> Vec<(Option<usize>, String)> {
-        parse_jsonl(body.as_bytes())
+        parse_jsonl(Bytes::copy_from_slice(body.as_bytes()))
             .unwrap_err()
             .into_iter()
             .map(|e| (e.line, e.field))
@@ -387,13 +471,15 @@ mod tests {
     #[test]
     fn multiple_choice_rows_are_normalised() {
         let body = "{\"id\": \"q1\", \"prompt\": \"2+2=\", \"choices\": [\"3\", \"4\"], \"answer\": 1, \"tags\": {\"level\": 1}}\n\n{\"prompt\": \"x\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 0, \"extra\": true}\n";
-        let parsed = parse_jsonl(body.as_bytes()).unwrap();
+        let parsed = parse_jsonl(Bytes::copy_from_slice(body.as_bytes())).unwrap();
         assert_eq!(parsed.kind, DatasetKind::MultipleChoice);
+        let rows = parsed.rows.to_vec();
         assert_eq!(parsed.rows.len(), 2);
-        assert_eq!(parsed.rows[0].id, "q1");
-        assert_eq!(parsed.rows[1].id, "3", "default id is the line number");
-        assert_eq!(parsed.rows[1].idx, 1);
-        let item: Item = serde_json::from_value(parsed.rows[0].body.clone()).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].id, "q1");
+        assert_eq!(rows[1].id, "3", "default id is the line number");
+        assert_eq!(rows[1].idx, 1);
+        let item = rows[0].item().unwrap();
         assert_eq!(
             item,
             Item::MultipleChoice {
@@ -409,11 +495,12 @@ mod tests {
     #[test]
     fn generation_rows_take_target_or_targets() {
         let body = "{\"prompt\": \"a\", \"target\": \"b\"}\n{\"id\": 7, \"prompt\": \"c\", \"targets\": [\"d\", \"e\"]}";
-        let parsed = parse_jsonl(body.as_bytes()).unwrap();
+        let parsed = parse_jsonl(Bytes::copy_from_slice(body.as_bytes())).unwrap();
         assert_eq!(parsed.kind, DatasetKind::Generation);
-        let item: Item = serde_json::from_value(parsed.rows[1].body.clone()).unwrap();
+        let rows = parsed.rows.to_vec();
+        let item = rows[1].item().unwrap();
         assert!(matches!(item, Item::Generation { ref targets, .. } if targets.len() == 2));
-        assert_eq!(parsed.rows[1].id, "7");
+        assert_eq!(rows[1].id, "7");
     }
 
     #[test]
@@ -453,13 +540,58 @@ mod tests {
     fn invalid_utf8_and_empty_files_are_refused() {
         let mut body = br#"{"prompt": "p", "target": "t"}"#.to_vec();
         body.extend_from_slice(b"\n{\"prompt\": \"\xff\", \"target\": \"t\"}");
-        let errors = parse_jsonl(&body).unwrap_err();
+        let errors = parse_jsonl(body.into()).unwrap_err();
         assert_eq!(errors.len(), 1);
         assert_eq!(errors[0].line, Some(2));
         assert!(errors[0].message.contains("UTF-8"));
 
-        let errors = parse_jsonl(b"\n  \n").unwrap_err();
+        let errors = parse_jsonl(Bytes::from_static(b"\n  \n")).unwrap_err();
         assert_eq!(errors[0].field, "body");
-        assert!(parse_jsonl(b"").is_err());
+        assert!(parse_jsonl(Bytes::new()).is_err());
+    }
+
+    #[test]
+    fn ids_whose_hashes_collide_are_still_told_apart() {
+        let body = br#"{"id": "a", "prompt": "p", "target": "t"}"#;
+        // As if "b" hashed like "a": the index points "b" at line 1, whose id is "a".
+        let mut first_use = FirstUse::default();
+        first_use.by_hash.insert(FirstUse::hash("b"), 1);
+        assert_eq!(first_use.line_of(body, "b"), None);
+        first_use.insert("b", 3);
+        assert_eq!(first_use.line_of(body, "b"), Some(3));
+        assert_eq!(first_use.collided.len(), 1);
+    }
+
+    #[test]
+    fn duplicate_ids_far_apart_name_the_first_line() {
+        let mut body = String::new();
+        for i in 0..5000 {
+            body.push_str(&format!(
+                "{{\"id\": {i}, \"prompt\": \"p\", \"target\": \"t\"}}\n"
+            ));
+        }
+        body.push_str("{\"id\": \"17\", \"prompt\": \"p\", \"target\": \"t\"}\n");
+        let errors = parse_jsonl(body.into()).unwrap_err();
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].line, Some(5001));
+        assert!(
+            errors[0].message.contains("first used on line 18"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn stored_rows_are_read_again_from_the_body_in_order() {
+        let body = "{\"prompt\": \"a\", \"target\": \"b\"}\n\n{\"id\": \"x\", \"prompt\": \"c\", \"target\": \"d\", \"tags\": {\"k\": 2}}\n";
+        let parsed = parse_jsonl(body.into()).unwrap();
+        let rows: Vec<DatasetRow> = parsed.rows.iter().collect();
+        assert_eq!(parsed.rows.len(), rows.len());
+        assert_eq!((rows[0].idx, rows[0].id.as_str()), (0, "1"));
+        assert_eq!((rows[1].idx, rows[1].id.as_str()), (1, "x"));
+        assert_eq!(
+            rows[1].json(),
+            r#"{"prompt":"c","targets":["d"],"tags":{"k":"2"}}"#
+        );
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use muscle::dataset::Item;
 use muscle::store::*;
 use serde_json::json;
 
@@ -72,10 +73,14 @@ mod scenarios {
 
     pub async fn datasets_round_trip(store: Arc<SqlStore>) {
         let rows: Vec<DatasetRow> = (0..1203)
-            .map(|i| DatasetRow {
-                idx: i,
-                id: format!("r{i}"),
-                body: json!({"prompt": format!("p{i}"), "choices": ["a", "b"], "answer": i % 2}),
+            .map(|i| {
+                let item = Item::MultipleChoice {
+                    prompt: format!("p{i}"),
+                    choices: vec!["a".into(), "b".into()],
+                    answer: (i % 2) as usize,
+                    tags: Default::default(),
+                };
+                DatasetRow::new(i, format!("r{i}"), &item)
             })
             .collect();
         let meta = NewDataset {
@@ -83,7 +88,10 @@ mod scenarios {
             kind: DatasetKind::MultipleChoice,
             sha256: "ab".repeat(32),
         };
-        let stored = store.insert_dataset(&meta, &rows).await.unwrap();
+        let stored = store
+            .insert_dataset(&meta, &mut rows.iter().cloned())
+            .await
+            .unwrap();
         assert_eq!(stored.rows, 1203);
         let fetched = store.get_dataset(&stored.id).await.unwrap().unwrap();
         assert_eq!(fetched.name, "piqa");
@@ -93,7 +101,10 @@ mod scenarios {
         assert_eq!(slice, rows[500..503].to_vec());
         assert!(store.get_dataset("missing").await.unwrap().is_none());
 
-        let second = store.insert_dataset(&meta, &rows[..1]).await.unwrap();
+        let second = store
+            .insert_dataset(&meta, &mut rows[..1].iter().cloned())
+            .await
+            .unwrap();
         let page = store
             .list_datasets(PageRequest {
                 limit: 1,

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::callback::CallbackSpec;
 use crate::config::CommonArgs;
-use crate::dataset::{ParsedDataset, parse_dataset};
+use crate::dataset::{ParsedDataset, Rows, parse_dataset};
 use crate::spec::{DatasetRef, parse_body};
 use crate::store::{self, Job, JobKind, NewDataset, Store};
 use crate::validation::FieldError;
@@ -110,7 +110,7 @@ pub async fn load_dataset(
             let bytes = std::fs::read(path).map_err(|e| {
                 Failure::invalid_field(spec_path, &format!("{field}.path"), format!("{path}: {e}"))
             })?;
-            let parsed = parse_dataset(&bytes, *format, slice_by)
+            let parsed = parse_dataset(&bytes.into(), *format, slice_by)
                 .map_err(|errors| Failure::Invalid(path.clone(), errors))?;
             Ok((path.clone(), parsed))
         }
@@ -144,7 +144,7 @@ pub async fn load_dataset(
                 found.name,
                 ParsedDataset {
                     kind: found.kind,
-                    rows,
+                    rows: Rows::Built(rows),
                     sha256: found.sha256,
                 },
             ))
@@ -165,7 +165,7 @@ pub async fn store_dataset(
                 kind: parsed.kind,
                 sha256: parsed.sha256.clone(),
             },
-            &parsed.rows,
+            &mut parsed.rows.iter(),
         )
         .await
         .context("storing the dataset")?;

@@ -182,11 +182,11 @@ pub async fn prepare_recorded(
         let Some(item) = item_of(recorded, &spec.options.slice_by, errors) else {
             break;
         };
-        rows.push(DatasetRow {
-            idx: rows.len() as i64,
-            id: recorded.doc_id.clone(),
-            body: serde_json::to_value(&item).expect("items serialise"),
-        });
+        rows.push(DatasetRow::new(
+            rows.len() as i64,
+            recorded.doc_id.clone(),
+            &item,
+        ));
     }
     if rows.is_empty() && errors.is_empty() {
         errors.push(FieldError::field(
@@ -229,7 +229,7 @@ pub async fn prepare_recorded(
                 kind: spec.task.dataset_kind(),
                 sha256,
             },
-            &rows,
+            &mut rows.into_iter(),
         )
         .await?;
     Ok(Some(dataset))

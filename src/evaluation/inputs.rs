@@ -56,7 +56,7 @@ pub async fn inputs_of(
         .await?
         .into_iter()
         .filter_map(|row| {
-            let item = serde_json::from_value::<Item>(row.body).ok()?;
+            let item = row.item().ok()?;
             Some((row.idx, InstanceInput::from(item)))
         })
         .collect())

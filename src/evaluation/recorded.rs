@@ -79,7 +79,8 @@ fn by_doc(
 ) -> StoreResult<HashMap<String, RecordedInstance>> {
     let mut out = HashMap::new();
     for row in rows {
-        let instance: RecordedInstance = serde_json::from_value(row.body)
+        let instance = row
+            .instance()
             .map_err(|e| crate::store::StoreError::Corrupt(format!("prediction row: {e}")))?;
         out.insert(row.doc_id, instance);
     }

@@ -403,7 +403,7 @@ pub async fn run_shard(
             let items = rows
                 .iter()
                 .map(|row| {
-                    serde_json::from_value::<Item>(row.body.clone()).map_err(|e| {
+                    row.item().map_err(|e| {
                         ShardError::fatal(format!("dataset row {} does not parse: {e}", row.idx))
                     })
                 })

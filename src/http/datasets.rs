@@ -130,7 +130,7 @@ async fn upload_dataset(
                 kind: parsed.kind,
                 sha256: parsed.sha256,
             },
-            &parsed.rows,
+            &mut parsed.rows.iter(),
         )
         .await?;
     Ok((StatusCode::CREATED, Json(dataset)))

@@ -7,7 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::samples::{Responses, parse_samples};
-use crate::dataset::{Item, ParsedDataset};
+use crate::dataset::{Item, ParsedDataset, Rows};
 use crate::store::DatasetRow;
 use crate::validation::FieldError;
 
@@ -89,11 +89,11 @@ pub fn samples_dataset(body: &[u8], slice_by: &[String]) -> Result<ParsedDataset
                 tags,
             },
         };
-        rows.push(DatasetRow {
-            idx: rows.len() as i64,
-            id: sample.doc_id.to_string(),
-            body: serde_json::to_value(&item).expect("items serialise"),
-        });
+        rows.push(DatasetRow::new(
+            rows.len() as i64,
+            sample.doc_id.to_string(),
+            &item,
+        ));
     }
     if !errors.is_empty() {
         return Err(errors);
@@ -106,7 +106,7 @@ pub fn samples_dataset(body: &[u8], slice_by: &[String]) -> Result<ParsedDataset
     hash.update(slice_by.join(",").as_bytes());
     Ok(ParsedDataset {
         kind,
-        rows,
+        rows: Rows::Built(rows),
         sha256: hex::encode(hash.finalize()),
     })
 }
@@ -129,7 +129,8 @@ mod tests {
         let parsed = samples_dataset(&fixture("muscle_mc"), &["activity_label".into()]).unwrap();
         assert_eq!(parsed.kind, DatasetKind::MultipleChoice);
         assert_eq!(parsed.rows.len(), 24);
-        let item: Item = serde_json::from_value(parsed.rows[0].body.clone()).unwrap();
+        let rows = parsed.rows.to_vec();
+        let item = rows[0].item().unwrap();
         let Item::MultipleChoice {
             prompt,
             choices,
@@ -145,7 +146,7 @@ mod tests {
         assert_eq!(choices[1], "tree");
         assert_eq!(answer, 1);
         assert_eq!(tags["activity_label"], "Cooking");
-        assert_eq!(parsed.rows[0].id, "0");
+        assert_eq!(parsed.rows.to_vec()[0].id, "0");
     }
 
     #[test]
@@ -153,7 +154,8 @@ mod tests {
         let parsed = samples_dataset(&fixture("muscle_gsm"), &[]).unwrap();
         assert_eq!(parsed.kind, DatasetKind::Generation);
         assert_eq!(parsed.rows.len(), 16);
-        let item: Item = serde_json::from_value(parsed.rows[3].body.clone()).unwrap();
+        let rows = parsed.rows.to_vec();
+        let item = rows[3].item().unwrap();
         assert!(item.prompt().starts_with("Question: "));
         assert!(item.prompt().ends_with("\nAnswer:"));
     }

@@ -94,11 +94,6 @@ pub fn rows_of(instances: &[RecordedInstance]) -> Vec<crate::store::PredictionRo
     instances
         .iter()
         .enumerate()
-        .map(|(idx, instance)| crate::store::PredictionRow {
-            idx: idx as i64,
-            doc_id: instance.doc_id.clone(),
-            filter: instance.filter.clone(),
-            body: serde_json::to_value(instance).expect("serialises"),
-        })
+        .map(|(idx, instance)| crate::store::PredictionRow::new(idx as i64, instance))
         .collect()
 }

@@ -39,10 +39,11 @@ pub trait Store: Send + Sync + 'static {
     /// A small write: the database answers and takes writes (a full disk fails it).
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Stores a dataset and its rows in one transaction, taking the rows as they come.
     async fn insert_dataset(
         &self,
         dataset: &NewDataset,
-        rows: &[DatasetRow],
+        rows: &mut (dyn Iterator<Item = DatasetRow> + Send),
     ) -> StoreResult<Dataset>;
     async fn get_dataset(&self, id: &str) -> StoreResult<Option<Dataset>>;
     /// Datasets uploaded under `name`, newest first, at most `limit`.

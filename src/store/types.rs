@@ -1,5 +1,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::{RawValue, to_raw_value};
+
+use crate::dataset::Item;
+use crate::lmeval::RecordedInstance;
 use utoipa::ToSchema;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -62,13 +66,46 @@ pub struct Predictions {
     pub created_at: String,
 }
 
-/// One stored line of a recorded run.
-#[derive(Debug, Clone, PartialEq)]
+/// One stored line of a recorded run, its instance held as JSON text (see [`DatasetRow`]).
+#[derive(Debug, Clone)]
 pub struct PredictionRow {
     pub idx: i64,
     pub doc_id: String,
     pub filter: String,
-    pub body: Value,
+    body: Box<RawValue>,
+}
+
+impl PredictionRow {
+    pub fn new(idx: i64, instance: &RecordedInstance) -> Self {
+        Self {
+            idx,
+            doc_id: instance.doc_id.clone(),
+            filter: instance.filter.clone(),
+            body: to_raw_value(instance).expect("a recorded instance has only string keys"),
+        }
+    }
+
+    pub fn stored(
+        idx: i64,
+        doc_id: String,
+        filter: String,
+        body: String,
+    ) -> serde_json::Result<Self> {
+        Ok(Self {
+            idx,
+            doc_id,
+            filter,
+            body: RawValue::from_string(body)?,
+        })
+    }
+
+    pub fn instance(&self) -> serde_json::Result<RecordedInstance> {
+        serde_json::from_str(self.body.get())
+    }
+
+    pub fn json(&self) -> &str {
+        self.body.get()
+    }
 }
 
 pub struct NewDataset {
@@ -88,12 +125,46 @@ pub struct Dataset {
     pub created_at: String,
 }
 
-/// One validated dataset line, stored as normalised JSON.
-#[derive(Debug, Clone, PartialEq)]
+/// One validated dataset line. Its item is held as normalised JSON text, the compact form
+/// that lets a million-row upload be validated and stored without a tree of values per row.
+#[derive(Debug, Clone)]
 pub struct DatasetRow {
     pub idx: i64,
     pub id: String,
-    pub body: Value,
+    body: Box<RawValue>,
+}
+
+impl PartialEq for DatasetRow {
+    fn eq(&self, other: &Self) -> bool {
+        (self.idx, &self.id, self.json()) == (other.idx, &other.id, other.json())
+    }
+}
+
+impl DatasetRow {
+    pub fn new(idx: i64, id: String, item: &Item) -> Self {
+        Self {
+            idx,
+            id,
+            body: to_raw_value(item).expect("an item has only string keys"),
+        }
+    }
+
+    /// A row read back from the store, its text checked to be JSON.
+    pub fn stored(idx: i64, id: String, body: String) -> serde_json::Result<Self> {
+        Ok(Self {
+            idx,
+            id,
+            body: RawValue::from_string(body)?,
+        })
+    }
+
+    pub fn item(&self) -> serde_json::Result<Item> {
+        serde_json::from_str(self.body.get())
+    }
+
+    pub fn json(&self) -> &str {
+        self.body.get()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

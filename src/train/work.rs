@@ -11,7 +11,6 @@ use tokio::sync::mpsc;
 
 use super::checkpoint;
 use super::trainer::{Hooks, TrainError, TrainInputs, Trainer};
-use crate::dataset::Item;
 use crate::engine::DeviceSpec;
 use crate::models::{FolderKind, Resolver};
 use crate::spec::{DatasetRef, ModelRef, TrainingSpec};
@@ -99,7 +98,7 @@ pub async fn inputs(
     let rows = rows
         .into_iter()
         .map(|row| {
-            serde_json::from_value::<Item>(row.body)
+            row.item()
                 .map_err(|e| ShardError::fatal(format!("dataset row {}: {e}", row.idx + 1)))
         })
         .collect::<Result<Vec<_>, _>>()?;

@@ -23,7 +23,7 @@ impl SqlStore {
     pub(super) async fn insert_dataset_impl(
         &self,
         dataset: &NewDataset,
-        rows: &[DatasetRow],
+        rows: &mut (dyn Iterator<Item = DatasetRow> + Send),
     ) -> StoreResult<Dataset> {
         let id = uuid::Uuid::now_v7().to_string();
         let created_at = now_ms();
@@ -35,12 +35,18 @@ impl SqlStore {
         .bind(&id)
         .bind(&dataset.name)
         .bind(dataset.kind.as_str())
-        .bind(rows.len() as i64)
+        .bind(0_i64)
         .bind(&dataset.sha256)
         .bind(created_at)
         .execute(&mut *tx)
         .await?;
-        for chunk in rows.chunks(ROWS_PER_INSERT) {
+        let mut count = 0_i64;
+        loop {
+            let chunk: Vec<DatasetRow> = (&mut *rows).take(ROWS_PER_INSERT).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            count += chunk.len() as i64;
             let mut sql =
                 Sql::new("INSERT INTO dataset_rows (dataset_id, idx, row_id, body) VALUES ");
             for (i, row) in chunk.iter().enumerate() {
@@ -51,16 +57,21 @@ impl SqlStore {
                     .push(", ")
                     .bind(row.id.clone())
                     .push(", ")
-                    .bind(to_json_text(&row.body))
+                    .bind(row.json().to_string())
                     .push(")");
             }
             sql.query().execute(&mut *tx).await?;
         }
+        sqlx::query("UPDATE datasets SET row_count = $1 WHERE id = $2")
+            .bind(count)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(Dataset {
             id,
             name: dataset.name.clone(),
-            rows: rows.len() as i64,
+            rows: count,
             kind: dataset.kind,
             sha256: dataset.sha256.clone(),
             created_at: rfc3339(created_at),
@@ -156,12 +167,12 @@ impl SqlStore {
 }
 
 fn dataset_row(row: &sqlx::any::AnyRow) -> StoreResult<DatasetRow> {
-    let body: String = row.try_get("body")?;
-    Ok(DatasetRow {
-        idx: row.try_get("idx")?,
-        id: row.try_get("row_id")?,
-        body: parse_json("dataset_rows.body", &body)?,
-    })
+    DatasetRow::stored(
+        row.try_get("idx")?,
+        row.try_get("row_id")?,
+        row.try_get("body")?,
+    )
+    .map_err(|e| StoreError::Corrupt(format!("dataset_rows.body: {e}")))
 }
 
 /// Cuts a page fetched with `limit + 1` rows: the extra row only says that more exist.

@@ -109,7 +109,7 @@ impl Store for SqlStore {
     async fn insert_dataset(
         &self,
         dataset: &NewDataset,
-        rows: &[DatasetRow],
+        rows: &mut (dyn Iterator<Item = DatasetRow> + Send),
     ) -> StoreResult<Dataset> {
         self.insert_dataset_impl(dataset, rows).await
     }

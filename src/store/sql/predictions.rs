@@ -74,7 +74,7 @@ impl SqlStore {
                     .push(", ")
                     .bind(row.filter.clone())
                     .push(", ")
-                    .bind(to_json_text(&row.body))
+                    .bind(row.json().to_string())
                     .push(")");
             }
             sql.query().execute(&mut *tx).await?;
@@ -186,11 +186,11 @@ impl SqlStore {
 }
 
 fn prediction_row(row: &AnyRow) -> StoreResult<PredictionRow> {
-    let body: String = row.try_get("body")?;
-    Ok(PredictionRow {
-        idx: row.try_get("idx")?,
-        doc_id: row.try_get("doc_id")?,
-        filter: row.try_get("filter")?,
-        body: parse_json("prediction_rows.body", &body)?,
-    })
+    PredictionRow::stored(
+        row.try_get("idx")?,
+        row.try_get("doc_id")?,
+        row.try_get("filter")?,
+        row.try_get("body")?,
+    )
+    .map_err(|e| StoreError::Corrupt(format!("prediction_rows.body: {e}")))
 }
