@@ -1,13 +1,14 @@
-//! A full disk under the SQLite file: writes are refused with 507/503 (never 201, never 500),
-//! and every acknowledged write is still there after space comes back and the server restarts.
+//! A full disk under the database (a SQLite file, or a Postgres cluster of the test's own):
+//! writes are refused with 507/503 (never 201, never 500), and every acknowledged write is still
+//! there after space comes back and the server restarts.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::common;
+use super::common::{self, TestDb};
 use super::helpers::*;
 
 /// A small tmpfs at `dir`, or why there cannot be one here.
@@ -44,23 +45,34 @@ fn rows(n: usize, tag: usize) -> String {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_writes_and_loses_no_acknowledged_one() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = mount_tmpfs(dir.path(), "3m") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
-        return;
-    }
-    let _unmount = Unmount(dir.path());
-    let db_path = dir.path().join("muscle.db");
-    let filler = dir.path().join("filler");
+/// Bytes still free on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> u64 {
+    let output = Command::new("df")
+        .args(["--output=avail", "-B1"])
+        .arg(dir)
+        .output()
+        .expect("df");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .nth(1)
+        .and_then(|l| l.trim().parse().ok())
+        .expect("df prints the free bytes")
+}
 
-    let app = TestApp::spawn(common::sqlite_at(&db_path), Options::api_only()).await;
-    // Most of the space taken, so that a few uploads fill the rest.
-    std::fs::write(&filler, vec![0u8; 1536 * 1024]).unwrap();
+/// Fills the disk until a write is refused, then gives the space back (running `space_back`
+/// for what the database needs then) and checks the acknowledged uploads after a restart.
+async fn fill_then_recover(
+    db: impl Fn() -> TestDb,
+    filler: &Path,
+    leave_free: u64,
+    space_back: impl FnOnce(),
+) {
+    let app = TestApp::spawn(db(), Options::api_only()).await;
+    let free = free_bytes(filler.parent().unwrap());
+    std::fs::write(filler, vec![0u8; free.saturating_sub(leave_free) as usize]).unwrap();
     let mut acknowledged = Vec::new();
     let mut refused = None;
-    for n in 0..60 {
+    for n in 0..200 {
         let response = app
             .client
             .post(app.url(&format!("/v1/datasets?name=fill-{n}")))
@@ -97,19 +109,30 @@ async fn a_full_disk_refuses_writes_and_loses_no_acknowledged_one() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
-    // Space back; the same server takes writes again.
-    std::fs::remove_file(&filler).unwrap();
-    let response = app.upload(MC_ROWS).await;
-    assert_eq!(
-        response.status(),
-        StatusCode::CREATED,
-        "after space came back"
-    );
+    // Space back; the same server takes writes again (its pool reconnecting if it must).
+    std::fs::remove_file(filler).unwrap();
+    space_back();
+    let mut status = StatusCode::SERVICE_UNAVAILABLE;
+    for _ in 0..50 {
+        status = app.upload(MC_ROWS).await.status();
+        if status == StatusCode::CREATED {
+            break;
+        }
+        assert!(
+            matches!(
+                status,
+                StatusCode::INSUFFICIENT_STORAGE | StatusCode::SERVICE_UNAVAILABLE
+            ),
+            "while the database comes back: {status}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(status, StatusCode::CREATED, "after space came back");
     let mut app = app;
     app.shutdown().await;
 
     // After a restart every acknowledged upload is there, rows and all.
-    let app = TestApp::spawn(common::sqlite_at(&db_path), Options::api_only()).await;
+    let app = TestApp::spawn(db(), Options::api_only()).await;
     for id in &acknowledged {
         let dataset: Value = app
             .get(&format!("/v1/datasets/{id}"))
@@ -122,4 +145,152 @@ async fn a_full_disk_refuses_writes_and_loses_no_acknowledged_one() {
     assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
     let mut app = app;
     app.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_sqlite_refuses_writes_and_loses_no_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Err(why) = mount_tmpfs(dir.path(), "3m") {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let db_path = dir.path().join("muscle.db");
+    fill_then_recover(
+        || common::sqlite_at(&db_path),
+        &dir.path().join("filler"),
+        1024 * 1024,
+        || {},
+    )
+    .await;
+}
+
+/// A Postgres cluster of the test's own in `dir`, run as the `postgres` user.
+struct Cluster {
+    data: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    fn bin(name: &str) -> PathBuf {
+        Path::new("/usr/lib/postgresql/15/bin").join(name)
+    }
+
+    fn as_postgres(args: &[&str]) -> Result<(), String> {
+        let output = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .args(args)
+            .output()
+            .map_err(|e| format!("runuser: {e}"))?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+        }
+    }
+
+    fn create(dir: &Path) -> Result<Self, String> {
+        if !Self::bin("initdb").exists() {
+            return Err("no PostgreSQL 15 server binaries".into());
+        }
+        Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir)
+            .status()
+            .map_err(|e| format!("chown: {e}"))?;
+        let data = dir.join("data");
+        Self::as_postgres(&[
+            Self::bin("initdb").to_str().unwrap(),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--wal-segsize=1",
+            "--no-sync",
+        ])?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let cluster = Self { data, port };
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    fn start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c min_wal_size=2MB -c max_wal_size=4MB",
+            self.port,
+            self.data.display()
+        );
+        let log = self.data.parent().unwrap().join("postgres.log");
+        Self::as_postgres(&[
+            Self::bin("pg_ctl").to_str().unwrap(),
+            "-D",
+            self.data.to_str().unwrap(),
+            "-l",
+            log.to_str().unwrap(),
+            "-w",
+            "-o",
+            &options,
+            "start",
+        ])
+    }
+
+    /// Starts the cluster again if the full disk made it stop (a PANIC on a WAL write does).
+    fn ensure_running(&self) {
+        let status = Self::as_postgres(&[
+            Self::bin("pg_ctl").to_str().unwrap(),
+            "-D",
+            self.data.to_str().unwrap(),
+            "status",
+        ]);
+        if status.is_err() {
+            self.start().expect("restart the cluster");
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = Self::as_postgres(&[
+            Self::bin("pg_ctl").to_str().unwrap(),
+            "-D",
+            self.data.to_str().unwrap(),
+            "-m",
+            "immediate",
+            "stop",
+        ]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_under_postgres_refuses_writes_and_loses_no_acknowledged_one() {
+    let dir = tempfile::tempdir().unwrap();
+    if let Err(why) = mount_tmpfs(dir.path(), "96m") {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
+        return;
+    }
+    let _unmount = Unmount(dir.path());
+    let cluster = match Cluster::create(dir.path()) {
+        Ok(cluster) => cluster,
+        Err(why) => {
+            eprintln!("skipped: cannot run a Postgres cluster of the test's own: {why}");
+            return;
+        }
+    };
+    let url = cluster.url();
+    fill_then_recover(
+        || common::owned_at("postgres", url.clone()),
+        &dir.path().join("filler"),
+        2 * 1024 * 1024,
+        || cluster.ensure_running(),
+    )
+    .await;
 }

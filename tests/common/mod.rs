@@ -94,3 +94,13 @@ pub fn sqlite_at(path: &std::path::Path) -> TestDb {
         _dir: None,
     }
 }
+
+/// A database at `url` that the test owns whole (nothing to drop afterwards).
+pub fn owned_at(backend: &'static str, url: String) -> TestDb {
+    TestDb {
+        backend,
+        url,
+        admin: None,
+        _dir: None,
+    }
+}
