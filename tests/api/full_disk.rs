@@ -2,7 +2,7 @@
 //! writes are refused with 507/503 (never 201, never 500), and every acknowledged write is still
 //! there after space comes back and the server restarts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use reqwest::StatusCode;
@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use super::common::{self, TestDb};
 use super::helpers::*;
+use super::own_postgres::Cluster;
 
 /// A small tmpfs at `dir`, or why there cannot be one here.
 fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
@@ -163,111 +164,6 @@ async fn a_full_disk_under_sqlite_refuses_writes_and_loses_no_acknowledged_one()
         || {},
     )
     .await;
-}
-
-/// A Postgres cluster of the test's own in `dir`, run as the `postgres` user.
-struct Cluster {
-    data: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn bin(name: &str) -> PathBuf {
-        Path::new("/usr/lib/postgresql/15/bin").join(name)
-    }
-
-    fn as_postgres(args: &[&str]) -> Result<(), String> {
-        let output = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .args(args)
-            .output()
-            .map_err(|e| format!("runuser: {e}"))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
-        }
-    }
-
-    fn create(dir: &Path) -> Result<Self, String> {
-        if !Self::bin("initdb").exists() {
-            return Err("no PostgreSQL 15 server binaries".into());
-        }
-        Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(dir)
-            .status()
-            .map_err(|e| format!("chown: {e}"))?;
-        let data = dir.join("data");
-        Self::as_postgres(&[
-            Self::bin("initdb").to_str().unwrap(),
-            "-D",
-            data.to_str().unwrap(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "--wal-segsize=1",
-            "--no-sync",
-        ])?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
-        let cluster = Self { data, port };
-        cluster.start()?;
-        Ok(cluster)
-    }
-
-    fn start(&self) -> Result<(), String> {
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c min_wal_size=2MB -c max_wal_size=4MB",
-            self.port,
-            self.data.display()
-        );
-        let log = self.data.parent().unwrap().join("postgres.log");
-        Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "-o",
-            &options,
-            "start",
-        ])
-    }
-
-    /// Starts the cluster again if the full disk made it stop (a PANIC on a WAL write does).
-    fn ensure_running(&self) {
-        let status = Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "status",
-        ]);
-        if status.is_err() {
-            self.start().expect("restart the cluster");
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "-m",
-            "immediate",
-            "stop",
-        ]);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
