@@ -17,7 +17,7 @@ use super::jobs::{
 };
 use crate::callback::CallbackSpec;
 use crate::evaluation::{evaluation_job, prepare_recorded};
-use crate::metrics::Report;
+use crate::metrics::{Interval, Report};
 use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus};
 use crate::validation::FieldError;
@@ -44,6 +44,8 @@ pub struct Evaluation {
     /// first instance is stored and in listings.
     #[schema(value_type = Option<Report>)]
     pub report: Option<Value>,
+    /// The finished report's headline (listings too): null until the evaluation succeeded.
+    pub summary: Option<EvaluationSummary>,
     /// The submitted spec with defaults filled in.
     #[schema(value_type = EvaluationSpec)]
     pub spec: Value,
@@ -65,7 +67,50 @@ impl Evaluation {
             finished_at: times.finished_at,
             error: job.error.clone(),
             report,
+            summary: job
+                .report
+                .as_ref()
+                .and_then(|r| serde_json::from_value::<Report>(r.clone()).ok())
+                .map(|r| EvaluationSummary::of(&r)),
             spec: job.spec.clone(),
+        }
+    }
+}
+
+/// What a release list shows of a finished evaluation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EvaluationSummary {
+    pub n: u64,
+    /// `pass` or `fail` by the gate; `none` when the spec has no gate.
+    pub verdict: Verdict,
+    pub nfr: Option<f64>,
+    /// Wilson 95% (bootstrap for graded generation scores), as in the report.
+    pub nfr_interval: Option<Interval>,
+    pub accuracy_old: Option<f64>,
+    pub accuracy_new: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    None,
+}
+
+impl EvaluationSummary {
+    pub fn of(report: &Report) -> Self {
+        Self {
+            n: report.n,
+            verdict: match (report.gate.checks.is_empty(), report.gate.passed) {
+                (true, _) => Verdict::None,
+                (false, true) => Verdict::Pass,
+                (false, false) => Verdict::Fail,
+            },
+            nfr: report.metrics.nfr,
+            nfr_interval: report.intervals.nfr,
+            accuracy_old: report.old.accuracy,
+            accuracy_new: report.new.accuracy,
         }
     }
 }

@@ -17,6 +17,8 @@ mod reports;
 mod serve;
 pub use serve::{ConnectionLimits, serve};
 mod trainings;
+mod ui;
+pub use ui::page_weight;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -116,6 +118,7 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
     let token = options.api_token.clone().filter(|t| !t.is_empty());
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(ui::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })
         .with_state(state.clone())

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::counts::{Counts, Tally};
+use super::intervals::{Interval, wilson};
 use super::outcome::{InstanceOutcome, TaskKind};
 use super::rates::Metrics;
 
@@ -21,6 +22,9 @@ pub struct Slice {
     pub small: bool,
     pub counts: Counts,
     pub metrics: Metrics,
+    /// Wilson 95% interval of `nfr` (null when scores are not 0/1 or the slice is empty).
+    #[serde(default)]
+    pub nfr_interval: Option<Interval>,
 }
 
 /// The names of every slice `instance` belongs to.
@@ -56,6 +60,11 @@ pub fn compute_slices(
             small: tally.n < min_slice_size,
             counts: tally.counts,
             metrics: Metrics::from_tally(&tally),
+            nfr_interval: if tally.is_binary() {
+                wilson(tally.counts.negative_flips, tally.n)
+            } else {
+                None
+            },
         })
         .collect();
     slices.sort_by(|a, b| {

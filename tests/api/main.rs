@@ -9,6 +9,7 @@ mod auth_and_cors;
 mod callbacks;
 mod cli;
 mod connections;
+mod dashboard;
 mod database_down;
 mod datasets;
 mod deploy;

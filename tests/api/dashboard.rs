@@ -1,0 +1,363 @@
+//! The dashboard in a real headless Chromium (Debian's `chromium`, driven by puppeteer-core
+//! from tests/ui): every page against a server holding a finished evaluation of the shipped
+//! model update, its compatibility counterpart, a running evaluation fed by a worker on
+//! "another host" (this test, through the store), and a training. tests/ui/check.mjs checks
+//! what the pages show against the API's own numbers and fails on any console error or any
+//! request leaving the server's origin.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use muscle::http::HttpOptions;
+use muscle::store::{InstanceFilter, PageRequest};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+use super::common;
+use super::helpers::*;
+
+const TOKEN: &str = "dashboard-test-token";
+/// The first test items of the shipped update, as tests/model_update_example.rs uses.
+const ITEMS: usize = 240;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chromium() -> Option<PathBuf> {
+    let named = std::env::var_os("MUSCLE_CHROMIUM").map(PathBuf::from);
+    named
+        .into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from))
+        .find(|p| p.exists())
+}
+
+/// tests/ui/node_modules, installed from the lock file when missing.
+fn node_modules() -> Result<(), String> {
+    let ui = repo().join("tests/ui");
+    if ui.join("node_modules/puppeteer-core").exists() {
+        return Ok(());
+    }
+    let status = std::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&ui)
+        .status()
+        .map_err(|e| format!("npm: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("npm ci in tests/ui failed: {status}"))
+}
+
+fn options(workers: usize, models: &Path) -> Options {
+    Options {
+        workers,
+        model_dir: models.to_path_buf(),
+        http: HttpOptions {
+            api_token: Some(TOKEN.into()),
+            max_body_bytes: 1 << 20,
+            ..Default::default()
+        },
+        ..Options::default()
+    }
+}
+
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    let response = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "GET {path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+async fn post_json(app: &TestApp, path: &str, body: &Value) -> Value {
+    let response = app
+        .client
+        .post(app.url(path))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "POST {path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
+
+async fn finished(app: &TestApp, path: &str) -> Value {
+    for _ in 0..3000 {
+        let body = get_json(app, path).await;
+        match body["status"].as_str() {
+            Some("succeeded") => return body,
+            Some("failed" | "cancelled") => panic!("{path} ended {}", body),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    panic!("{path} did not finish");
+}
+
+fn update_spec(dataset: &str, name: &str, new_adapter: &str) -> Value {
+    json!({
+        "name": name,
+        "old": {"model": "model-update/old-base", "adapter": "model-update/old-task"},
+        "new": {"model": "model-update/new-base", "adapter": new_adapter},
+        "dataset": dataset,
+        "task": {"type": "multiple_choice"},
+        "options": {"batch_size": 32},
+        "gate": [{"metric": "nfr", "max": 0.05}],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "skipped: no chromium installed (apt-get install chromium, or set MUSCLE_CHROMIUM); \
+             .ci/run installs it"
+        );
+        return;
+    };
+    node_modules().expect("the browser driver installs");
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("muscle.db");
+    // The shipped examples, copied: the training writes its adapter into the model root.
+    let models = dir.path().join("models");
+    for example in ["model-update", "tiny"] {
+        common::copy_tree(
+            &repo().join("examples").join(example),
+            &models.join(example),
+        );
+    }
+
+    // A server with a worker: the finished evaluations and the training.
+    let app = TestApp::spawn(common::sqlite_at(&db_path), options(1, &models)).await;
+    let rows: String = std::fs::read_to_string(repo().join("examples/model-update/test.jsonl"))
+        .unwrap()
+        .lines()
+        .take(ITEMS)
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dataset = app
+        .client
+        .post(app.url("/v1/datasets?name=model-update"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(rows)
+        .send()
+        .await
+        .unwrap();
+    assert!(dataset.status().is_success());
+    let dataset = dataset.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let update = post_json(
+        &app,
+        "/v1/evaluations",
+        &update_spec(&dataset, "old task -> new task", "model-update/new-task"),
+    )
+    .await;
+    let compat = post_json(
+        &app,
+        "/v1/evaluations",
+        &update_spec(
+            &dataset,
+            "old task -> new compat",
+            "model-update/new-compat",
+        ),
+    )
+    .await;
+    let tiny = app
+        .client
+        .post(app.url("/v1/datasets?name=tiny"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(std::fs::read_to_string(repo().join("examples/tiny/questions.jsonl")).unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let output = "trained/tiny-compat";
+    let training = post_json(
+        &app,
+        "/v1/trainings",
+        &json!({
+            "name": "tiny compatibility adapter",
+            "objective": "compatibility",
+            "old": {"model": "tiny/llama"},
+            "new": {"model": "tiny/llama", "adapter": "tiny/llama-lora"},
+            "dataset": tiny,
+            "output": output,
+            "hyperparameters": {"rank": 8, "alpha": 16, "learning_rate": 0.0005, "epochs": 2,
+                                "batch_size": 8, "warmup_steps": 0, "seed": 0},
+            "evaluate": {"dataset": tiny, "task": {"type": "multiple_choice"},
+                         "gate": [{"metric": "nfr", "max": 0.2}]}
+        }),
+    )
+    .await;
+    let update = finished(
+        &app,
+        &format!("/v1/evaluations/{}", update["id"].as_str().unwrap()),
+    )
+    .await;
+    let compat = finished(
+        &app,
+        &format!("/v1/evaluations/{}", compat["id"].as_str().unwrap()),
+    )
+    .await;
+    let training = finished(
+        &app,
+        &format!("/v1/trainings/{}", training["id"].as_str().unwrap()),
+    )
+    .await;
+    for pair in ["old_vs_new", "old_vs_compat"] {
+        let id = training["evaluations"][pair]["id"].as_str().unwrap();
+        finished(&app, &format!("/v1/evaluations/{id}")).await;
+    }
+    let mut app = app;
+    app.shutdown().await;
+
+    // The same database behind a server without workers: the running evaluation's only worker
+    // is this test, on "another host", writing real instance rows through the store.
+    let app = TestApp::spawn(common::sqlite_at(&db_path), options(0, &models)).await;
+    let running = post_json(
+        &app,
+        "/v1/evaluations",
+        &update_spec(
+            &dataset,
+            "old task -> new task (rerun)",
+            "model-update/new-task",
+        ),
+    )
+    .await;
+    let running_id = running["id"].as_str().unwrap().to_string();
+    let claim = app
+        .store
+        .claim("another-host", Duration::from_secs(600))
+        .await
+        .unwrap()
+        .expect("the new evaluation's shard");
+    assert_eq!(claim.fence.job_id, running_id);
+    let records = app
+        .store
+        .list_instances(
+            update["id"].as_str().unwrap(),
+            &InstanceFilter {
+                page: PageRequest {
+                    limit: ITEMS as i64,
+                    cursor: None,
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(records.len(), ITEMS);
+    let half = ITEMS / 2;
+    app.store
+        .write_instances(&claim.fence, &records[..half], half as i64)
+        .await
+        .unwrap();
+
+    let update_id = update["id"].as_str().unwrap();
+    let compat_id = compat["id"].as_str().unwrap();
+    let negative = |id: &str| {
+        let app = &app;
+        let id = id.to_string();
+        async move {
+            let page = get_json(
+                app,
+                &format!("/v1/evaluations/{id}/instances?flip=negative&limit=500"),
+            )
+            .await;
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].as_str().unwrap().to_string())
+                .collect::<std::collections::HashSet<_>>()
+        }
+    };
+    let (before, after) = (negative(update_id).await, negative(compat_id).await);
+    let listed = get_json(&app, "/v1/evaluations?limit=100").await;
+    let trainings = get_json(&app, "/v1/trainings").await;
+    let config = json!({
+        "base": app.base,
+        "chromium": chromium,
+        "token": TOKEN,
+        "screenshots": std::env::var("MUSCLE_UI_SCREENSHOTS").ok(),
+        "evaluations": listed["items"],
+        "trainings": trainings["items"],
+        "finished": update,
+        "compat": compat,
+        "running": get_json(&app, &format!("/v1/evaluations/{running_id}")).await,
+        "training": training,
+        "training_before": get_json(&app, &format!("/v1/evaluations/{}", training["evaluations"]["old_vs_new"]["id"].as_str().unwrap())).await,
+        "training_after": get_json(&app, &format!("/v1/evaluations/{}", training["evaluations"]["old_vs_compat"]["id"].as_str().unwrap())).await,
+        "fixed": before.difference(&after).count(),
+        "introduced": after.difference(&before).count(),
+        "items": ITEMS,
+    });
+    let config_path = dir.path().join("config.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+
+    let mut node = tokio::process::Command::new("node")
+        .arg(repo().join("tests/ui/check.mjs"))
+        .arg(&config_path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs");
+    let mut stdin = node.stdin.take().unwrap();
+    let mut lines = BufReader::new(node.stdout.take().unwrap()).lines();
+    let mut transcript = Vec::new();
+    let ran = tokio::time::timeout(Duration::from_secs(240), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            eprintln!("check.mjs: {line}");
+            if line == "WAITING FOR PROGRESS" {
+                // The rest of the shard's rows, as its worker would write them; the open page
+                // must show them without a reload.
+                app.store
+                    .write_instances(&claim.fence, &records[half..], ITEMS as i64)
+                    .await
+                    .unwrap();
+                stdin.write_all(b"written\n").await.unwrap();
+                stdin.flush().await.unwrap();
+            }
+            transcript.push(line);
+        }
+        node.wait().await.unwrap()
+    })
+    .await
+    .expect("the browser checks finish within 4 minutes");
+    assert!(
+        ran.success(),
+        "the browser checks failed ({ran}):\n{}",
+        transcript.join("\n")
+    );
+    assert!(
+        transcript.iter().any(|l| l == "ALL CHECKS PASSED"),
+        "check.mjs ended without its last check"
+    );
+    let mut app = app;
+    app.shutdown().await;
+}

@@ -1,0 +1,196 @@
+// The dashboard in headless Chromium, against the server tests/api/dashboard.rs set up. The
+// config names the server, its token, and the API's own answers; every page is checked
+// against them. Prints a line per check, "WAITING FOR PROGRESS" when the running
+// evaluation's page is open (the Rust side then writes its remaining rows and answers on
+// stdin), and "ALL CHECKS PASSED" last. Any console error, page error, failed request or
+// request to another origin fails the run.
+
+import { readFileSync, mkdirSync } from "node:fs";
+import { createInterface } from "node:readline";
+import puppeteer from "puppeteer-core";
+
+const config = JSON.parse(readFileSync(process.argv[2], "utf8"));
+const origin = new URL(config.base).origin;
+const problems = [];
+const stdin = createInterface({ input: process.stdin });
+const nextLine = () => new Promise((resolve) => stdin.once("line", resolve));
+
+const pct = (x) => `${(x * 100).toFixed(1)}%`;
+function check(condition, what) {
+  if (!condition) throw new Error(`FAILED: ${what}`);
+  console.log(`ok: ${what}`);
+}
+
+const browser = await puppeteer.launch({
+  executablePath: config.chromium,
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+});
+const page = await browser.newPage();
+page.setDefaultTimeout(15000);
+// Chromium logs each HTTP error status as a console error too; the response handler below
+// judges those, so that one expected 401 is not counted twice.
+page.on("console", (m) => {
+  if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) problems.push(`console error: ${m.text()}`);
+});
+page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`));
+page.on("request", (r) => {
+  const url = r.url();
+  if (!url.startsWith("data:") && new URL(url).origin !== origin) problems.push(`request to another origin: ${url}`);
+});
+page.on("response", (r) => {
+  // The token form is reached through the one 401 the page expects before a token is set.
+  if (r.status() >= 400 && !(r.status() === 401 && !tokenEntered)) problems.push(`HTTP ${r.status()} for ${r.url()}`);
+});
+let tokenEntered = false;
+
+async function shot(name) {
+  if (!config.screenshots) return;
+  mkdirSync(config.screenshots, { recursive: true });
+  await page.screenshot({ path: `${config.screenshots}/${name}.png`, fullPage: false });
+}
+
+async function ready(section) {
+  await page.waitForFunction((s) => document.body.dataset.ready === s, {}, section);
+}
+
+async function open(hash, section) {
+  await page.evaluate(() => { delete document.body.dataset.ready; });
+  await page.evaluate((h) => { location.hash = h; }, hash);
+  await ready(section);
+}
+
+const text = (selector) => page.$eval(selector, (el) => el.textContent.trim());
+const all = (selector, fn) => page.$$eval(selector, fn);
+
+try {
+  await page.setViewport({ width: 1600, height: 1000 });
+  // "/" redirects to the dashboard, which asks for the token once.
+  await page.goto(`${config.base}/`);
+  check(new URL(page.url()).pathname === "/ui/", `"/" redirects to /ui/ (${page.url()})`);
+  await page.waitForSelector("#token");
+  tokenEntered = true;
+  await page.type("#token", config.token);
+  await page.keyboard.press("Enter");
+  await ready("evaluations");
+  check(await page.evaluate(() => !!sessionStorage.getItem("muscle.token")), "the token is kept in session storage");
+
+  // Evaluations list.
+  const rows = await all("#evaluations tbody tr", (trs) => trs.map((tr) => ({
+    id: tr.dataset.id, status: tr.dataset.status,
+    verdict: tr.querySelector(".verdict-cell [data-verdict]")?.dataset.verdict ?? null,
+    nfr: tr.querySelector(".nfr-cell").firstChild?.textContent ?? "",
+  })));
+  check(rows.length === config.evaluations.length, `the list shows all ${config.evaluations.length} evaluations`);
+  for (const e of config.evaluations) {
+    const row = rows.find((r) => r.id === e.id);
+    check(row && row.status === e.status, `list: ${e.name} is ${e.status}`);
+    if (e.summary) {
+      check(row.verdict === e.summary.verdict, `list: ${e.name} verdict ${e.summary.verdict}`);
+      check(row.nfr === pct(e.summary.nfr), `list: ${e.name} nfr ${pct(e.summary.nfr)}`);
+    }
+  }
+  await page.select("#filter-status", "running");
+  await page.waitForFunction(() => document.querySelectorAll("#evaluations tbody tr").length === 1);
+  check(await page.$eval("#evaluations tbody tr", (tr) => tr.dataset.status) === "running", "the status filter keeps the running evaluation alone");
+
+  // One finished evaluation.
+  const f = config.finished, r = f.report;
+  await open(`#/evaluations/${f.id}`, "evaluations");
+  await shot("evaluation");
+  const verdict = await page.$eval("#verdict", (el) => el.dataset.verdict);
+  check(verdict === (r.gate.passed ? "pass" : "fail"), `verdict ${verdict} as the gate says`);
+  const checks = await all("#gate-checks li", (lis) => lis.map((li) => li.dataset.passed));
+  check(JSON.stringify(checks) === JSON.stringify(r.gate.checks.map((c) => String(c.passed))), "each gate check with its outcome");
+  check((await text("#metric-nfr .value")) === pct(r.metrics.nfr), `headline nfr ${pct(r.metrics.nfr)}`);
+  check((await text("#metric-nfr .ci")) === `[${pct(r.intervals.nfr.lower)}, ${pct(r.intervals.nfr.upper)}]`, "nfr interval");
+  check((await text("#metric-acc-old .value")) === pct(r.old.accuracy) && (await text("#metric-acc-new .value")) === pct(r.new.accuracy), "accuracy old and new");
+  const cells = await all(".quadrant [data-flip]", (gs) => Object.fromEntries(gs.map((g) => [g.dataset.flip, Number(g.dataset.count)])));
+  check(cells.negative === r.counts.negative_flips && cells.positive === r.counts.positive_flips
+    && cells.both_correct === r.counts.both_correct && cells.both_wrong === r.counts.both_wrong, `quadrant counts ${JSON.stringify(cells)}`);
+  const slices = await all(".slices [data-slice]", (gs) => gs.map((g) => g.dataset.slice));
+  check(JSON.stringify(slices) === JSON.stringify(r.slices.slice(0, 40).map((s) => s.slice)), `slices worst first (${slices.length})`);
+  check((await all(".slices .ci", (gs) => gs.length)) === r.slices.filter((s) => s.nfr_interval).slice(0, 40).length, "slice intervals drawn");
+  const allRows = await all("#instances tbody tr", (trs) => trs.length);
+  check(allRows === Math.min(50, r.n), `the instance table pages by 50 (${allRows})`);
+
+  // A quadrant cell filters the table: by click, and by keyboard.
+  await page.click('.quadrant [data-flip="negative"]');
+  await page.waitForFunction(() => location.hash.includes("flip=negative") && document.body.dataset.ready);
+  await page.waitForSelector('.quadrant [data-flip="negative"][aria-pressed="true"]');
+  let flips = await all("#instances tbody tr", (trs) => trs.map((tr) => tr.dataset.flip));
+  check(flips.length === Math.min(50, r.counts.negative_flips) && flips.every((x) => x === "negative"), `negative cell: ${flips.length} negative flips listed`);
+  const first = await page.$eval("#instances tbody tr", (tr) => ({ prompt: tr.querySelector(".prompt")?.textContent, picks: tr.querySelectorAll(".choices .picked").length }));
+  check(first.prompt && first.prompt.length > 0 && first.picks === 2, "a flip row shows the prompt and both models' choices");
+  await page.$eval('.quadrant [data-flip="positive"]', (g) => g.focus());
+  await page.keyboard.press("Enter");
+  await page.waitForFunction(() => location.hash.includes("flip=positive") && document.body.dataset.ready);
+  await page.waitForSelector("#instances tbody tr");
+  flips = await all("#instances tbody tr", (trs) => trs.map((tr) => tr.dataset.flip));
+  check(flips.length === Math.min(50, r.counts.positive_flips) && flips.every((x) => x === "positive"), "positive cell by keyboard: positive flips listed");
+  const worst = r.slices[0];
+  await page.select("#filter-slice", worst.slice);
+  await page.waitForFunction((s) => decodeURIComponent(location.hash).includes(`slice=${s}`) && document.body.dataset.ready, {}, worst.slice);
+  await page.waitForFunction(() => document.querySelector("#instances tbody tr, #no-instances"));
+  check(!!(await page.$("#instances tbody tr, #no-instances")), `slice filter ${worst.slice} applied`);
+
+  // The running evaluation updates itself.
+  const run = config.running;
+  await open(`#/evaluations/${run.id}`, "evaluations");
+  check((await text("#status")).includes(`${run.progress.done} / ${run.progress.total}`), `running: ${run.progress.done} / ${run.progress.total} shown`);
+  check(await page.$eval("#verdict", (el) => el.dataset.verdict) === "pending", "running: the verdict is pending");
+  console.log("WAITING FOR PROGRESS");
+  await nextLine();
+  await page.waitForFunction((n) => document.querySelector("#status")?.textContent.includes(`${n} / ${n}`), { timeout: 20000 }, config.items);
+  check(true, "running: the page showed the new progress without a reload");
+
+  // Phone width: nothing wider than the window but the tables' own scrolling.
+  await page.setViewport({ width: 390, height: 844 });
+  await open(`#/evaluations/${f.id}`, "evaluations");
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 1, `phone width: no sideways scrolling (${overflow} px)`);
+  await shot("evaluation-phone");
+  await page.setViewport({ width: 1600, height: 1000 });
+
+  // Trainings list and one training.
+  await open("#/trainings", "trainings");
+  const trainingRows = await all("#trainings tbody tr", (trs) => trs.map((tr) => tr.dataset.id));
+  check(trainingRows.length === config.trainings.length && trainingRows.includes(config.training.id), "the trainings list");
+  const t = config.training;
+  await open(`#/trainings/${t.id}`, "trainings");
+  await shot("training");
+  const steps = t.history.filter((x) => x.kind === "train").length;
+  const points = await page.$eval("#train-chart polyline", (p) => p.getAttribute("points").trim().split(/\s+/).length);
+  check(points === steps, `train loss curve: ${points} points for ${steps} steps`);
+  const epochs = t.history.filter((x) => x.kind === "validation").length;
+  check((await all("#validation-chart circle:not(.mark)", (c) => c.length)) === epochs, `validation curve: ${epochs} epochs`);
+  check((await text("#best-epoch")) === String(t.best_epoch) && !!(await page.$("#validation-chart .mark")), `best epoch ${t.best_epoch} marked`);
+  check((await text("#adapter")).startsWith(t.adapter), `written adapter ${t.adapter}`);
+  const nfrRow = await page.$$eval("#before-after-table tr[data-metric='Negative flip rate'] td", (tds) => tds.map((td) => td.textContent));
+  const b = config.training_before.report.metrics.nfr, a = config.training_after.report.metrics.nfr;
+  check(nfrRow[1] === pct(b) && nfrRow[2] === pct(a), `before/after nfr ${pct(b)} -> ${pct(a)}`);
+
+  // Two evaluations side by side.
+  await open(`#/compare?a=${f.id}&b=${config.compat.id}`, "compare");
+  await shot("compare");
+  const nfrCompare = await page.$$eval("#compare-metrics tr[data-metric='Negative flip rate'] td", (tds) => tds.map((td) => td.textContent));
+  check(nfrCompare[1] === pct(r.metrics.nfr) && nfrCompare[2] === pct(config.compat.report.metrics.nfr), "compare: nfr of A and B");
+  check((await text("#show-fixed")).endsWith(`: ${config.fixed}`), `compare: ${config.fixed} no longer negative flips`);
+  check((await text("#show-introduced")).endsWith(`: ${config.introduced}`), `compare: ${config.introduced} new negative flips`);
+  await page.click("#show-introduced");
+  await page.waitForSelector("#show-introduced[aria-pressed='true']");
+  const introducedRows = await all("#changed-flips tbody tr", (trs) => trs.length);
+  check(introducedRows === Math.min(50, config.introduced), "compare: the new negative flips listed");
+
+  check(problems.length === 0, `no console error and no request outside ${origin}${problems.length ? `:\n  ${problems.join("\n  ")}` : ""}`);
+  console.log("ALL CHECKS PASSED");
+} catch (error) {
+  console.log(error.message);
+  for (const p of problems) console.log(`  ${p}`);
+  await shot("failure").catch(() => {});
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  stdin.close();
+}
