@@ -194,6 +194,43 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         .as_str()
         .unwrap()
         .to_string();
+    let generation_rows = [
+        "The cat sat on the",
+        "Once upon a time",
+        "The answer is",
+        "In the morning we",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, p)| json!({"id": format!("g{i}"), "prompt": p, "target": " mat"}).to_string() + "\n")
+    .collect::<String>();
+    let generation_data = app
+        .client
+        .post(app.url("/v1/datasets?name=generation"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/x-ndjson")
+        .body(generation_rows)
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let generation = post_json(
+        &app,
+        "/v1/evaluations",
+        &json!({
+            "name": "tiny generation",
+            "old": {"model": "tiny/llama"},
+            "new": {"model": "tiny/llama", "adapter": "tiny/llama-lora"},
+            "dataset": generation_data,
+            "task": {"type": "generation", "max_new_tokens": 8, "metric": "rougeL"},
+        }),
+    )
+    .await;
     let output = "trained/tiny-compat";
     let training = post_json(
         &app,
@@ -227,6 +264,10 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         &format!("/v1/trainings/{}", training["id"].as_str().unwrap()),
     )
     .await;
+    let generation_id = generation["id"].as_str().unwrap().to_string();
+    let generation = finished(&app, &format!("/v1/evaluations/{generation_id}")).await;
+    let generation_instances =
+        get_json(&app, &format!("/v1/evaluations/{generation_id}/instances")).await;
     for pair in ["old_vs_new", "old_vs_compat"] {
         let id = training["evaluations"][pair]["id"].as_str().unwrap();
         finished(&app, &format!("/v1/evaluations/{id}")).await;
@@ -310,6 +351,8 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         "compat": compat,
         "running": get_json(&app, &format!("/v1/evaluations/{running_id}")).await,
         "training": training,
+        "generation": generation,
+        "generation_instances": generation_instances["items"],
         "training_before": get_json(&app, &format!("/v1/evaluations/{}", training["evaluations"]["old_vs_new"]["id"].as_str().unwrap())).await,
         "training_after": get_json(&app, &format!("/v1/evaluations/{}", training["evaluations"]["old_vs_compat"]["id"].as_str().unwrap())).await,
         "fixed": before.difference(&after).count(),

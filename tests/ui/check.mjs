@@ -45,10 +45,10 @@ page.on("response", (r) => {
 });
 let tokenEntered = false;
 
-async function shot(name) {
+async function shot(name, fullPage = false) {
   if (!config.screenshots) return;
   mkdirSync(config.screenshots, { recursive: true });
-  await page.screenshot({ path: `${config.screenshots}/${name}.png`, fullPage: false });
+  await page.screenshot({ path: `${config.screenshots}/${name}.png`, fullPage });
 }
 
 async function ready(section) {
@@ -59,6 +59,14 @@ async function open(hash, section) {
   await page.evaluate(() => { delete document.body.dataset.ready; });
   await page.evaluate((h) => { location.hash = h; }, hash);
   await ready(section);
+}
+
+const renders = () => page.evaluate(() => Number(document.body.dataset.renders || 0));
+/// Runs `action` and waits until the page has rendered again after it.
+async function rerendered(action) {
+  const before = await renders();
+  await action();
+  await page.waitForFunction((n) => Number(document.body.dataset.renders || 0) > n, {}, before);
 }
 
 const text = (selector) => page.$eval(selector, (el) => el.textContent.trim());
@@ -91,8 +99,7 @@ try {
       check(row.nfr === pct(e.summary.nfr), `list: ${e.name} nfr ${pct(e.summary.nfr)}`);
     }
   }
-  await page.select("#filter-status", "running");
-  await page.waitForFunction(() => document.querySelectorAll("#evaluations tbody tr").length === 1);
+  await rerendered(() => page.select("#filter-status", "running"));
   check(await page.$eval("#evaluations tbody tr", (tr) => tr.dataset.status) === "running", "the status filter keeps the running evaluation alone");
 
   // One finished evaluation.
@@ -116,24 +123,37 @@ try {
   check(allRows === Math.min(50, r.n), `the instance table pages by 50 (${allRows})`);
 
   // A quadrant cell filters the table: by click, and by keyboard.
-  await page.click('.quadrant [data-flip="negative"]');
-  await page.waitForFunction(() => location.hash.includes("flip=negative") && document.body.dataset.ready);
-  await page.waitForSelector('.quadrant [data-flip="negative"][aria-pressed="true"]');
+  await rerendered(() => page.click('.quadrant [data-flip="negative"]'));
+  check(!!(await page.$('.quadrant [data-flip="negative"][aria-pressed="true"]')), "the negative cell shows as pressed");
   let flips = await all("#instances tbody tr", (trs) => trs.map((tr) => tr.dataset.flip));
   check(flips.length === Math.min(50, r.counts.negative_flips) && flips.every((x) => x === "negative"), `negative cell: ${flips.length} negative flips listed`);
   const first = await page.$eval("#instances tbody tr", (tr) => ({ prompt: tr.querySelector(".prompt")?.textContent, picks: tr.querySelectorAll(".choices .picked").length }));
   check(first.prompt && first.prompt.length > 0 && first.picks === 2, "a flip row shows the prompt and both models' choices");
   await page.$eval('.quadrant [data-flip="positive"]', (g) => g.focus());
-  await page.keyboard.press("Enter");
-  await page.waitForFunction(() => location.hash.includes("flip=positive") && document.body.dataset.ready);
-  await page.waitForSelector("#instances tbody tr");
+  await rerendered(() => page.keyboard.press("Enter"));
   flips = await all("#instances tbody tr", (trs) => trs.map((tr) => tr.dataset.flip));
   check(flips.length === Math.min(50, r.counts.positive_flips) && flips.every((x) => x === "positive"), "positive cell by keyboard: positive flips listed");
   const worst = r.slices[0];
-  await page.select("#filter-slice", worst.slice);
-  await page.waitForFunction((s) => decodeURIComponent(location.hash).includes(`slice=${s}`) && document.body.dataset.ready, {}, worst.slice);
-  await page.waitForFunction(() => document.querySelector("#instances tbody tr, #no-instances"));
-  check(!!(await page.$("#instances tbody tr, #no-instances")), `slice filter ${worst.slice} applied`);
+  await rerendered(() => page.click('.quadrant [data-flip="negative"]'));
+  await rerendered(() => page.select("#filter-slice", worst.slice));
+  const inSlice = await all("#instances tbody tr", (trs) => trs.map((tr) => ({ flip: tr.dataset.flip, tags: tr.querySelector("td .small")?.textContent ?? "" })));
+  check(inSlice.length === Math.min(50, worst.counts.negative_flips) && inSlice.every((x) => x.flip === "negative" && x.tags.includes(worst.slice)),
+    `slice filter ${worst.slice} with the negative cell: ${inSlice.length} rows (the slice has ${worst.counts.negative_flips})`);
+
+  // A generation evaluation: both outputs side by side, the words that differ marked.
+  const g = config.generation;
+  await open(`#/evaluations/${g.id}`, "evaluations");
+  const shown = await all("#instances tbody tr", (trs) => trs.map((tr) => {
+    const cells = tr.querySelectorAll("td");
+    return { old: cells[3].querySelector(".out").textContent, new: cells[4].querySelector(".out").textContent,
+      marked: tr.querySelectorAll("ins, del").length };
+  }));
+  check(shown.length === config.generation_instances.length, `generation: ${shown.length} instances listed`);
+  config.generation_instances.forEach((i, k) => {
+    check(shown[k].old === (i.old.output ?? "") && shown[k].new === (i.new.output ?? ""), `generation ${i.id}: both outputs shown whole`);
+    check((shown[k].marked > 0) === ((i.old.output ?? "") !== (i.new.output ?? "")), `generation ${i.id}: differences marked only where the outputs differ`);
+  });
+  await shot("generation", true);
 
   // The running evaluation updates itself.
   const run = config.running;
@@ -178,8 +198,7 @@ try {
   check(nfrCompare[1] === pct(r.metrics.nfr) && nfrCompare[2] === pct(config.compat.report.metrics.nfr), "compare: nfr of A and B");
   check((await text("#show-fixed")).endsWith(`: ${config.fixed}`), `compare: ${config.fixed} no longer negative flips`);
   check((await text("#show-introduced")).endsWith(`: ${config.introduced}`), `compare: ${config.introduced} new negative flips`);
-  await page.click("#show-introduced");
-  await page.waitForSelector("#show-introduced[aria-pressed='true']");
+  await rerendered(() => page.click("#show-introduced"));
   const introducedRows = await all("#changed-flips tbody tr", (trs) => trs.length);
   check(introducedRows === Math.min(50, config.introduced), "compare: the new negative flips listed");
 

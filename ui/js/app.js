@@ -67,6 +67,8 @@ async function render(refresh = false) {
     if (mine !== generation) return;
     view.replaceChildren(...staging.childNodes);
     document.body.dataset.ready = r.section;
+    // Counts finished renders, so that a test (or a user script) can wait for the next one.
+    document.body.dataset.renders = String(Number(document.body.dataset.renders || 0) + 1);
     if (refresh) window.scrollTo(0, scroll);
   } catch (error) {
     if (mine !== generation) return;

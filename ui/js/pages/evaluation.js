@@ -22,7 +22,7 @@ export async function evaluationPage(view, params, ctx) {
   fill(view, 
     header(evaluation),
     verdict(evaluation),
-    report ? headline(report) : null,
+    report ? headline(report, evaluation.spec.task.type !== "multiple_choice") : null,
     report && report.warnings.length ? h("ul", { class: "warnings", id: "warnings" }, report.warnings.map((w) => h("li", {}, w))) : null,
     report ? h("div", { class: "grid2" },
       h("section", { "aria-labelledby": "quadrant-title" }, h("h2", { id: "quadrant-title" }, "Flips"),
@@ -81,13 +81,14 @@ function card(id, label, value, ci, title) {
     h("div", { class: "label" }, label), h("div", { class: "value" }, value), ci ? h("div", { class: "ci" }, ci) : null);
 }
 
-function headline(r) {
+function headline(r, generation) {
   const m = r.metrics, i = r.intervals, nf = r.noise_floor, g = r.generative;
+  const score = generation ? "Mean score" : "Accuracy";
   const cards = [
     card("n", "Instances", String(r.n), r.partial ? "so far" : ""),
-    card("acc-old", "Accuracy old", pct(r.old.accuracy), interval(i.acc_old)),
-    card("acc-new", "Accuracy new", pct(r.new.accuracy), interval(i.acc_new)),
-    card("delta", "Change in accuracy", signedPct(m.delta_accuracy), interval(i.delta_accuracy, signedPct)),
+    card("acc-old", `${score} old`, pct(r.old.accuracy), interval(i.acc_old)),
+    card("acc-new", `${score} new`, pct(r.new.accuracy), interval(i.acc_new)),
+    card("delta", `Change in ${score.toLowerCase()}`, signedPct(m.delta_accuracy), interval(i.delta_accuracy, signedPct)),
     card("nfr", "Negative flip rate", pct(m.nfr), interval(i.nfr), "instances the old model got right and the new one gets wrong, over all instances"),
     card("pfr", "Positive flip rate", pct(m.pfr), interval(i.pfr)),
     card("btc", "Backward trust compatibility", pct(m.btc), interval(i.btc), "of the old model's correct instances, the share the new one keeps"),
