@@ -18,7 +18,6 @@ mod serve;
 pub use serve::{ConnectionLimits, serve};
 mod trainings;
 mod ui;
-pub use ui::page_weight;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;

@@ -61,11 +61,6 @@ pub fn router() -> Router<AppState> {
         )
 }
 
-/// The bytes of every embedded file, in order: what the page weighs.
-pub fn page_weight() -> usize {
-    ASSETS.iter().map(|a| a.body.len()).sum()
-}
-
 fn serve(path: &str, headers: &HeaderMap) -> Response {
     let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {
         return ApiError::not_found(format!("no dashboard file {path:?}")).into_response();

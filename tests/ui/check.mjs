@@ -69,6 +69,45 @@ async function rerendered(action) {
   await page.waitForFunction((n) => Number(document.body.dataset.renders || 0) > n, {}, before);
 }
 
+/// Text whose WCAG contrast against what lies behind it is below AA (4.5:1, or 3:1 for large
+/// text), on HTML text and on the quadrant's labels (SVG text over its cell).
+async function lowContrast() {
+  return page.evaluate(() => {
+    const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+    const luminance = ([r, g, b]) => {
+      const f = (v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+      return 0.2126 * f(r) + 0.7152 * f(g) + 0.0722 * f(b);
+    };
+    const ratio = (a, b) => { const [x, y] = [luminance(a), luminance(b)].sort((p, q) => q - p); return (x + 0.05) / (y + 0.05); };
+    const background = (el) => {
+      for (let e = el; e; e = e.parentElement) {
+        const c = rgb(getComputedStyle(e).backgroundColor);
+        if (c.length === 3 || (c.length === 4 && c[3] > 0.5)) return c.slice(0, 3);
+      }
+      return [255, 255, 255];
+    };
+    const bad = [];
+    const large = (style) => parseFloat(style.fontSize) >= 24 || (parseFloat(style.fontSize) >= 18.66 && Number(style.fontWeight) >= 700);
+    for (const el of document.querySelectorAll("body *")) {
+      if (el.closest("svg") || !el.offsetParent) continue;
+      const own = [...el.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim());
+      if (!own) continue;
+      const style = getComputedStyle(el);
+      const r = ratio(rgb(style.color).slice(0, 3), background(el));
+      if (r < (large(style) ? 3 : 4.5)) bad.push(`${el.tagName.toLowerCase()} "${el.textContent.trim().slice(0, 30)}" ${r.toFixed(2)}:1`);
+    }
+    for (const g of document.querySelectorAll(".quadrant g.cell-group")) {
+      const cell = rgb(getComputedStyle(g.querySelector("rect")).fill);
+      for (const t of g.querySelectorAll("text")) {
+        const style = getComputedStyle(t);
+        const r = ratio(rgb(style.fill).slice(0, 3), cell);
+        if (r < (large(style) ? 3 : 4.5)) bad.push(`quadrant "${t.textContent}" ${r.toFixed(2)}:1`);
+      }
+    }
+    return bad;
+  });
+}
+
 const text = (selector) => page.$eval(selector, (el) => el.textContent.trim());
 const all = (selector, fn) => page.$$eval(selector, fn);
 
@@ -90,6 +129,7 @@ try {
     verdict: tr.querySelector(".verdict-cell [data-verdict]")?.dataset.verdict ?? null,
     nfr: tr.querySelector(".nfr-cell").firstChild?.textContent ?? "",
   })));
+  check((await lowContrast()).length === 0, "evaluations list: AA contrast");
   check(rows.length === config.evaluations.length, `the list shows all ${config.evaluations.length} evaluations`);
   for (const e of config.evaluations) {
     const row = rows.find((r) => r.id === e.id);
@@ -119,6 +159,8 @@ try {
   const slices = await all(".slices [data-slice]", (gs) => gs.map((g) => g.dataset.slice));
   check(JSON.stringify(slices) === JSON.stringify(r.slices.slice(0, 40).map((s) => s.slice)), `slices worst first (${slices.length})`);
   check((await all(".slices .ci", (gs) => gs.length)) === r.slices.filter((s) => s.nfr_interval).slice(0, 40).length, "slice intervals drawn");
+  const contrast = await lowContrast();
+  check(contrast.length === 0, `every text has AA contrast${contrast.length ? `: ${contrast.slice(0, 8).join("; ")}` : ""}`);
   const allRows = await all("#instances tbody tr", (trs) => trs.length);
   check(allRows === Math.min(50, r.n), `the instance table pages by 50 (${allRows})`);
 
@@ -180,6 +222,7 @@ try {
   const t = config.training;
   await open(`#/trainings/${t.id}`, "trainings");
   await shot("training");
+  check((await lowContrast()).length === 0, "training: AA contrast");
   const steps = t.history.filter((x) => x.kind === "train").length;
   const points = await page.$eval("#train-chart polyline", (p) => p.getAttribute("points").trim().split(/\s+/).length);
   check(points === steps, `train loss curve: ${points} points for ${steps} steps`);
@@ -194,6 +237,7 @@ try {
   // Two evaluations side by side.
   await open(`#/compare?a=${f.id}&b=${config.compat.id}`, "compare");
   await shot("compare");
+  check((await lowContrast()).length === 0, "compare: AA contrast");
   const nfrCompare = await page.$$eval("#compare-metrics tr[data-metric='Negative flip rate'] td", (tds) => tds.map((td) => td.textContent));
   check(nfrCompare[1] === pct(r.metrics.nfr) && nfrCompare[2] === pct(config.compat.report.metrics.nfr), "compare: nfr of A and B");
   check((await text("#show-fixed")).endsWith(`: ${config.fixed}`), `compare: ${config.fixed} no longer negative flips`);
