@@ -129,19 +129,15 @@ impl Attention {
             }
             *slot = Some((k.clone(), v.clone()));
         }
+        // Grouped-query attention without copying K and V once per query head: the `rep` query
+        // heads that share a kv head (heads kv*rep .. kv*rep+rep, HF's repeat_kv layout) are
+        // stacked along the query axis, [b, kvh, rep * t, d], and multiply that kv head's keys
+        // and values directly.
         let rep = self.heads / self.kv_heads;
-        let repeat = |y: Tensor| -> Result<Tensor> {
-            if rep == 1 {
-                return Ok(y);
-            }
-            let (b, kvh, tk, d) = y.dims4()?;
-            Ok(y.unsqueeze(2)?
-                .expand((b, kvh, rep, tk, d))?
-                .reshape((b, kvh * rep, tk, d))?)
-        };
-        let k = repeat(k)?;
-        let v = repeat(v)?;
-        let mut scores = (q.matmul(&k.t()?)? * self.scale)?.to_dtype(DType::F32)?;
+        let tk = k.dim(2)?;
+        let grouped = q.reshape((b, self.kv_heads, rep * t, hd))?;
+        let scores = (grouped.matmul(&k.t()?)? * self.scale)?.to_dtype(DType::F32)?;
+        let mut scores = scores.reshape((b, self.heads, t, tk))?;
         if let Some(c) = self.softcap {
             scores = ((scores / c)?.tanh()? * c)?;
         }
@@ -151,7 +147,12 @@ impl Attention {
         } else {
             candle_nn::ops::softmax(&scores, D::Minus1)?
         };
-        let out = probs.to_dtype(cx.dtype)?.matmul(&v.contiguous()?)?;
+        let probs = probs
+            .to_dtype(cx.dtype)?
+            .reshape((b, self.kv_heads, rep * t, tk))?;
+        let out = probs
+            .matmul(&v.contiguous()?)?
+            .reshape((b, self.heads, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, cx.training)
     }
