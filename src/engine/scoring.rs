@@ -143,11 +143,14 @@ pub fn score_tokens(
 
 /// Scores the continuations of several contexts, each context computed once: the contexts run as
 /// one right-padded batch that fills the KV cache, whose rows are then repeated, one per
-/// continuation, and the continuations run as one right-padded batch after them (each attending
-/// to its own context's real tokens only). `groups[g] = (context ids, continuations)`.
+/// continuation, and the continuations run as right-padded batches after them (each attending
+/// to its own context's real tokens only), at most `limits.max_batch_size` rows and
+/// `limits.max_batch_tokens` padded tokens (context included) each.
+/// `groups[g] = (context ids, continuations)`.
 pub fn score_shared_prefixes(
     dec: &Decoder,
     groups: &[(&[u32], Vec<&[u32]>)],
+    limits: BatchConfig,
 ) -> Result<Vec<Vec<TokenScore>>> {
     if groups.iter().any(|(ctx, _)| ctx.is_empty()) {
         return Err(EngineError::InvalidRequest("empty context".into()));
@@ -229,22 +232,55 @@ pub fn score_shared_prefixes(
                 .collect(),
         );
     }
-    // The rest of every continuation, one row per continuation.
+    // The rest of every continuation, one row per continuation, in batches within the limits.
     let flat: Vec<(usize, usize, &[u32])> = groups
         .iter()
         .enumerate()
         .flat_map(|(i, (_, conts))| conts.iter().enumerate().map(move |(j, c)| (i, j, *c)))
+        .filter(|(_, _, c)| c.len() > 1)
         .collect();
+    let mut start = 0;
+    while start < flat.len() {
+        let (mut end, mut t) = (start, 0);
+        while end < flat.len() {
+            let tt = t.max(flat[end].2.len() - 1);
+            let rows = end + 1 - start;
+            if end > start
+                && (rows > limits.max_batch_size.max(1)
+                    || rows * (p + tt) > limits.max_batch_tokens)
+            {
+                break;
+            }
+            (t, end) = (tt, end + 1);
+        }
+        score_continuations(dec, &cache, &lens, p, &flat[start..end], &mut out)?;
+        start = end;
+    }
+    Ok(out)
+}
+
+/// One batch of continuation rows `(context index, continuation index, ids)` after the contexts'
+/// cache (`p` positions, context `i` of length `lens[i]`), added into `out[i][j]`.
+fn score_continuations(
+    dec: &Decoder,
+    prompts: &KvCache,
+    lens: &[usize],
+    p: usize,
+    flat: &[(usize, usize, &[u32])],
+    out: &mut [Vec<TokenScore>],
+) -> Result<()> {
+    let dev = &dec.device;
     let t = flat
         .iter()
         .map(|(_, _, c)| c.len().saturating_sub(1))
         .max()
         .unwrap_or(0);
     if t == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let n = flat.len();
     let owner_rows: Vec<u32> = flat.iter().map(|&(i, _, _)| i as u32).collect();
+    let mut cache = prompts.clone();
     cache.select_batch(&owner_rows)?;
     let mut ids = vec![0u32; n * t];
     let mut rows = Vec::new();
@@ -261,7 +297,8 @@ pub fn score_shared_prefixes(
     }
     let ids = Tensor::from_vec(ids, (n, t), dev)?;
     let row_lens: Vec<usize> = flat.iter().map(|&(i, _, _)| lens[i]).collect();
-    let (positions, mut mask) = continuation_positions_and_mask(t, &row_lens, p, sw, dev)?;
+    let (positions, mut mask) =
+        continuation_positions_and_mask(t, &row_lens, p, dec.sliding_window, dev)?;
     mask.seq_lens = flat
         .iter()
         .map(|&(i, _, c)| lens[i] + c.len() - 1)
@@ -280,7 +317,7 @@ pub fn score_shared_prefixes(
         out[i][j].logprob += picked[q] as f64;
         out[i][j].is_greedy &= argmax[q] == targets[q];
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Scores the continuations of one shared context (see `score_shared_prefixes`).
@@ -289,9 +326,15 @@ pub fn score_shared_prefix(
     ctx: &[u32],
     conts: &[&[u32]],
 ) -> Result<Vec<TokenScore>> {
-    Ok(score_shared_prefixes(dec, &[(ctx, conts.to_vec())])?
-        .pop()
-        .unwrap_or_default())
+    let limits = BatchConfig {
+        max_batch_size: conts.len(),
+        max_batch_tokens: usize::MAX,
+    };
+    Ok(
+        score_shared_prefixes(dec, &[(ctx, conts.to_vec())], limits)?
+            .pop()
+            .unwrap_or_default(),
+    )
 }
 
 fn tokenize_ll(
@@ -489,16 +532,23 @@ fn multiple_choice_shared(
             start += 1;
             continue;
         }
-        // Prompts are sorted longest first, so the first prompt is the group's longest.
+        // Prompts are sorted longest first, so the first prompt is the group's longest. A group
+        // is one prompt pass of up to `max_rows` prompts; its continuations then run in
+        // batches within the same limits (score_shared_prefixes).
         let p = pairs[first][0].0.len();
-        let (mut end, mut rows, mut t) = (start, 0, 0);
+        let (mut end, mut rows) = (start, 0);
         while end < order.len() {
             let i = order[end];
-            let (r, tt) = (rows + pairs[i].len(), t.max(cont_len(i)));
-            if end > start && (r > max_rows || r * (p + tt) > batch.max_batch_tokens) {
+            let prompts = end + 1 - start;
+            let widest_choice = max_rows.min(pairs[i].len()) * (p + cont_len(i));
+            if end > start
+                && (prompts > max_rows
+                    || prompts * p > batch.max_batch_tokens
+                    || widest_choice > batch.max_batch_tokens)
+            {
                 break;
             }
-            (rows, t, end) = (r, tt, end + 1);
+            (rows, end) = (rows + pairs[i].len(), end + 1);
         }
         let groups: Vec<(&[u32], Vec<&[u32]>)> = order[start..end]
             .iter()
@@ -517,7 +567,7 @@ fn multiple_choice_shared(
                 .map(|(prompt, conts)| prompt.len() + conts.iter().map(|c| c.len()).sum::<usize>())
                 .sum(),
         );
-        let scores = score_shared_prefixes(dec, &groups)?;
+        let scores = score_shared_prefixes(dec, &groups, batch)?;
         for (&i, s) in order[start..end].iter().zip(scores) {
             finish(i, &s, &mut out);
         }
