@@ -146,11 +146,13 @@ pub fn score_tokens(
 /// continuation, and the continuations run as right-padded batches after them (each attending
 /// to its own context's real tokens only), at most `limits.max_batch_size` rows and
 /// `limits.max_batch_tokens` padded tokens (context included) each.
-/// `groups[g] = (context ids, continuations)`.
+/// `groups[g] = (context ids, continuations)`. `on_batch(rows, tokens)` hears of each forward
+/// pass (the contexts' pass counts every continuation's first token, scored from it).
 pub fn score_shared_prefixes(
     dec: &Decoder,
     groups: &[(&[u32], Vec<&[u32]>)],
     limits: BatchConfig,
+    on_batch: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<Vec<TokenScore>>> {
     if groups.iter().any(|(ctx, _)| ctx.is_empty()) {
         return Err(EngineError::InvalidRequest("empty context".into()));
@@ -184,6 +186,13 @@ pub fn score_shared_prefixes(
         .map(|(i, &l)| (i * p + l - 1) as u32)
         .collect();
     let first = dec.logits_at(&step, &last, Some(&mut cache))?;
+    on_batch(
+        g,
+        groups
+            .iter()
+            .map(|(c, conts)| c.len() + conts.iter().filter(|k| !k.is_empty()).count())
+            .sum(),
+    );
     let first_logp = candle_nn::ops::log_softmax(&first, D::Minus1)?;
     // First continuation token of every continuation: read from its context's last position.
     let mut out: Vec<Vec<TokenScore>> = Vec::with_capacity(g);
@@ -254,6 +263,10 @@ pub fn score_shared_prefixes(
             (t, end) = (tt, end + 1);
         }
         score_continuations(dec, &cache, &lens, p, &flat[start..end], &mut out)?;
+        on_batch(
+            end - start,
+            flat[start..end].iter().map(|(_, _, c)| c.len() - 1).sum(),
+        );
         start = end;
     }
     Ok(out)
@@ -331,7 +344,7 @@ pub fn score_shared_prefix(
         max_batch_tokens: usize::MAX,
     };
     Ok(
-        score_shared_prefixes(dec, &[(ctx, conts.to_vec())], limits)?
+        score_shared_prefixes(dec, &[(ctx, conts.to_vec())], limits, &mut |_, _| {})?
             .pop()
             .unwrap_or_default(),
     )
@@ -536,7 +549,7 @@ fn multiple_choice_shared(
         // is one prompt pass of up to `max_rows` prompts; its continuations then run in
         // batches within the same limits (score_shared_prefixes).
         let p = pairs[first][0].0.len();
-        let (mut end, mut rows) = (start, 0);
+        let mut end = start;
         while end < order.len() {
             let i = order[end];
             let prompts = end + 1 - start;
@@ -548,7 +561,7 @@ fn multiple_choice_shared(
             {
                 break;
             }
-            (rows, end) = (rows + pairs[i].len(), end + 1);
+            end += 1;
         }
         let groups: Vec<(&[u32], Vec<&[u32]>)> = order[start..end]
             .iter()
@@ -560,14 +573,9 @@ fn multiple_choice_shared(
                 )
             })
             .collect();
-        opts.observe(
-            rows,
-            groups
-                .iter()
-                .map(|(prompt, conts)| prompt.len() + conts.iter().map(|c| c.len()).sum::<usize>())
-                .sum(),
-        );
-        let scores = score_shared_prefixes(dec, &groups, batch)?;
+        let scores = score_shared_prefixes(dec, &groups, batch, &mut |rows, tokens| {
+            opts.observe(rows, tokens)
+        })?;
         for (&i, s) in order[start..end].iter().zip(scores) {
             finish(i, &s, &mut out);
         }
