@@ -36,6 +36,20 @@ impl Sql {
         self
     }
 
+    /// Appends one placeholder per value, comma-separated (the inside of `IN (...)`).
+    pub fn bind_list<'t, T>(&mut self, values: impl IntoIterator<Item = T>) -> &mut Self
+    where
+        T: Encode<'t, Any> + Type<Any> + 't,
+    {
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.push(", ");
+            }
+            self.bind(value);
+        }
+        self
+    }
+
     pub fn query(self) -> sqlx::query::Query<'static, Any, AnyArguments> {
         sqlx::query_with(AssertSqlSafe(self.text), self.args)
     }
@@ -51,5 +65,16 @@ mod tests {
         sql.bind(1_i64).push(" AND b = ").bind("x".to_string());
         assert_eq!(sql.text, "SELECT 1 WHERE a = $1 AND b = $2");
         assert_eq!(sql.args.len(), 2);
+    }
+
+    #[test]
+    fn a_list_binds_each_value() {
+        let mut sql = Sql::new("SELECT 1 WHERE a = ");
+        sql.bind(1_i64)
+            .push(" AND b IN (")
+            .bind_list([2_i64, 3, 4])
+            .push(")");
+        assert_eq!(sql.text, "SELECT 1 WHERE a = $1 AND b IN ($2, $3, $4)");
+        assert_eq!(sql.args.len(), 4);
     }
 }

@@ -145,19 +145,13 @@ impl SqlStore {
         let mut out = Vec::with_capacity(indices.len());
         // A bounded number of placeholders per statement, whatever the page size.
         for chunk in indices.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
-            let sql = format!(
-                "SELECT idx, row_id, body FROM dataset_rows \
-                 WHERE dataset_id = $1 AND idx IN ({}) ORDER BY idx",
-                placeholders.join(", ")
-            );
-            // Only generated placeholders are formatted into the statement; values are bound.
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id);
-            for idx in chunk {
-                query = query.bind(*idx);
-            }
-            for row in query.fetch_all(&self.pool).await? {
+            let mut sql =
+                Sql::new("SELECT idx, row_id, body FROM dataset_rows WHERE dataset_id = ");
+            sql.bind(id.to_string())
+                .push(" AND idx IN (")
+                .bind_list(chunk.iter().copied())
+                .push(") ORDER BY idx");
+            for row in sql.query().fetch_all(&self.pool).await? {
                 out.push(dataset_row(&row)?);
             }
         }

@@ -162,21 +162,16 @@ impl SqlStore {
     ) -> StoreResult<Vec<PredictionRow>> {
         let mut out = Vec::with_capacity(doc_ids.len());
         for chunk in doc_ids.chunks(500) {
-            let placeholders: Vec<String> =
-                (0..chunk.len()).map(|i| format!("${}", i + 3)).collect();
-            // Only generated placeholders are formatted into the statement; values are bound.
-            let sql = format!(
-                "SELECT idx, doc_id, filter, body FROM prediction_rows \
-                 WHERE prediction_id = $1 AND filter = $2 AND doc_id IN ({})",
-                placeholders.join(", ")
+            let mut sql = Sql::new(
+                "SELECT idx, doc_id, filter, body FROM prediction_rows WHERE prediction_id = ",
             );
-            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(id.to_string())
-                .bind(filter.to_string());
-            for doc_id in chunk {
-                query = query.bind(doc_id.clone());
-            }
-            for row in query.fetch_all(&self.pool).await? {
+            sql.bind(id.to_string())
+                .push(" AND filter = ")
+                .bind(filter.to_string())
+                .push(" AND doc_id IN (")
+                .bind_list(chunk.iter().cloned())
+                .push(")");
+            for row in sql.query().fetch_all(&self.pool).await? {
                 out.push(prediction_row(&row)?);
             }
         }
