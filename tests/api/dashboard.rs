@@ -63,37 +63,40 @@ fn options(workers: usize, models: &Path) -> Options {
     }
 }
 
-async fn get_json(app: &TestApp, path: &str) -> Value {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap();
+/// Sends `request` with the token; its JSON body, after checking the status is a success.
+async fn ok_json(request: reqwest::RequestBuilder, what: &str) -> Value {
+    let response = request.bearer_auth(TOKEN).send().await.unwrap();
     assert!(
         response.status().is_success(),
-        "GET {path}: {}",
+        "{what}: {}",
         response.status()
     );
     response.json().await.unwrap()
 }
 
+async fn get_json(app: &TestApp, path: &str) -> Value {
+    ok_json(app.client.get(app.url(path)), &format!("GET {path}")).await
+}
+
 async fn post_json(app: &TestApp, path: &str, body: &Value) -> Value {
-    let response = app
+    ok_json(
+        app.client.post(app.url(path)).json(body),
+        &format!("POST {path}"),
+    )
+    .await
+}
+
+/// Uploads JSON lines as dataset `name`; its id.
+async fn upload(app: &TestApp, name: &str, rows: String) -> String {
+    let request = app
         .client
-        .post(app.url(path))
-        .bearer_auth(TOKEN)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "POST {path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+        .post(app.url(&format!("/v1/datasets?name={name}")))
+        .header("content-type", "application/x-ndjson")
+        .body(rows);
+    ok_json(request, &format!("upload {name}")).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 async fn finished(app: &TestApp, path: &str) -> Value {
@@ -149,20 +152,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         .take(ITEMS)
         .map(|l| format!("{l}\n"))
         .collect();
-    let dataset = app
-        .client
-        .post(app.url("/v1/datasets?name=model-update"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-ndjson")
-        .body(rows)
-        .send()
-        .await
-        .unwrap();
-    assert!(dataset.status().is_success());
-    let dataset = dataset.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let dataset = upload(&app, "model-update", rows).await;
     let update = post_json(
         &app,
         "/v1/evaluations",
@@ -179,21 +169,12 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         ),
     )
     .await;
-    let tiny = app
-        .client
-        .post(app.url("/v1/datasets?name=tiny"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-ndjson")
-        .body(std::fs::read_to_string(repo().join("examples/tiny/questions.jsonl")).unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let tiny = upload(
+        &app,
+        "tiny",
+        std::fs::read_to_string(repo().join("examples/tiny/questions.jsonl")).unwrap(),
+    )
+    .await;
     let generation_rows = [
         "The cat sat on the",
         "Once upon a time",
@@ -204,21 +185,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
     .enumerate()
     .map(|(i, p)| json!({"id": format!("g{i}"), "prompt": p, "target": " mat"}).to_string() + "\n")
     .collect::<String>();
-    let generation_data = app
-        .client
-        .post(app.url("/v1/datasets?name=generation"))
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/x-ndjson")
-        .body(generation_rows)
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let generation_data = upload(&app, "generation", generation_rows).await;
     let generation = post_json(
         &app,
         "/v1/evaluations",
