@@ -34,15 +34,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine_bench import quiet_env, vm_hwm  # the same script directory
+
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve()
-
-
-def vm_hwm() -> int:
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 LIMIT = None
@@ -53,21 +48,11 @@ def items_of(data: Path):
     return rows[:LIMIT] if LIMIT else rows
 
 
-def quiet():
-    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-                      TOKENIZERS_PARALLELISM="false", TRANSFORMERS_VERBOSITY="error")
-    import logging
-    import warnings
-
-    warnings.filterwarnings("ignore")
-    logging.getLogger("lm_eval").setLevel(logging.ERROR)
-
-
 # --------------------------------------------------------------------------- children
 
 
 def child_loop(a) -> dict:
-    quiet()
+    quiet_env()
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -111,7 +96,7 @@ def child_loop(a) -> dict:
 
 
 def child_lmeval(a) -> dict:
-    quiet()
+    quiet_env()
     import torch
     from lm_eval.api.instance import Instance
     from lm_eval.models.huggingface import HFLM
@@ -152,7 +137,7 @@ def loadavg() -> float:
 
 
 def timed(cmd, env=None):
-    """Runs cmd; (wall seconds, peak RSS bytes of the child, stdout)."""
+    """Runs cmd; (wall seconds, stdout)."""
     t = time.perf_counter()
     p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     out, err = p.communicate()
