@@ -28,6 +28,14 @@ impl Cluster {
         }
     }
 
+    /// `pg_ctl -D <data> ARGS`, as the postgres user.
+    fn pg_ctl(&self, args: &[&str]) -> Result<(), String> {
+        let pg_ctl = Self::bin("pg_ctl");
+        let mut all = vec![pg_ctl.to_str().unwrap(), "-D", self.data.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Self::as_postgres(&all)
+    }
+
     pub fn create(dir: &Path) -> Result<Self, String> {
         if !Self::bin("initdb").exists() {
             return Err("no PostgreSQL 15 server binaries".into());
@@ -65,28 +73,12 @@ impl Cluster {
             self.data.display()
         );
         let log = self.data.parent().unwrap().join("postgres.log");
-        Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "-l",
-            log.to_str().unwrap(),
-            "-w",
-            "-o",
-            &options,
-            "start",
-        ])
+        self.pg_ctl(&["-l", log.to_str().unwrap(), "-w", "-o", &options, "start"])
     }
 
     /// Starts the cluster again if the full disk made it stop (a PANIC on a WAL write does).
     pub fn ensure_running(&self) {
-        let status = Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "status",
-        ]);
-        if status.is_err() {
+        if self.pg_ctl(&["status"]).is_err() {
             self.start().expect("restart the cluster");
         }
     }
@@ -99,27 +91,13 @@ impl Cluster {
 impl Cluster {
     /// Stops the cluster at once, as a crash or an operator would.
     pub fn stop(&self) {
-        Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "-m",
-            "immediate",
-            "stop",
-        ])
-        .expect("stop the cluster");
+        self.pg_ctl(&["-m", "immediate", "stop"])
+            .expect("stop the cluster");
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        let _ = Self::as_postgres(&[
-            Self::bin("pg_ctl").to_str().unwrap(),
-            "-D",
-            self.data.to_str().unwrap(),
-            "-m",
-            "immediate",
-            "stop",
-        ]);
+        let _ = self.pg_ctl(&["-m", "immediate", "stop"]);
     }
 }
