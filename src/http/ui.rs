@@ -1,6 +1,8 @@
 //! The release dashboard: static files under `ui/`, embedded in the binary and served at
 //! `/ui`. The page calls only the public API, so it shows exactly what pipelines see.
 
+use std::sync::LazyLock;
+
 use axum::Router;
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -61,25 +63,31 @@ pub fn router() -> Router<AppState> {
         )
 }
 
+/// Each file's ETag, in ASSETS order: the files change only with the binary, so their hash is a
+/// stable validator, computed once.
+static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|a| {
+            let etag = format!("\"{}\"", &hex::encode(Sha256::digest(a.body))[..16]);
+            HeaderValue::from_str(&etag).expect("hex is a valid header value")
+        })
+        .collect()
+});
+
 fn serve(path: &str, headers: &HeaderMap) -> Response {
-    let Some(asset) = ASSETS.iter().find(|a| a.path == path) else {
+    let Some(index) = ASSETS.iter().position(|a| a.path == path) else {
         return ApiError::not_found(format!("no dashboard file {path:?}")).into_response();
     };
-    // The files change only with the binary, so their hash is a stable validator.
-    let etag = format!("\"{}\"", &hex::encode(Sha256::digest(asset.body))[..16]);
+    let (asset, etag) = (&ASSETS[index], &ETAGS[index]);
     let fresh = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag));
-    let status = if fresh {
-        StatusCode::NOT_MODIFIED
-    } else {
-        StatusCode::OK
-    };
+        .is_some_and(|v| v.split(',').any(|t| t.trim().as_bytes() == etag.as_bytes()));
     let mut response = if fresh {
-        status.into_response()
+        StatusCode::NOT_MODIFIED.into_response()
     } else {
-        (status, asset.body).into_response()
+        asset.body.into_response()
     };
     let h = response.headers_mut();
     h.insert(
@@ -99,9 +107,7 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
         header::REFERRER_POLICY,
         HeaderValue::from_static("no-referrer"),
     );
-    if let Ok(etag) = HeaderValue::from_str(&etag) {
-        h.insert(header::ETAG, etag);
-    }
+    h.insert(header::ETAG, etag.clone());
     response
 }
 

@@ -371,3 +371,40 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
     let mut app = app;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_files_are_served_with_their_type_policy_and_a_validator() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = TestApp::spawn(
+        common::sqlite_at(&dir.path().join("muscle.db")),
+        Options::api_only(),
+    )
+    .await;
+    let css = app.get("/ui/style.css").await;
+    assert_eq!(css.status(), reqwest::StatusCode::OK);
+    assert_eq!(css.headers()["content-type"], "text/css; charset=utf-8");
+    assert!(
+        css.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let etag = css.headers()["etag"].clone();
+    let again = app
+        .client
+        .get(app.url("/ui/style.css"))
+        .header("if-none-match", etag.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), reqwest::StatusCode::NOT_MODIFIED);
+    assert_eq!(again.headers()["etag"], etag);
+    let other = app.get("/ui/js/app.js").await;
+    assert_ne!(other.headers()["etag"], etag, "each file has its own");
+    assert_eq!(
+        app.get("/ui/nope.js").await.status(),
+        reqwest::StatusCode::NOT_FOUND
+    );
+    let mut app = app;
+    app.shutdown().await;
+}
