@@ -2,7 +2,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -70,7 +70,7 @@ impl Evaluation {
             summary: job
                 .report
                 .as_ref()
-                .and_then(|r| serde_json::from_value::<Report>(r.clone()).ok())
+                .and_then(|r| Report::deserialize(r).ok())
                 .map(|r| EvaluationSummary::of(&r)),
             spec: job.spec.clone(),
         }
