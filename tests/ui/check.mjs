@@ -163,6 +163,13 @@ try {
   check(contrast.length === 0, `every text has AA contrast${contrast.length ? `: ${contrast.slice(0, 8).join("; ")}` : ""}`);
   const allRows = await all("#instances tbody tr", (trs) => trs.length);
   check(allRows === Math.min(50, r.n), `the instance table pages by 50 (${allRows})`);
+  const firstIds = () => all("#instances tbody tr td:first-child > div:first-child", (ds) => ds.map((d) => d.textContent));
+  const page1 = await firstIds();
+  await rerendered(() => page.click("#instances-next"));
+  const page2 = await firstIds();
+  check(page2.length === Math.min(50, r.n - 50) && !page2.some((id) => page1.includes(id)), "the next page lists the next instances");
+  await rerendered(() => page.click("#instances-previous"));
+  check(JSON.stringify(await firstIds()) === JSON.stringify(page1), "the previous page lists the first instances again");
 
   // A quadrant cell filters the table: by click, and by keyboard.
   await rerendered(() => page.click('.quadrant [data-flip="negative"]'));

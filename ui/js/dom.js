@@ -81,3 +81,17 @@ export function errorBox(error) {
 export function setTitle(text) {
   document.title = `${text} · muscle`;
 }
+
+/// Previous/next buttons over the API's cursors. The cursors of the pages seen so far are kept
+/// in the `trail` parameter, so that "previous" can go back; `go({cursor, trail})` navigates.
+export function cursorPager(params, nextCursor, go, { previous, next, previousId, nextId, note }) {
+  const trail = (params.trail || "").split(",").filter(Boolean);
+  return h("div", { class: "pager" },
+    h("button", { type: "button", id: previousId, disabled: trail.length === 0, onclick: () => {
+      const back = trail.slice(0, -1);
+      go({ cursor: back[back.length - 1] || "", trail: back.join(",") });
+    } }, previous),
+    note ? h("span", { class: "small muted" }, note(trail.length + 1)) : null,
+    h("button", { type: "button", id: nextId, disabled: !nextCursor, onclick: () =>
+      go({ cursor: nextCursor, trail: [...trail, nextCursor].join(",") }) }, next));
+}

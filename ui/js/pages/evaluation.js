@@ -3,7 +3,7 @@
 // models' answers. Updates itself while the job runs.
 
 import { getJson, download, query } from "../api.js";
-import { h, fill, pct, num, signedPct, interval, when, statusBadge, progressBar, setTitle } from "../dom.js";
+import { h, fill, cursorPager, pct, num, signedPct, interval, when, statusBadge, progressBar, setTitle } from "../dom.js";
 import { flipQuadrant, sliceBars } from "../charts.js";
 import { wordDiff } from "../diff.js";
 
@@ -118,7 +118,6 @@ async function instanceTable(e, params, ctx) {
   const slice = h("select", { id: "filter-slice" }, [h("option", { value: "" }, "every slice"),
     ...slices.map((s) => h("option", { value: s, selected: s === params.slice }, s))]);
   slice.addEventListener("change", () => go({ slice: slice.value, cursor: "", trail: "" }));
-  const trail = (params.trail || "").split(",").filter(Boolean);
   const generation = e.spec.task.type !== "multiple_choice";
   return h("section", { "aria-labelledby": "instances-title" },
     h("h2", { id: "instances-title" }, "Instances"),
@@ -129,10 +128,10 @@ async function instanceTable(e, params, ctx) {
         h("thead", {}, h("tr", {}, h("th", {}, "Instance"), h("th", {}, "Prompt"),
           h("th", {}, generation ? "Reference" : "Gold"), h("th", {}, "Old"), h("th", {}, "New"))),
         h("tbody", {}, page.items.map((i) => generation ? generationRow(i) : choiceRow(i))))),
-    h("div", { class: "pager" },
-      h("button", { type: "button", disabled: trail.length === 0, onclick: () => { const b = trail.slice(0, -1); go({ cursor: b[b.length - 1] || "", trail: b.join(",") }); } }, "← Previous"),
-      h("span", { class: "small muted" }, `${page.items.length} shown${trail.length ? `, page ${trail.length + 1}` : ""}`),
-      h("button", { type: "button", id: "instances-next", disabled: !page.next_cursor, onclick: () => go({ cursor: page.next_cursor, trail: [...trail, page.next_cursor].join(",") }) }, "Next →")));
+    cursorPager(params, page.next_cursor, go, {
+      previous: "← Previous", next: "Next →", previousId: "instances-previous", nextId: "instances-next",
+      note: (n) => `${page.items.length} shown${n > 1 ? `, page ${n}` : ""}`,
+    }));
 }
 
 function idCell(i) {

@@ -2,7 +2,7 @@
 // the API's cursors, live while anything on the page is queued or running.
 
 import { getJson, query } from "../api.js";
-import { h, fill, pct, interval, when, statusBadge, verdictBadge, progressBar, setTitle } from "../dom.js";
+import { h, fill, cursorPager, pct, interval, when, statusBadge, verdictBadge, progressBar, setTitle } from "../dom.js";
 
 const STATUSES = ["", "queued", "running", "succeeded", "failed", "cancelled"];
 const PAGE = 25;
@@ -19,14 +19,8 @@ function filters(params, go) {
 }
 
 function pager(params, page, go) {
-  const trail = (params.trail || "").split(",").filter(Boolean);
-  return h("div", { class: "pager" },
-    h("button", { type: "button", disabled: trail.length === 0, onclick: () => {
-      const back = trail.slice(0, -1);
-      go({ ...params, cursor: back[back.length - 1] || "", trail: back.join(",") });
-    } }, "← Newer"),
-    h("button", { type: "button", id: "next-page", disabled: !page.next_cursor, onclick: () =>
-      go({ ...params, cursor: page.next_cursor, trail: [...trail, page.next_cursor].join(",") }) }, "Older →"));
+  return cursorPager(params, page.next_cursor, (p) => go({ ...params, ...p }),
+    { previous: "← Newer", next: "Older →", previousId: "previous-page", nextId: "next-page" });
 }
 
 function live(page) {
