@@ -92,14 +92,6 @@ impl Rows {
             ),
         }
     }
-
-    /// Every row in memory (a caller that needs them all at once).
-    pub fn to_vec(&self) -> Vec<DatasetRow> {
-        match self {
-            Self::Built(rows) => rows.clone(),
-            Self::Lines { .. } => self.iter().collect(),
-        }
-    }
 }
 
 /// How an uploaded file is read.
@@ -473,7 +465,7 @@ mod tests {
         let body = "{\"id\": \"q1\", \"prompt\": \"2+2=\", \"choices\": [\"3\", \"4\"], \"answer\": 1, \"tags\": {\"level\": 1}}\n\n{\"prompt\": \"x\", \"choices\": [\"a\", \"b\", \"c\"], \"answer\": 0, \"extra\": true}\n";
         let parsed = parse_jsonl(Bytes::copy_from_slice(body.as_bytes())).unwrap();
         assert_eq!(parsed.kind, DatasetKind::MultipleChoice);
-        let rows = parsed.rows.to_vec();
+        let rows = parsed.rows.iter().collect::<Vec<_>>();
         assert_eq!(parsed.rows.len(), 2);
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].id, "q1");
@@ -497,7 +489,7 @@ mod tests {
         let body = "{\"prompt\": \"a\", \"target\": \"b\"}\n{\"id\": 7, \"prompt\": \"c\", \"targets\": [\"d\", \"e\"]}";
         let parsed = parse_jsonl(Bytes::copy_from_slice(body.as_bytes())).unwrap();
         assert_eq!(parsed.kind, DatasetKind::Generation);
-        let rows = parsed.rows.to_vec();
+        let rows = parsed.rows.iter().collect::<Vec<_>>();
         let item = rows[1].item().unwrap();
         assert!(matches!(item, Item::Generation { ref targets, .. } if targets.len() == 2));
         assert_eq!(rows[1].id, "7");

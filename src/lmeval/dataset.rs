@@ -129,7 +129,7 @@ mod tests {
         let parsed = samples_dataset(&fixture("muscle_mc"), &["activity_label".into()]).unwrap();
         assert_eq!(parsed.kind, DatasetKind::MultipleChoice);
         assert_eq!(parsed.rows.len(), 24);
-        let rows = parsed.rows.to_vec();
+        let rows = parsed.rows.iter().collect::<Vec<_>>();
         let item = rows[0].item().unwrap();
         let Item::MultipleChoice {
             prompt,
@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(choices[1], "tree");
         assert_eq!(answer, 1);
         assert_eq!(tags["activity_label"], "Cooking");
-        assert_eq!(parsed.rows.to_vec()[0].id, "0");
+        assert_eq!(parsed.rows.iter().collect::<Vec<_>>()[0].id, "0");
     }
 
     #[test]
@@ -154,7 +154,7 @@ mod tests {
         let parsed = samples_dataset(&fixture("muscle_gsm"), &[]).unwrap();
         assert_eq!(parsed.kind, DatasetKind::Generation);
         assert_eq!(parsed.rows.len(), 16);
-        let rows = parsed.rows.to_vec();
+        let rows = parsed.rows.iter().collect::<Vec<_>>();
         let item = rows[3].item().unwrap();
         assert!(item.prompt().starts_with("Question: "));
         assert!(item.prompt().ends_with("\nAnswer:"));
