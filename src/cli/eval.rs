@@ -17,7 +17,7 @@ use crate::config::EvalArgs;
 use crate::evaluation::{InstanceView, evaluation_job, inputs_of};
 use crate::metrics::GateResult;
 use crate::models::Resolver;
-use crate::spec::{DatasetRef, EvaluationSpec};
+use crate::spec::{DatasetRef, EvaluationSpec, refused_dtypes};
 use crate::store::{InstanceFilter, Job, JobKind, JobStatus, PageRequest, Store};
 use crate::validation::FieldError;
 
@@ -32,6 +32,12 @@ pub async fn run(args: EvalArgs) -> ExitCode {
     let resolver = Resolver::cli(&args.common.model_dir);
     let mut errors = spec.check(&resolver).err().unwrap_or_default();
     errors.extend(refuse_callback(&spec.callback));
+    if let Ok(device) = crate::app::parse_device(&args.common.device) {
+        errors.extend(refused_dtypes(
+            [("old", spec.old.model()), ("new", spec.new.model())],
+            device,
+        ));
+    }
     if !errors.is_empty() {
         return Failure::Invalid(args.spec.display().to_string(), errors).report();
     }

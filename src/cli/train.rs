@@ -16,7 +16,7 @@ use super::common::{
 use crate::config::TrainArgs;
 use crate::metrics::GateResult;
 use crate::models::Resolver;
-use crate::spec::{DatasetRef, TrainingSpec};
+use crate::spec::{DatasetRef, TrainingSpec, refused_dtypes};
 use crate::store::{DatasetKind, JobKind, JobStatus, NewJob, Store};
 use crate::train::job::{check_vocabularies, training_job};
 use crate::validation::FieldError;
@@ -33,6 +33,12 @@ pub async fn run(args: TrainArgs) -> ExitCode {
     let mut errors = spec.check(&resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &resolver));
     errors.extend(refuse_callback(&spec.callback));
+    if let Ok(device) = crate::app::parse_device(&args.common.device) {
+        errors.extend(refused_dtypes(
+            [("old", spec.old.as_ref()), ("new", Some(&spec.new))],
+            device,
+        ));
+    }
     if !errors.is_empty() {
         return Failure::Invalid(args.spec.display().to_string(), errors).report();
     }

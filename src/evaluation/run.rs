@@ -50,6 +50,9 @@ impl EvalRuntime {
             ),
             None => None,
         };
+        if let Some(why) = model.dtype.and_then(|d| d.refused_on(self.device)) {
+            return Err(ShardError::fatal(format!("{field}.dtype: {why}")));
+        }
         let dtype = match (model.dtype, self.device) {
             (Some(Dtype::F32), _) | (None, DeviceSpec::Cpu) => WeightDtype::F32,
             (Some(Dtype::F16), _) => WeightDtype::F16,

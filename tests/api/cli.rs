@@ -112,6 +112,28 @@ fn eval_exit_codes_follow_the_gate_and_the_input() {
 }
 
 #[test]
+fn half_precision_is_refused_on_cpu_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = spec_with_file(dir.path(), json!([]));
+    spec["old"]["dtype"] = json!("bf16");
+    spec["new"]["dtype"] = json!("f16");
+    let (code, report, stderr) = muscle(dir.path(), &spec, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert_eq!(report, Value::Null, "no report is written");
+    for (field, dtype) in [("old.dtype", "bf16"), ("new.dtype", "f16")] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(field))
+            .unwrap_or_else(|| panic!("no {field} error in {stderr}"));
+        assert!(line.contains(dtype) && line.contains("\"f32\""), "{line}");
+    }
+    spec["old"]["dtype"] = json!("f32");
+    spec["new"]["dtype"] = json!("f32");
+    let (code, _, stderr) = muscle(dir.path(), &spec, &[]);
+    assert_eq!(code, 0, "f32 runs: {stderr}");
+}
+
+#[test]
 fn different_tokenizers_are_evaluated_with_a_warning() {
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("llama-other-tokenizer");
