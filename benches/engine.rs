@@ -145,6 +145,7 @@ fn peak_rss() -> u64 {
 }
 
 fn main() {
+    muscle::process::configure();
     let args = parse_args();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -11,6 +11,7 @@ pub mod http;
 pub mod lmeval;
 pub mod metrics;
 pub mod models;
+pub mod process;
 pub mod runner;
 pub mod spec;
 pub mod stats;

@@ -8,10 +8,23 @@ use muscle::config::{Cli, Command};
 use muscle::http::HttpOptions;
 use muscle::{cli, store, telemetry};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    muscle::process::configure();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            let _ = writeln!(
+                std::io::stderr(),
+                "error: cannot start the runtime: {error}"
+            );
+            return ExitCode::from(3);
+        }
+    };
     let cli = Cli::parse();
-    match run(cli).await {
+    match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(error) => {
             let _ = writeln!(std::io::stderr(), "error: {error:#}");

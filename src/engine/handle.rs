@@ -91,8 +91,10 @@ fn send_progress<T: Clone>(p: &Progress<T>) -> impl FnMut(usize, &T) + '_ {
 }
 
 /// Runs one command, turning a panic inside tensor code into an error so the thread survives.
-fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+/// Runs one command's tensor work on the compute pool, a panic turned into an error.
+fn guard<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
+    let on_pool = || super::threads::run_on_compute_pool(f);
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_pool)).unwrap_or_else(|p| {
         let msg = p
             .downcast_ref::<&str>()
             .map(|s| s.to_string())

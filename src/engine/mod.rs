@@ -13,6 +13,7 @@ pub mod layers;
 pub mod lora;
 pub mod model;
 pub mod scoring;
+pub mod threads;
 pub mod tokenize;
 pub mod types;
 pub mod weights;
