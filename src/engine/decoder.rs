@@ -259,10 +259,21 @@ impl Decoder {
         rows: &[u32],
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
+        self.head(&self.hidden_at(step, rows, cache)?)
+    }
+
+    /// Hidden states `[rows.len(), hidden]` (before the final norm) at flat positions
+    /// `row = batch_index * t + position`: what `head` takes.
+    pub fn hidden_at(
+        &self,
+        step: &Step<'_>,
+        rows: &[u32],
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
         let (b, t) = step.ids.dims2()?;
         let hidden = self.hidden(step, cache)?;
         let flat = hidden.reshape((b * t, self.config.hidden_size))?;
         let idx = Tensor::from_slice(rows, rows.len(), &self.device)?;
-        self.head(&flat.index_select(&idx, 0)?)
+        Ok(flat.index_select(&idx, 0)?)
     }
 }

@@ -46,6 +46,56 @@ fn truncate(ids: Vec<u32>, n_cont: usize, max_len: usize) -> TokenRequest {
     TokenRequest { ids, n_cont }
 }
 
+/// Scored positions whose vocabulary-wide logits exist at once: the head runs over this many
+/// rows at a time and each chunk is reduced to what scoring keeps before the next, instead of
+/// holding logits, log-probabilities and their temporaries for a whole pass (4 x 14 MB for a
+/// choice pass of 72 positions on a 49k vocabulary).
+const HEAD_ROWS: usize = 32;
+
+/// For each `(row, token)` of `picks`, the log-probability of `token` after row `row` of
+/// `hidden` (`[n, hidden]`, before the final norm); and the argmax of each row's logits.
+fn log_probs(
+    dec: &Decoder,
+    hidden: &Tensor,
+    picks: &[(usize, u32)],
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    let n = hidden.dim(0)?;
+    let mut picked = vec![0f32; picks.len()];
+    let mut argmax = Vec::with_capacity(n);
+    for start in (0..n).step_by(HEAD_ROWS) {
+        let len = HEAD_ROWS.min(n - start);
+        let logits = dec.head(&hidden.narrow(0, start, len)?)?;
+        argmax.extend(logits.argmax(D::Minus1)?.to_vec1::<u32>()?);
+        let (at, local): (Vec<usize>, Vec<(u32, u32)>) = picks
+            .iter()
+            .enumerate()
+            .filter(|(_, (row, _))| (start..start + len).contains(row))
+            .map(|(k, &(row, tok))| (k, ((row - start) as u32, tok)))
+            .unzip();
+        if at.is_empty() {
+            continue;
+        }
+        let (rows, tokens): (Vec<u32>, Vec<u32>) = local.into_iter().unzip();
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let rows = Tensor::from_slice(&rows, rows.len(), &dec.device)?;
+        let tokens = Tensor::from_slice(&tokens, (tokens.len(), 1), &dec.device)?;
+        let values: Vec<f32> = logp
+            .index_select(&rows, 0)?
+            .gather(&tokens, 1)?
+            .flatten_all()?
+            .to_vec1()?;
+        for (k, v) in at.into_iter().zip(values) {
+            picked[k] = v;
+        }
+    }
+    Ok((picked, argmax))
+}
+
+/// `(row, target)` picks of one target per row.
+fn one_per_row(targets: &[u32]) -> Vec<(usize, u32)> {
+    targets.iter().copied().enumerate().collect()
+}
+
 /// Scores one batch of token requests (right padding, one forward pass).
 pub fn score_batch(dec: &Decoder, reqs: &[&TokenRequest]) -> Result<Vec<TokenScore>> {
     let b = reqs.len();
@@ -84,15 +134,8 @@ pub fn score_batch(dec: &Decoder, reqs: &[&TokenRequest]) -> Result<Vec<TokenSco
         positions: &positions,
         mask: &mask,
     };
-    let logits = dec.logits_at(&step, &rows, None)?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let tgt = Tensor::from_slice(&targets, (targets.len(), 1), &dec.device)?;
-    let picked: Vec<f32> = logp
-        .gather(&tgt, 1)?
-        .flatten_all()?
-        .to_dtype(DType::F32)?
-        .to_vec1()?;
-    let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+    let hidden = dec.hidden_at(&step, &rows, None)?;
+    let (picked, argmax) = log_probs(dec, &hidden, &one_per_row(&targets))?;
     let mut out = Vec::with_capacity(b);
     let mut k = 0;
     for r in reqs {
@@ -185,7 +228,7 @@ pub fn score_shared_prefixes(
         .enumerate()
         .map(|(i, &l)| (i * p + l - 1) as u32)
         .collect();
-    let first = dec.logits_at(&step, &last, Some(&mut cache))?;
+    let first = dec.hidden_at(&step, &last, Some(&mut cache))?;
     on_batch(
         g,
         groups
@@ -193,32 +236,14 @@ pub fn score_shared_prefixes(
             .map(|(c, conts)| c.len() + conts.iter().filter(|k| !k.is_empty()).count())
             .sum(),
     );
-    let first_logp = candle_nn::ops::log_softmax(&first, D::Minus1)?;
     // First continuation token of every continuation: read from its context's last position.
     let mut out: Vec<Vec<TokenScore>> = Vec::with_capacity(g);
-    let (mut sel_rows, mut sel_tok) = (Vec::new(), Vec::new());
-    for (i, (_, conts)) in groups.iter().enumerate() {
-        for c in conts {
-            if let Some(&tok) = c.first() {
-                sel_rows.push(i as u32);
-                sel_tok.push(tok);
-            }
-        }
-    }
-    let (first_picked, first_arg): (Vec<f32>, Vec<u32>) = if sel_rows.is_empty() {
-        (Vec::new(), Vec::new())
-    } else {
-        let r = Tensor::from_slice(&sel_rows, sel_rows.len(), dev)?;
-        let tgt = Tensor::from_slice(&sel_tok, (sel_tok.len(), 1), dev)?;
-        (
-            first_logp
-                .index_select(&r, 0)?
-                .gather(&tgt, 1)?
-                .flatten_all()?
-                .to_vec1()?,
-            first.argmax(D::Minus1)?.to_vec1()?,
-        )
-    };
+    let firsts: Vec<(usize, u32)> = groups
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, conts))| conts.iter().filter_map(move |c| Some((i, *c.first()?))))
+        .collect();
+    let (first_picked, first_arg) = log_probs(dec, &first, &firsts)?;
     let mut k = 0;
     for (i, (_, conts)) in groups.iter().enumerate() {
         out.push(
@@ -293,8 +318,7 @@ fn score_continuations(
     }
     let n = flat.len();
     let owner_rows: Vec<u32> = flat.iter().map(|&(i, _, _)| i as u32).collect();
-    let mut cache = prompts.clone();
-    cache.select_batch(&owner_rows)?;
+    let mut cache = prompts.select_batch(&owner_rows, 0)?;
     let mut ids = vec![0u32; n * t];
     let mut rows = Vec::new();
     let mut targets = Vec::new();
@@ -321,11 +345,8 @@ fn score_continuations(
         positions: &positions,
         mask: &mask,
     };
-    let logits = dec.logits_at(&step, &rows, Some(&mut cache))?;
-    let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-    let tgt = Tensor::from_slice(&targets, (targets.len(), 1), dev)?;
-    let picked: Vec<f32> = logp.gather(&tgt, 1)?.flatten_all()?.to_vec1()?;
-    let argmax: Vec<u32> = logits.argmax(D::Minus1)?.to_vec1()?;
+    let hidden = dec.hidden_at(&step, &rows, Some(&mut cache))?;
+    let (picked, argmax) = log_probs(dec, &hidden, &one_per_row(&targets))?;
     for (q, &(i, j)) in owner.iter().enumerate() {
         out[i][j].logprob += picked[q] as f64;
         out[i][j].is_greedy &= argmax[q] == targets[q];
@@ -671,7 +692,9 @@ fn generate_batch(
         })
         .collect();
     let sw = dec.sliding_window;
-    let mut cache = KvCache::default();
+    // Room for every token the batch may generate, so decoding never copies the cache.
+    let new_tokens = items.iter().map(|it| it.max_new_tokens).max().unwrap_or(0);
+    let mut cache = KvCache::with_capacity(new_tokens);
     // Every row's tokens so far (left-padded), to recompute the cache when LongRoPE switches.
     let mut seqs: Vec<Vec<u32>> = ids.chunks(t).map(<[u32]>::to_vec).collect();
     let mut input = Tensor::from_vec(ids, (b, t), &dec.device)?;
@@ -688,7 +711,7 @@ fn generate_batch(
         });
         if crosses {
             let len = seqs[0].len();
-            cache = KvCache::default();
+            cache = KvCache::with_capacity(new_tokens.saturating_sub(past + 1 - t));
             input = Tensor::from_vec(seqs.concat(), (b, len), &dec.device)?;
             rows = (0..b).map(|i| (i * len + len - 1) as u32).collect();
             past = 0;

@@ -3,6 +3,7 @@
 
 use candle_core::{D, DType, Tensor};
 
+use super::kv_cache::LayerKv;
 use super::linear::Proj;
 use super::mask::AttnMask;
 use super::norm::Norm;
@@ -103,7 +104,7 @@ impl Attention {
         &self,
         x: &Tensor,
         cx: &Context<'_>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<&mut LayerKv>,
     ) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let hd = self.head_dim;
@@ -120,15 +121,11 @@ impl Attention {
         let v = heads(v, self.kv_heads, None)?;
         let (cos, sin) = &cx.cos_sin[self.rope];
         let q = rope::apply(&q, cos, sin, cx.fused)?;
-        let mut k = rope::apply(&k, cos, sin, cx.fused)?;
-        let mut v = v;
-        if let Some(slot) = cache {
-            if let Some((pk, pv)) = slot.as_ref() {
-                k = Tensor::cat(&[pk, &k], 2)?;
-                v = Tensor::cat(&[pv, &v], 2)?;
-            }
-            *slot = Some((k.clone(), v.clone()));
-        }
+        let k = rope::apply(&k, cos, sin, cx.fused)?;
+        let (k, v) = match cache {
+            Some(layer) => layer.append(k, v)?,
+            None => (k, v),
+        };
         // Grouped-query attention without copying K and V once per query head: the `rep` query
         // heads that share a kv head (heads kv*rep .. kv*rep+rep, HF's repeat_kv layout) are
         // stacked along the query axis, [b, kvh, rep * t, d], and multiply that kv head's keys
@@ -150,9 +147,7 @@ impl Attention {
         let probs = probs
             .to_dtype(cx.dtype)?
             .reshape((b, self.kv_heads, rep * t, tk))?;
-        let out = probs
-            .matmul(&v.contiguous()?)?
-            .reshape((b, self.heads, t, hd))?;
+        let out = probs.matmul(&v)?.reshape((b, self.heads, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, cx.training)
     }
