@@ -9,8 +9,8 @@ pub fn configure() {
 /// glibc gives each thread that allocates its own arena (up to 8 per core) and keeps freed
 /// blocks in them. The engine frees activation buffers of every size on several threads (the
 /// compute pool, candle's barrier pool, tokio's workers), so freed memory piled up in many
-/// arenas: two arenas for the whole process keep the peak RSS of an evaluation within 1.3x the
-/// weights it holds (BENCHMARKS.md, "Real shapes").
+/// arenas. Two arenas for the whole process took an evaluation's peak RSS from 1.30x to 1.28x
+/// the weights it holds (BENCHMARKS.md, "Real shapes"); one arena measured the same.
 fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists yet.
