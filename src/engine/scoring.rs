@@ -318,7 +318,7 @@ fn score_continuations(
     }
     let n = flat.len();
     let owner_rows: Vec<u32> = flat.iter().map(|&(i, _, _)| i as u32).collect();
-    let mut cache = prompts.select_batch(&owner_rows, 0)?;
+    let mut cache = prompts.select_batch(&owner_rows)?;
     let mut ids = vec![0u32; n * t];
     let mut rows = Vec::new();
     let mut targets = Vec::new();

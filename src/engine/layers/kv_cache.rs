@@ -120,10 +120,9 @@ impl KvCache {
     }
 
     /// A new cache of rows `rows` of this one's batch axis (row i of the result = row `rows[i]`):
-    /// a batch of prompts becomes the cache of their choices, one row per choice. Its first
-    /// append allocates room for `extra` more positions.
-    pub fn select_batch(&self, rows: &[u32], extra: usize) -> Result<KvCache> {
-        let mut out = KvCache::with_capacity(extra);
+    /// a batch of prompts becomes the cache of their choices, one row per choice.
+    pub fn select_batch(&self, rows: &[u32]) -> Result<KvCache> {
+        let mut out = KvCache::default();
         let Some((k0, _)) = self.layers.iter().find_map(|l| l.buffers.as_ref()) else {
             return Ok(out);
         };
@@ -135,13 +134,10 @@ impl KvCache {
                 LayerKv {
                     len: k.dim(2)?,
                     buffers: Some((k.contiguous()?, v.contiguous()?)),
-                    reserve: extra,
+                    reserve: 0,
                 }
             } else {
-                LayerKv {
-                    reserve: extra,
-                    ..LayerKv::default()
-                }
+                LayerKv::default()
             };
             out.layers.push(selected);
         }
@@ -154,6 +150,10 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
+
+    fn flat(t: &Tensor) -> Vec<f32> {
+        t.flatten_all().unwrap().to_vec1().unwrap()
+    }
 
     fn steps(b: usize, t: usize, start: f32) -> Tensor {
         let n = b * 2 * t * 3;
@@ -181,13 +181,8 @@ mod tests {
                 all.push(p.clone());
                 let (k, v) = layer.append(p.clone(), (p * 2.0).unwrap()).unwrap();
                 let want = Tensor::cat(&all, 2).unwrap();
-                let (kk, vv): (Vec<f32>, Vec<f32>) = (
-                    k.flatten_all().unwrap().to_vec1().unwrap(),
-                    v.flatten_all().unwrap().to_vec1().unwrap(),
-                );
-                assert_eq!(kk, want.flatten_all().unwrap().to_vec1::<f32>().unwrap());
-                let want_v = (want * 2.0).unwrap();
-                assert_eq!(vv, want_v.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+                assert_eq!(flat(&k), flat(&want));
+                assert_eq!(flat(&v), flat(&(want * 2.0).unwrap()));
             }
             assert_eq!(layer.len, 9);
         }
@@ -218,43 +213,15 @@ mod tests {
         cache.layers[0]
             .append(steps(2, 3, 0.0), steps(2, 3, 0.0))
             .unwrap();
-        let before: Vec<f32> = cache.layers[0]
-            .filled()
-            .unwrap()
-            .0
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let mut picked = cache.select_batch(&[1, 1, 0], 2).unwrap();
+        let before: Vec<f32> = flat(&cache.layers[0].filled().unwrap().0);
+        let mut picked = cache.select_batch(&[1, 1, 0]).unwrap();
         let s = steps(3, 2, 500.0);
         let (k, _) = picked.layers[0].append(s.clone(), s).unwrap();
         assert_eq!(k.dims(), &[3, 2, 5, 3]);
-        let row0: Vec<f32> = k
-            .get(2)
-            .unwrap()
-            .narrow(1, 0, 3)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let src0: Vec<f32> = steps(2, 3, 0.0)
-            .get(0)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let row0: Vec<f32> = flat(&k.get(2).unwrap().narrow(1, 0, 3).unwrap());
+        let src0: Vec<f32> = flat(&steps(2, 3, 0.0).get(0).unwrap());
         assert_eq!(row0, src0);
-        let after: Vec<f32> = cache.layers[0]
-            .filled()
-            .unwrap()
-            .0
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let after: Vec<f32> = flat(&cache.layers[0].filled().unwrap().0);
         assert_eq!(before, after);
         assert_eq!(picked.len(), 5);
     }
