@@ -90,8 +90,8 @@ fn send_progress<T: Clone>(p: &Progress<T>) -> impl FnMut(usize, &T) + '_ {
     }
 }
 
-/// Runs one command, turning a panic inside tensor code into an error so the thread survives.
-/// Runs one command's tensor work on the compute pool, a panic turned into an error.
+/// Runs one command's tensor work on the compute pool, turning a panic inside tensor code into
+/// an error so the thread survives.
 fn guard<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     let on_pool = || super::threads::run_on_compute_pool(f);
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(on_pool)).unwrap_or_else(|p| {

@@ -4,7 +4,7 @@
 //! of which the first `len` positions hold data. A step writes its keys and values in place after
 //! them and attends through a view of the filled part, so decoding copies only the new positions
 //! instead of the whole cache every step (as concatenation would). The buffers grow, with one
-//! copy, only when a step does not fit the capacity reserved up front.
+//! copy, only when a step does not fit the capacity reserved by the first step.
 
 use candle_core::Tensor;
 
@@ -15,7 +15,7 @@ use crate::engine::error::Result;
 pub struct LayerKv {
     buffers: Option<(Tensor, Tensor)>,
     len: usize,
-    /// Positions to allocate beyond a step's own when the buffers are created or grown.
+    /// Positions to allocate beyond the first step's when the buffers are created.
     reserve: usize,
 }
 
@@ -27,34 +27,25 @@ impl LayerKv {
         let needed = self.len + t;
         match &self.buffers {
             Some((bk, _)) if bk.dim(2)? >= needed => {}
-            _ if self.len == 0 && self.reserve == 0 => {
-                // Nothing to keep and nothing to reserve: the step's own tensors are the buffers.
-                self.buffers = Some((k.contiguous()?, v.contiguous()?));
-                self.len = t;
-                return self.filled();
-            }
-            Some((ok, ov)) if self.reserve == 0 => {
+            Some((ok, ov)) => {
+                // Past the reserved capacity (or none was reserved): grow to exactly what is
+                // needed, one copy.
                 let (ok, ov) = (ok.narrow(2, 0, self.len)?, ov.narrow(2, 0, self.len)?);
                 self.buffers = Some((Tensor::cat(&[&ok, &k], 2)?, Tensor::cat(&[&ov, &v], 2)?));
                 self.len = needed;
                 return self.filled();
             }
-            old => {
-                let grown = (
+            None if self.reserve == 0 => {
+                // Nothing to reserve: the step's own tensors are the buffers.
+                self.buffers = Some((k.contiguous()?, v.contiguous()?));
+                self.len = t;
+                return self.filled();
+            }
+            None => {
+                self.buffers = Some((
                     allocate(&k, needed + self.reserve)?,
                     allocate(&v, needed + self.reserve)?,
-                );
-                if let Some((ok, ov)) = old {
-                    grown
-                        .0
-                        .slice_set(&ok.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                    grown
-                        .1
-                        .slice_set(&ov.narrow(2, 0, self.len)?.contiguous()?, 2, 0)?;
-                }
-                self.buffers = Some(grown);
-                // Later steps of this cache fit without another copy only if reserved again.
-                self.reserve = 0;
+                ));
             }
         }
         let (bk, bv) = self.buffers.as_ref().expect("buffers were just set");
