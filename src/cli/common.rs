@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::callback::CallbackSpec;
 use crate::config::CommonArgs;
 use crate::dataset::{ParsedDataset, Rows, parse_dataset};
+use crate::engine::DeviceSpec;
 use crate::spec::{DatasetRef, parse_body};
 use crate::store::{self, Job, JobKind, NewDataset, Store};
 use crate::validation::FieldError;
@@ -63,17 +64,15 @@ impl Failure {
     }
 }
 
-/// An unknown or unavailable `--device` (MUSCLE_DEVICE) is invalid input (exit 2), found
-/// before any work starts.
-pub fn check_device(common: &CommonArgs) -> Result<(), Failure> {
-    crate::app::parse_device(&common.device)
-        .map(|_| ())
-        .map_err(|e| {
-            Failure::Invalid(
-                "--device (MUSCLE_DEVICE)".into(),
-                vec![FieldError::field("device", e.to_string())],
-            )
-        })
+/// The `--device` (MUSCLE_DEVICE) to run on; an unknown or unavailable one is invalid input
+/// (exit 2), found before any work starts.
+pub fn check_device(common: &CommonArgs) -> Result<DeviceSpec, Failure> {
+    crate::app::parse_device(&common.device).map_err(|e| {
+        Failure::Invalid(
+            "--device (MUSCLE_DEVICE)".into(),
+            vec![FieldError::field("device", e.to_string())],
+        )
+    })
 }
 
 /// Reads and parses a SPEC file.

@@ -22,9 +22,10 @@ use crate::store::{InstanceFilter, Job, JobKind, JobStatus, PageRequest, Store};
 use crate::validation::FieldError;
 
 pub async fn run(args: EvalArgs) -> ExitCode {
-    if let Err(failure) = check_device(&args.common) {
-        return failure.report();
-    }
+    let device = match check_device(&args.common) {
+        Ok(device) => device,
+        Err(failure) => return failure.report(),
+    };
     let spec: EvaluationSpec = match read_spec(&args.spec) {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),
@@ -32,12 +33,10 @@ pub async fn run(args: EvalArgs) -> ExitCode {
     let resolver = Resolver::cli(&args.common.model_dir);
     let mut errors = spec.check(&resolver).err().unwrap_or_default();
     errors.extend(refuse_callback(&spec.callback));
-    if let Ok(device) = crate::app::parse_device(&args.common.device) {
-        errors.extend(refused_dtypes(
-            [("old", spec.old.model()), ("new", spec.new.model())],
-            device,
-        ));
-    }
+    errors.extend(refused_dtypes(
+        [("old", spec.old.model()), ("new", spec.new.model())],
+        device,
+    ));
     if !errors.is_empty() {
         return Failure::Invalid(args.spec.display().to_string(), errors).report();
     }

@@ -22,9 +22,10 @@ use crate::train::job::{check_vocabularies, training_job};
 use crate::validation::FieldError;
 
 pub async fn run(args: TrainArgs) -> ExitCode {
-    if let Err(failure) = check_device(&args.common) {
-        return failure.report();
-    }
+    let device = match check_device(&args.common) {
+        Ok(device) => device,
+        Err(failure) => return failure.report(),
+    };
     let spec: TrainingSpec = match read_spec(&args.spec) {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),
@@ -33,12 +34,10 @@ pub async fn run(args: TrainArgs) -> ExitCode {
     let mut errors = spec.check(&resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &resolver));
     errors.extend(refuse_callback(&spec.callback));
-    if let Ok(device) = crate::app::parse_device(&args.common.device) {
-        errors.extend(refused_dtypes(
-            [("old", spec.old.as_ref()), ("new", Some(&spec.new))],
-            device,
-        ));
-    }
+    errors.extend(refused_dtypes(
+        [("old", spec.old.as_ref()), ("new", Some(&spec.new))],
+        device,
+    ));
     if !errors.is_empty() {
         return Failure::Invalid(args.spec.display().to_string(), errors).report();
     }
