@@ -1,16 +1,21 @@
 //! The decoder every family builds: embeddings, blocks of attention + feed-forward around their
 //! norms, a final norm and the output head.
 //!
-//! Two paths compute the same function: `fused = false` uses only plain differentiable ops (LoRA
-//! training), `fused = true` uses candle's fused softmax / norm / rope kernels. Logits are
-//! computed only at the positions the caller asks for.
+//! Two paths compute the same function: `fused = false` uses only plain differentiable ops (full
+//! pretraining, where norm weights train too), `fused = true` uses candle's fused softmax / norm /
+//! rope kernels, whose backward reaches their input only (LoRA training). Logits are computed
+//! only at the positions the caller asks for.
+
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::autograd::{GradSink, checkpoint};
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::layers::attention::Context;
-use super::layers::{Attention, Mlp, Norm, Proj, Rope};
+use super::layers::kv_cache::LayerKv;
+use super::layers::{Attention, Mlp, Norm, Pass, Proj, Rope};
 pub use super::layers::{
     AttnMask, KvCache, LoraPath, MASKED, continuation_positions_and_mask, positions_and_mask,
 };
@@ -50,6 +55,66 @@ impl Block {
             .projs_mut()
             .into_iter()
             .chain(self.mlp.projs_mut())
+    }
+
+    /// The LoRA factors of the block's layers (the trainable variables while training).
+    fn lora_factors(&self) -> Vec<Tensor> {
+        self.projs()
+            .filter_map(|p| p.lora.as_ref())
+            .flat_map(|l| [l.a.clone(), l.b.clone()])
+            .collect()
+    }
+
+    pub fn forward(&self, x: &Tensor, cx: &Context, slot: Option<&mut LayerKv>) -> Result<Tensor> {
+        let fused = cx.fused;
+        Ok(match &self.residual {
+            Residual::Sequential {
+                attn_norm,
+                mlp_norm,
+            } => {
+                let att = self.attn.forward(&attn_norm.forward(x, fused)?, cx, slot)?;
+                let x = (x + att)?;
+                let ff = self.mlp.forward(&mlp_norm.forward(&x, fused)?, cx.pass)?;
+                (x + ff)?
+            }
+            Residual::Parallel { norm } => {
+                let h = norm.forward(x, fused)?;
+                let att = self.attn.forward(&h, cx, slot)?;
+                ((att + self.mlp.forward(&h, cx.pass)?)? + x)?
+            }
+            Residual::Sandwich {
+                attn_in,
+                attn_out,
+                mlp_in,
+                mlp_out,
+            } => {
+                let att = self.attn.forward(&attn_in.forward(x, fused)?, cx, slot)?;
+                let x = (x + attn_out.forward(&att, fused)?)?;
+                let ff = self.mlp.forward(&mlp_in.forward(&x, fused)?, cx.pass)?;
+                (x + mlp_out.forward(&ff, fused)?)?
+            }
+        })
+    }
+
+    /// `forward` where the backward recomputes the block (activation checkpointing): the graph
+    /// keeps the block's input and output, and the LoRA gradients go to `sink`.
+    fn forward_checkpointed(
+        &self,
+        x: &Tensor,
+        cx: &Arc<Context>,
+        sink: &Arc<GradSink>,
+    ) -> Result<Tensor> {
+        let (block, cx) = (self.clone(), cx.clone());
+        Ok(checkpoint(
+            x,
+            self.lora_factors(),
+            sink.clone(),
+            move |x| {
+                block
+                    .forward(x, &cx, None)
+                    .map_err(candle_core::Error::wrap)
+            },
+        )?)
     }
 }
 
@@ -100,10 +165,15 @@ pub struct Decoder {
     pub device: Device,
     /// Number of parameters (elements loaded from the weights).
     pub parameters: u64,
-    /// Use candle's fused kernels (no gradient) instead of plain ops.
+    /// Use candle's fused kernels (gradients to their inputs only) instead of plain ops.
     pub fused: bool,
-    /// Training mode: dropout on the LoRA paths is active.
+    /// Training mode: the base layers frozen, dropout on the LoRA paths active.
     pub training: bool,
+    /// Training mode: the seed of this pass's dropout masks.
+    pub dropout_seed: u64,
+    /// Training mode: recompute each block in the backward (activation checkpointing), which
+    /// sends the block's LoRA gradients here.
+    pub recompute: Option<Arc<GradSink>>,
 }
 
 impl Decoder {
@@ -129,7 +199,20 @@ impl Decoder {
             parameters: w.elements,
             fused: false,
             training: false,
+            dropout_seed: 0,
+            recompute: None,
         })
+    }
+
+    /// How the forward passes run: inference, or training with this pass's dropout seed.
+    pub fn pass(&self) -> Pass {
+        if self.training {
+            Pass::Training {
+                seed: self.dropout_seed,
+            }
+        } else {
+            Pass::Inference
+        }
     }
 
     /// The adaptable linear layers: (module name, out_features, in_features), in layer order.
@@ -194,48 +277,26 @@ impl Decoder {
             .iter()
             .map(|r| r.cos_sin(step.positions, &step.mask.seq_lens, self.dtype))
             .collect::<Result<Vec<_>>>()?;
-        let cx = Context {
-            mask: step.mask,
-            cos_sin: &cos_sin,
+        let cx = Arc::new(Context {
+            mask: step.mask.clone(),
+            cos_sin,
             fused: self.fused,
-            training: self.training,
+            pass: self.pass(),
             dtype: self.dtype,
-        };
+        });
         if let Some(c) = cache.as_deref_mut() {
             c.ensure_layers(self.blocks.len());
         }
-        let (fused, tr) = (self.fused, self.training);
+        let sink = match (&self.recompute, cx.pass) {
+            (Some(sink), Pass::Training { .. }) if cache.is_none() => Some(sink),
+            _ => None,
+        };
         for (i, block) in self.blocks.iter().enumerate() {
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
-            x = match &block.residual {
-                Residual::Sequential {
-                    attn_norm,
-                    mlp_norm,
-                } => {
-                    let att = block
-                        .attn
-                        .forward(&attn_norm.forward(&x, fused)?, &cx, slot)?;
-                    let x = (x + att)?;
-                    let ff = block.mlp.forward(&mlp_norm.forward(&x, fused)?, tr)?;
-                    (x + ff)?
-                }
-                Residual::Parallel { norm } => {
-                    let h = norm.forward(&x, fused)?;
-                    let att = block.attn.forward(&h, &cx, slot)?;
-                    ((att + block.mlp.forward(&h, tr)?)? + x)?
-                }
-                Residual::Sandwich {
-                    attn_in,
-                    attn_out,
-                    mlp_in,
-                    mlp_out,
-                } => {
-                    let att = block
-                        .attn
-                        .forward(&attn_in.forward(&x, fused)?, &cx, slot)?;
-                    let x = (x + attn_out.forward(&att, fused)?)?;
-                    let ff = block.mlp.forward(&mlp_in.forward(&x, fused)?, tr)?;
-                    (x + mlp_out.forward(&ff, fused)?)?
+            x = match sink {
+                Some(sink) => block.forward_checkpointed(&x, &cx, sink)?,
+                None => {
+                    let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+                    block.forward(&x, &cx, slot)?
                 }
             };
         }
@@ -245,7 +306,7 @@ impl Decoder {
     /// Final norm + output head on hidden states `[n, hidden]`; logits `[n, vocab]` in f32.
     pub fn head(&self, hidden: &Tensor) -> Result<Tensor> {
         let h = self.final_norm.forward(hidden, self.fused)?;
-        let logits = self.head.forward(&h, self.training)?.to_dtype(DType::F32)?;
+        let logits = self.head.forward(&h, self.pass())?.to_dtype(DType::F32)?;
         Ok(match self.final_softcap {
             Some(c) => ((logits / c)?.tanh()? * c)?,
             None => logits,

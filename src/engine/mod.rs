@@ -2,6 +2,7 @@
 //! adapters), scores and generates like lm-evaluation-harness, on its own thread behind
 //! `EngineHandle`.
 
+pub mod autograd;
 pub mod batching;
 pub mod cache;
 pub mod config;

@@ -72,6 +72,8 @@ pub enum LossTokens {
 pub struct Hyperparameters {
     pub rank: u32,
     pub alpha: f64,
+    /// PEFT's `lora_dropout`, on each adapted layer's input. The masks are drawn from `seed`, the
+    /// step and the layer: a run resumed from a checkpoint drops what the uninterrupted one would.
     pub dropout: f64,
     /// Module names or suffixes to adapt; every linear layer but the output head when absent.
     pub target_modules: Option<Vec<String>>,

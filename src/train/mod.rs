@@ -5,6 +5,7 @@ pub mod adapter;
 pub mod checkpoint;
 pub mod data;
 pub mod finalize;
+pub mod head_loss;
 pub mod job;
 pub mod loss;
 pub mod optim;

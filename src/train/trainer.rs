@@ -5,16 +5,21 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
 use super::adapter::{LoraShape, TrainableLora};
 use super::data::{Batch, Example, example};
-use super::loss::{LossConfig, LossValue, Teachers, loss};
+use super::head_loss::{TeacherStates, head_cross_entropy, head_loss};
+use super::loss::{LossConfig, LossValue};
 use super::optim::{Accumulator, AdamW, clip_global_norm};
 use super::schedule::learning_rate;
 use super::split::{epoch_order, split};
 use crate::dataset::Item;
+use crate::engine::autograd::GradSink;
 use crate::engine::decoder::{AttnMask, Decoder, Step, positions_and_mask};
 use crate::engine::lora::LoraAdapter;
 use crate::engine::tokenize::TokenizerInfo;
@@ -93,6 +98,8 @@ pub struct Trainer {
     pub best_tensors: Option<HashMap<String, Tensor>>,
     /// Sequence tokens (padding excluded) run through training forward passes.
     pub tokens_seen: u64,
+    /// Where the student's recomputed blocks leave their LoRA gradients.
+    gradients: Arc<GradSink>,
 }
 
 /// The hooks a run calls between steps.
@@ -202,6 +209,9 @@ impl Trainer {
         } = student;
         lora.attach(&mut decoder)?;
         decoder.training = true;
+        decoder.fused = true;
+        let gradients = Arc::new(GradSink::default());
+        decoder.recompute = Some(gradients.clone());
         let delimiter = delimiter(&spec);
         let bos = bos(&spec);
         let examples = inputs
@@ -254,6 +264,7 @@ impl Trainer {
             state: RunState::default(),
             best_tensors: None,
             tokens_seen: 0,
+            gradients,
         })
     }
 
@@ -279,7 +290,7 @@ impl Trainer {
     }
 
     /// The loss of one micro-batch, with the student's gradient graph.
-    pub fn batch_loss(&self, examples: &[&Example]) -> Result<(LossValue, usize), TrainError> {
+    fn batch_loss(&self, examples: &[&Example]) -> Result<(LossValue, usize), TrainError> {
         let batch = Batch::new(examples, self.pad, &self.student.device)?;
         let (positions, mask) = self.step_inputs(&batch, examples)?;
         let step = Step {
@@ -287,7 +298,7 @@ impl Trainer {
             positions: &positions,
             mask: &mask,
         };
-        let student = self.student.logits_at(&step, &batch.rows, None)?;
+        let student = self.student.hidden_at(&step, &batch.rows, None)?;
         let h = self.hyperparameters();
         let config = LossConfig {
             temperature: h.temperature,
@@ -296,21 +307,42 @@ impl Trainer {
         };
         let value = match &self.teachers {
             Some((old, new)) => {
-                let z_old = old.logits_at(&step, &batch.rows, None)?.detach();
-                let z_new = new.logits_at(&step, &batch.rows, None)?.detach();
-                loss(
+                let h_old = old.hidden_at(&step, &batch.rows, None)?;
+                let h_new = new.hidden_at(&step, &batch.rows, None)?;
+                let states = (
+                    TeacherStates {
+                        decoder: old,
+                        hidden: &h_old,
+                    },
+                    TeacherStates {
+                        decoder: new,
+                        hidden: &h_new,
+                    },
+                );
+                head_loss(
+                    &self.student,
                     &student,
+                    Some(states),
                     &batch.targets,
-                    Some(Teachers {
-                        old: &z_old,
-                        new: &z_new,
-                    }),
                     config,
                 )?
             }
-            None => loss(&student, &batch.targets, None, config)?,
+            None => head_loss(&self.student, &student, None, &batch.targets, config)?,
         };
         Ok((value, batch.tokens()))
+    }
+
+    /// The loss of one micro-batch and the gradients of every variable (those of recomputed
+    /// blocks included).
+    pub fn loss_and_gradients(
+        &self,
+        examples: &[&Example],
+    ) -> Result<(LossValue, GradStore), TrainError> {
+        self.gradients.clear();
+        let (value, _) = self.batch_loss(examples)?;
+        let mut grads = value.total.backward()?;
+        self.gradients.drain_into(&mut grads)?;
+        Ok((value, grads))
     }
 
     /// One optimizer step over `indices` (training examples), in micro-batches of batch_size.
@@ -320,15 +352,15 @@ impl Trainer {
         let mut acc = Accumulator::new(vars.len());
         let (mut loss_sum, mut ce_sum, mut distil_sum, mut share_sum) = (0.0, 0.0, 0.0, 0.0);
         let mut tokens = 0u64;
-        for chunk in indices.chunks(h.batch_size as usize) {
+        for (micro, chunk) in indices.chunks(h.batch_size as usize).enumerate() {
+            self.student.dropout_seed = dropout_seed(h.seed, self.state.step, micro);
             let examples: Vec<&Example> = chunk.iter().map(|&i| &self.train[i]).collect();
             tokens += examples.iter().map(|e| e.ids.len() as u64).sum::<u64>();
-            let (value, _) = self.batch_loss(&examples)?;
+            let (value, grads) = self.loss_and_gradients(&examples)?;
             loss_sum += f64::from(value.total.to_scalar::<f32>()?);
             ce_sum += value.ce;
             distil_sum += value.distil.unwrap_or(0.0);
             share_sum += value.old_share.unwrap_or(0.0);
-            let grads = value.total.backward()?;
             acc.add(&vars, &grads)?;
         }
         let n = acc.micro_batches.max(1) as f64;
@@ -375,10 +407,9 @@ impl Trainer {
                     positions: &positions,
                     mask: &mask,
                 };
-                let logits = self.student.logits_at(&step, &batch.rows, None)?.detach();
-                let y = Tensor::from_slice(&batch.targets, batch.tokens(), &self.student.device)?;
-                let ce = super::loss::cross_entropy(&logits, &y)?.to_scalar::<f32>()?;
-                sum += f64::from(ce) * batch.tokens() as f64;
+                let hidden = self.student.hidden_at(&step, &batch.rows, None)?;
+                let ce = head_cross_entropy(&self.student, &hidden, &batch.targets)?;
+                sum += ce * batch.tokens() as f64;
                 tokens += batch.tokens();
             }
             Ok::<f64, TrainError>(sum / tokens.max(1) as f64)
@@ -427,6 +458,15 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// The dropout seed of one micro-batch: a function of the run's seed and the step, so a resumed
+/// run draws the masks the uninterrupted one would have.
+fn dropout_seed(seed: u64, step: u64, micro_batch: usize) -> u64 {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(step);
+    rng.set_word_pos(u128::from(micro_batch as u64) * 16);
+    rng.next_u64()
 }
 
 /// Hooks that never stop and save nothing (tests, benchmarks).

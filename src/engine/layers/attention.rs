@@ -4,10 +4,11 @@
 use candle_core::{D, DType, Tensor};
 
 use super::kv_cache::LayerKv;
-use super::linear::Proj;
+use super::linear::{Pass, Proj};
 use super::mask::AttnMask;
 use super::norm::Norm;
 use super::rope;
+use crate::engine::autograd::attach_backward;
 use crate::engine::error::Result;
 
 /// The query, key and value projections: three layers, or one whose output is `q | k | v`
@@ -39,11 +40,12 @@ pub struct Attention {
 }
 
 /// What the layers of one forward pass share: the masks and each rotary table's cos/sin.
-pub struct Context<'a> {
-    pub mask: &'a AttnMask,
-    pub cos_sin: &'a [(Tensor, Tensor)],
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub mask: AttnMask,
+    pub cos_sin: Vec<(Tensor, Tensor)>,
     pub fused: bool,
-    pub training: bool,
+    pub pass: Pass,
     pub dtype: DType,
 }
 
@@ -81,15 +83,15 @@ impl Attention {
         }
     }
 
-    fn project(&self, x: &Tensor, training: bool) -> Result<(Tensor, Tensor, Tensor)> {
+    fn project(&self, x: &Tensor, pass: Pass) -> Result<(Tensor, Tensor, Tensor)> {
         match &self.qkv {
             Qkv::Separate { q, k, v } => Ok((
-                q.forward(x, training)?,
-                k.forward(x, training)?,
-                v.forward(x, training)?,
+                q.forward(x, pass)?,
+                k.forward(x, pass)?,
+                v.forward(x, pass)?,
             )),
             Qkv::Fused(qkv) => {
-                let y = qkv.forward(x, training)?;
+                let y = qkv.forward(x, pass)?;
                 let (nq, nkv) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
                 Ok((
                     y.narrow(D::Minus1, 0, nq)?,
@@ -100,15 +102,10 @@ impl Attention {
         }
     }
 
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        cx: &Context<'_>,
-        cache: Option<&mut LayerKv>,
-    ) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, cx: &Context, cache: Option<&mut LayerKv>) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let hd = self.head_dim;
-        let (q, k, v) = self.project(x, cx.training)?;
+        let (q, k, v) = self.project(x, cx.pass)?;
         let heads = |y: Tensor, n: usize, norm: Option<&Norm>| -> Result<Tensor> {
             let mut y = y.reshape((b, t, n, hd))?;
             if let Some(norm) = norm {
@@ -138,17 +135,27 @@ impl Attention {
         if let Some(c) = self.softcap {
             scores = ((scores / c)?.tanh()? * c)?;
         }
-        let scores = scores.broadcast_add(cx.mask.for_layer(self.windowed))?;
+        let mask = cx.mask.for_layer(self.windowed);
         let probs = if cx.fused {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            masked_softmax(&scores, mask)?
         } else {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+            candle_nn::ops::softmax(&scores.broadcast_add(mask)?, D::Minus1)?
         };
         let probs = probs
             .to_dtype(cx.dtype)?
             .reshape((b, self.kv_heads, rep * t, tk))?;
         let out = probs.matmul(&v)?.reshape((b, self.heads, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
-        self.o.forward(&out, cx.training)
+        self.o.forward(&out, cx.pass)
     }
+}
+
+/// `softmax(scores + mask)` over the last axis on candle's fused kernel; on scores with a graph,
+/// the backward `p (dy - sum(dy p))` (the mask is a constant).
+fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    let probs = candle_nn::ops::softmax_last_dim(&scores.detach().broadcast_add(mask)?)?;
+    Ok(attach_backward(scores, probs, |_, p, dy| {
+        let dot = (dy * p)?.sum_keepdim(D::Minus1)?;
+        p * dy.broadcast_sub(&dot)?
+    })?)
 }

@@ -1,9 +1,11 @@
 //! A linear layer with an optional bias and an optional unmerged LoRA path.
 
-use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp2, Layout, Module, Shape, Tensor};
+use candle_core::{Module, Tensor};
 use candle_nn::Linear;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
+use crate::engine::autograd::attach_backward;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::weights::WeightLoader;
 
@@ -18,6 +20,16 @@ pub struct LoraPath {
     pub scaling: f64,
     /// Dropout on the LoRA input while the decoder is in training mode.
     pub dropout: f32,
+}
+
+/// How a forward pass runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// No graph: not even LoRA factors that are being trained get a gradient.
+    Inference,
+    /// LoRA training: the base layers stay frozen (their backward feeds only their input) and
+    /// dropout masks are drawn from `seed` and each layer's name.
+    Training { seed: u64 },
 }
 
 /// A linear layer named by its module path (`model.layers.0.self_attn.q_proj`, PEFT's key).
@@ -49,21 +61,27 @@ impl Proj {
         }
     }
 
-    pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
-        let y = if training {
-            frozen_base(&self.base, x)?
-        } else {
-            self.base.forward(x)?
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
+        let y = match pass {
+            Pass::Training { .. } => frozen_base(&self.base, x)?,
+            Pass::Inference => self.base.forward(x)?,
         };
         let Some(l) = &self.lora else {
             return Ok(y);
         };
         let mut h = x.to_dtype(l.a.dtype())?;
-        if training && l.dropout > 0.0 {
-            h = candle_nn::ops::dropout(&h, l.dropout)?;
+        if let Pass::Training { seed } = pass
+            && l.dropout > 0.0
+        {
+            h = seeded_dropout(&h, l.dropout, seed ^ name_hash(&self.name))?;
         }
-        let down = Linear::new(l.a.clone(), None).forward(&h)?;
-        let up = (Linear::new(l.b.clone(), None).forward(&down)? * l.scaling)?;
+        // An inference pass builds no graph, even on factors that are being trained.
+        let (a, b) = match pass {
+            Pass::Training { .. } => (l.a.clone(), l.b.clone()),
+            Pass::Inference => (l.a.detach(), l.b.detach()),
+        };
+        let down = Linear::new(a, None).forward(&h)?;
+        let up = (Linear::new(b, None).forward(&down)? * l.scaling)?;
         let up = up.to_dtype(y.dtype())?;
         Ok((y + up)?)
     }
@@ -103,67 +121,30 @@ impl Proj {
 /// and as costly as the forward.
 fn frozen_base(base: &Linear, x: &Tensor) -> Result<Tensor> {
     let y = base.forward(&x.detach())?;
-    Ok(x.apply_op2(
-        &y,
-        InputGradOnly {
-            weight: base.weight().clone(),
-        },
-    )?)
+    let weight = base.weight().clone();
+    Ok(attach_backward(x, y, move |_, _, dy| {
+        dy.broadcast_matmul(&weight)
+    })?)
 }
 
-/// Returns its second argument (the base output, computed without a graph); its backward gives
-/// the first argument (the input) the gradient `dy W`.
-struct InputGradOnly {
-    /// `[out, in]`
-    weight: Tensor,
+/// Inverted dropout (PEFT's `lora_dropout`) with a mask drawn from `seed`: the same seed draws
+/// the same mask, so a recomputed pass drops what the first one did.
+fn seeded_dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let keep = 1.0 / (1.0 - p);
+    let mask: Vec<f32> = (0..x.elem_count())
+        .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
+        .collect();
+    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+    let y = (x.detach() * &mask)?;
+    Ok(attach_backward(x, y, move |_, _, dy| dy * &mask)?)
 }
 
-impl CustomOp2 for InputGradOnly {
-    fn name(&self) -> &'static str {
-        "frozen-linear"
-    }
-
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        y: &CpuStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        whole(layout)?;
-        Ok((y.try_clone(layout)?, layout.shape().clone()))
-    }
-
-    #[cfg(feature = "cuda")]
-    fn cuda_fwd(
-        &self,
-        _: &candle_core::CudaStorage,
-        _: &Layout,
-        y: &candle_core::CudaStorage,
-        layout: &Layout,
-    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
-        whole(layout)?;
-        Ok((y.try_clone(layout)?, layout.shape().clone()))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        _y: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.broadcast_matmul(&self.weight)?), None))
-    }
-}
-
-/// `try_clone` copies a whole storage: right only for a fresh, contiguous result (a matmul's).
-fn whole(layout: &Layout) -> candle_core::Result<()> {
-    if layout.is_contiguous() && layout.start_offset() == 0 {
-        Ok(())
-    } else {
-        candle_core::bail!("frozen-linear expects a fresh contiguous base output")
-    }
+/// FNV-1a: a layer's name as a number that is the same in every process and release.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 #[cfg(test)]
@@ -173,14 +154,14 @@ mod tests {
     use super::*;
 
     /// The frozen path gives the input the same gradient as candle's own matmul, and the LoRA
-    /// factors theirs, with or without a bias.
+    /// factors theirs, with or without a bias; an inference pass gives the same value and no graph.
     #[test]
     fn frozen_base_passes_the_same_gradients() {
         let dev = Device::Cpu;
         for bias in [false, true] {
             let w = Tensor::randn(0f32, 1.0, (5, 4), &dev).unwrap();
             let b = bias.then(|| Tensor::randn(0f32, 1.0, 5, &dev).unwrap());
-            let mut proj = Proj::new("p", Linear::new(w, b));
+            let mut proj = Proj::new("p", Linear::new(w.clone(), b.clone()));
             let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 4), &dev).unwrap()).unwrap();
             let bb = Var::from_tensor(&Tensor::randn(0f32, 1.0, (5, 2), &dev).unwrap()).unwrap();
             proj.set_lora(Some(LoraPath {
@@ -192,8 +173,24 @@ mod tests {
             .unwrap();
             let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 6, 4), &dev).unwrap()).unwrap();
             let weights = Tensor::randn(0f32, 1.0, (3, 6, 5), &dev).unwrap();
-            let grads = |training: bool| {
-                let y = proj.forward(x.as_tensor(), training).unwrap();
+            // candle's own ops on the same function: the gradients to match.
+            let plain_forward = || -> candle_core::Result<Tensor> {
+                let x = x.as_tensor();
+                let base = x.broadcast_matmul(&w.t()?)?;
+                let base = match &b {
+                    Some(b) => base.broadcast_add(b)?,
+                    None => base,
+                };
+                let lora = x
+                    .broadcast_matmul(&a.as_tensor().t()?)?
+                    .broadcast_matmul(&bb.as_tensor().t()?)?;
+                base + (lora * 0.5)?
+            };
+            let grads = |pass: Option<Pass>| {
+                let y = match pass {
+                    Some(pass) => proj.forward(x.as_tensor(), pass).unwrap(),
+                    None => plain_forward().unwrap(),
+                };
                 let loss = (y * &weights).unwrap().sum_all().unwrap();
                 let g = loss.backward().unwrap();
                 [x.as_tensor(), a.as_tensor(), bb.as_tensor()].map(|t| {
@@ -205,14 +202,23 @@ mod tests {
                         .unwrap()
                 })
             };
-            let (frozen, plain) = (grads(true), grads(false));
+            let (frozen, plain) = (grads(Some(Pass::Training { seed: 0 })), grads(None));
             for (f, p) in frozen.iter().zip(&plain) {
                 for (u, v) in f.iter().zip(p) {
                     assert!((u - v).abs() < 1e-5, "{u} vs {v}");
                 }
             }
-            let y_frozen = proj.forward(x.as_tensor(), true).unwrap();
-            let y_plain = proj.forward(x.as_tensor(), false).unwrap();
+            let y_frozen = proj
+                .forward(x.as_tensor(), Pass::Training { seed: 0 })
+                .unwrap();
+            let y_plain = proj.forward(x.as_tensor(), Pass::Inference).unwrap();
+            let detached = proj
+                .forward(&x.as_tensor().detach(), Pass::Inference)
+                .unwrap();
+            assert!(
+                !detached.track_op(),
+                "an inference pass tracks the LoRA factors"
+            );
             let d = (y_frozen - y_plain)
                 .unwrap()
                 .abs()
@@ -221,5 +227,39 @@ mod tests {
                 .unwrap();
             assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0);
         }
+    }
+
+    /// A seed draws one dropout mask: the same seed again drops the same entries (what a
+    /// recomputed pass needs), another seed others; about `p` of them, the rest scaled by
+    /// 1/(1-p); the backward multiplies by the same mask.
+    #[test]
+    fn seeded_dropout_repeats_its_mask() {
+        let dev = Device::Cpu;
+        let x = Var::from_tensor(&Tensor::ones((64, 64), candle_core::DType::F32, &dev).unwrap())
+            .unwrap();
+        let drop = |seed| {
+            seeded_dropout(x.as_tensor(), 0.25, seed)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+        };
+        let (a, again, other) = (drop(7), drop(7), drop(8));
+        assert_eq!(a, again);
+        assert_ne!(a, other);
+        let dropped = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((dropped - 0.25).abs() < 0.03, "{dropped}");
+        assert!(a.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
+        let y = seeded_dropout(x.as_tensor(), 0.25, 7).unwrap();
+        let grad = y.sum_all().unwrap().backward().unwrap();
+        let g = grad
+            .get(x.as_tensor())
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, a);
     }
 }

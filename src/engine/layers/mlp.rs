@@ -3,7 +3,7 @@
 
 use candle_core::{D, Tensor};
 
-use super::linear::Proj;
+use super::linear::{Pass, Proj};
 use crate::engine::error::{EngineError, Result};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub enum Mlp {
 }
 
 impl Mlp {
-    pub fn forward(&self, x: &Tensor, training: bool) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         match self {
             Self::Gated {
                 gate,
@@ -69,18 +69,16 @@ impl Mlp {
                 down,
                 act,
             } => {
-                let g = act.apply(&gate.forward(x, training)?)?;
-                down.forward(&(g * up.forward(x, training)?)?, training)
+                let g = act.apply(&gate.forward(x, pass)?)?;
+                down.forward(&(g * up.forward(x, pass)?)?, pass)
             }
             Self::FusedGated { gate_up, down, act } => {
-                let y = gate_up.forward(x, training)?;
+                let y = gate_up.forward(x, pass)?;
                 let n = y.dim(D::Minus1)? / 2;
                 let g = act.apply(&y.narrow(D::Minus1, 0, n)?)?;
-                down.forward(&(y.narrow(D::Minus1, n, n)? * g)?, training)
+                down.forward(&(y.narrow(D::Minus1, n, n)? * g)?, pass)
             }
-            Self::Plain { fc1, fc2, act } => {
-                fc2.forward(&act.apply(&fc1.forward(x, training)?)?, training)
-            }
+            Self::Plain { fc1, fc2, act } => fc2.forward(&act.apply(&fc1.forward(x, pass)?)?, pass),
         }
     }
 

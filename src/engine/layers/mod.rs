@@ -11,7 +11,7 @@ pub mod rope;
 
 pub use attention::{Attention, Qkv};
 pub use kv_cache::KvCache;
-pub use linear::{LoraPath, Proj};
+pub use linear::{LoraPath, Pass, Proj};
 pub use mask::{AttnMask, MASKED, continuation_positions_and_mask, positions_and_mask};
 pub use mlp::{Activation, Mlp};
 pub use norm::Norm;

@@ -2,6 +2,7 @@
 
 use candle_core::{D, DType, Tensor};
 
+use crate::engine::autograd::{attach_backward, local_grad};
 use crate::engine::error::Result;
 use crate::engine::weights::WeightLoader;
 
@@ -60,54 +61,72 @@ impl Norm {
         })
     }
 
-    /// Normalises over the last axis. `fused` uses candle's kernels (no gradient).
+    /// Normalises over the last axis. `fused` uses candle's kernels where they compute the same
+    /// function; on an input with a graph their backward is that of the plain ops (the weights
+    /// stay frozen: only the input gets a gradient).
     pub fn forward(&self, x: &Tensor, fused: bool) -> Result<Tensor> {
-        let dtype = x.dtype();
-        match self {
-            Self::Rms { weight, eps } => {
-                if fused {
-                    return Ok(candle_nn::ops::rms_norm(
-                        &x.contiguous()?,
-                        weight,
-                        *eps as f32,
-                    )?);
-                }
-                Ok(rms_normalise(x, *eps)?
-                    .to_dtype(dtype)?
-                    .broadcast_mul(weight)?)
-            }
+        let y = match fused {
+            true => self.kernel(x)?,
+            false => None,
+        };
+        let Some(y) = y else {
+            return self.plain(x);
+        };
+        if !x.track_op() {
+            return Ok(y);
+        }
+        let norm = self.clone();
+        Ok(attach_backward(x, y, move |x, _, dy| {
+            local_grad(x, dy, |x| norm.plain(x).map_err(candle_core::Error::wrap))
+        })?)
+    }
+
+    /// candle's fused kernel, where it computes this norm in this dtype.
+    fn kernel(&self, x: &Tensor) -> Result<Option<Tensor>> {
+        let x = x.detach();
+        let f32 = x.dtype() == DType::F32;
+        Ok(match self {
+            Self::Rms { weight, eps } => Some(candle_nn::ops::rms_norm(
+                &x.contiguous()?,
+                weight,
+                *eps as f32,
+            )?),
+            // The kernel scales in the input dtype; in f32 that is exactly Gemma's order.
             Self::RmsOnePlus {
-                scale,
+                scale_dtype, eps, ..
+            } if f32 => Some(candle_nn::ops::rms_norm(
+                &x.contiguous()?,
                 scale_dtype,
-                eps,
-            } => {
-                // The kernel scales in the input dtype; in f32 that is exactly Gemma's order.
-                if fused && dtype == DType::F32 {
-                    return Ok(candle_nn::ops::rms_norm(
-                        &x.contiguous()?,
-                        scale_dtype,
-                        *eps as f32,
-                    )?);
-                }
-                Ok(rms_normalise(x, *eps)?
-                    .broadcast_mul(scale)?
-                    .to_dtype(dtype)?)
-            }
+                *eps as f32,
+            )?),
             Self::Layer {
+                weight, bias, eps, ..
+            } if f32 => Some(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
                 weight,
                 bias,
+                *eps as f32,
+            )?),
+            _ => None,
+        })
+    }
+
+    /// The norm in plain differentiable ops.
+    fn plain(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        match self {
+            Self::Rms { weight, eps } => Ok(rms_normalise(x, *eps)?
+                .to_dtype(dtype)?
+                .broadcast_mul(weight)?),
+            Self::RmsOnePlus { scale, eps, .. } => Ok(rms_normalise(x, *eps)?
+                .broadcast_mul(scale)?
+                .to_dtype(dtype)?),
+            Self::Layer {
                 weight_f32,
                 bias_f32,
                 eps,
+                ..
             } => {
-                if fused && dtype == DType::F32 {
-                    return Ok(candle_nn::ops::layer_norm(
-                        &x.contiguous()?,
-                        weight,
-                        bias,
-                        *eps as f32,
-                    )?);
-                }
                 let xf = x.to_dtype(DType::F32)?;
                 let mean = xf.mean_keepdim(D::Minus1)?;
                 let centred = xf.broadcast_sub(&mean)?;

@@ -3,6 +3,7 @@
 
 use candle_core::{D, DType, Device, Tensor};
 
+use crate::engine::autograd::attach_backward;
 use crate::engine::error::Result;
 
 /// How RoPE inverse frequencies are scaled (transformers' `rope_type`).
@@ -191,7 +192,15 @@ pub fn apply(x: &Tensor, cos: &Tensor, sin: &Tensor, fused: bool) -> Result<Tens
         return Ok(Tensor::cat(&[&rotated, &pass], D::Minus1)?.contiguous()?);
     }
     if fused {
-        return Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, cos, sin)?);
+        let y = candle_nn::rotary_emb::rope(&x.detach().contiguous()?, cos, sin)?;
+        if !x.track_op() {
+            return Ok(y);
+        }
+        // A rotation's transpose is the rotation by the opposite angle.
+        let (cos, neg_sin) = (cos.clone(), sin.neg()?);
+        return Ok(attach_backward(x, y, move |_, _, dy| {
+            candle_nn::rotary_emb::rope(&dy.contiguous()?, &cos, &neg_sin)
+        })?);
     }
     let full = |c: &Tensor| -> Result<Tensor> {
         let c = Tensor::cat(&[c, c], D::Minus1)?;
