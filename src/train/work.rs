@@ -1,7 +1,8 @@
-//! The Training/Work shard: the whole run on a blocking thread, progress (optimizer steps) and
-//! epoch checkpoints reported to the queue, stopping between steps when asked.
+//! The Training/Work shard: the whole run on a thread pool of its own (`engine::threads`),
+//! progress (optimizer steps) and epoch checkpoints reported to the queue, stopping between
+//! steps when asked.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -171,31 +172,9 @@ pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), 
         base_model: job.spec.new.model.clone(),
     };
     let worker = tokio::task::spawn_blocking(move || {
-        let mut hooks = hooks;
-        let mut trainer = Trainer::new(inputs)?;
-        if let Some(dir) = resume {
-            match checkpoint::restore(&root, &dir, &mut trainer) {
-                Ok(()) => {
-                    let epoch = trainer.state.epochs_done;
-                    tracing::info!(epoch, "resuming from the epoch checkpoint");
-                    trainer.state.resumed_from.push(epoch);
-                }
-                Err(error) => tracing::warn!(
-                    %error,
-                    "the epoch checkpoint cannot be read (is MUSCLE_DATA_DIR shared by every \
-                     worker?); training from the start"
-                ),
-            }
-        }
-        hooks.on_step(trainer.state.step);
-        let started = std::time::Instant::now();
-        trainer.run(&mut hooks)?;
-        tracing::info!(
-            tokens = trainer.tokens_seen,
-            seconds = started.elapsed().as_secs_f64(),
-            "training done"
-        );
-        Ok::<(), TrainError>(())
+        crate::engine::threads::run_on_own_pool("muscle-train", move || {
+            train(inputs, hooks, resume, &root)
+        })
     });
     let mut store_error = None;
     let mut stopping = false;
@@ -242,4 +221,37 @@ pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), 
             Err(ShardError::retryable(message))
         }
     }
+}
+
+/// Builds the trainer (resuming from `resume` when it can be read) and runs it.
+fn train(
+    inputs: TrainInputs,
+    mut hooks: ShardHooks,
+    resume: Option<PathBuf>,
+    root: &Path,
+) -> Result<(), TrainError> {
+    let mut trainer = Trainer::new(inputs)?;
+    if let Some(dir) = resume {
+        match checkpoint::restore(root, &dir, &mut trainer) {
+            Ok(()) => {
+                let epoch = trainer.state.epochs_done;
+                tracing::info!(epoch, "resuming from the epoch checkpoint");
+                trainer.state.resumed_from.push(epoch);
+            }
+            Err(error) => tracing::warn!(
+                %error,
+                "the epoch checkpoint cannot be read (is MUSCLE_DATA_DIR shared by every \
+                 worker?); training from the start"
+            ),
+        }
+    }
+    hooks.on_step(trainer.state.step);
+    let started = std::time::Instant::now();
+    trainer.run(&mut hooks)?;
+    tracing::info!(
+        tokens = trainer.tokens_seen,
+        seconds = started.elapsed().as_secs_f64(),
+        "training done"
+    );
+    Ok(())
 }
