@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """LoRA training throughput: `muscle train` against PEFT + transformers, same adapter, same model.
 
-    /path/to/venv/bin/python scripts/bench/train_bench.py [--rows 1600] [--epochs 2]
+    /path/to/venv/bin/python scripts/bench/train_bench.py [--rows 1600] [--epochs 2] [--batch 16]
+                                                          [--shape-dir DIR]
 
 Model: examples/model-update (new-base, a tiny Llama; old-base + old-task as the old teacher,
 new-task as the start of the compatibility run). Data: the first --rows rows of its train.jsonl.
+With --shape-dir, a folder written by make_bench_model.py --adapter (a real model shape, e.g.
+smollm2-135m) instead: DIR/model is the base, the old teacher is the base alone, DIR/adapter is
+the new task model's adapter (the compatibility run's start and new teacher), and the rows are
+DIR/mc.jsonl's items with their correct choice.
 Hyperparameters of the example (examples/model_update/main.rs): r=8, alpha=16, every linear
 layer but lm_head, dropout 0, batch 16, AdamW (wd 0), 20 warm-up steps then linear decay, grad
 norm clip 1.0, lr 2e-3 (task) / 3e-3 (compatibility), loss on the answer tokens, T=2, the
@@ -37,7 +42,37 @@ EXAMPLE = ROOT / "examples" / "model-update"
 BIN = ROOT / "target" / "release" / "muscle"
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LR = {"task": 2e-3, "compatibility": 3e-3}
-BATCH, WARMUP, RANK, ALPHA, TEMP, VAL_FRACTION = 16, 20, 8, 16.0, 2.0, 0.2
+WARMUP, RANK, ALPHA, TEMP, VAL_FRACTION = 20, 8, 16.0, 2.0, 0.2
+BATCH = 16  # --batch
+
+
+class Models:
+    """Where the base, the task adapters and the rows come from."""
+
+    def __init__(self, shape_dir=None):
+        if shape_dir is None:
+            self.root = EXAMPLE
+            self.new_base, self.new_task = "new-base", "new-task"
+            self.old_base, self.old_task = "old-base", "old-task"
+        else:
+            self.root = Path(shape_dir).resolve()
+            self.new_base, self.new_task = "model", "adapter"
+            self.old_base, self.old_task = "model", None
+        self.shape = shape_dir is not None
+
+    def path(self, name):
+        return self.root / name
+
+    def rows(self, n):
+        """Up to n training rows, as lines of muscle's multiple-choice JSONL."""
+        if not self.shape:
+            return (EXAMPLE / "train.jsonl").read_text().splitlines()[:n]
+        items = [json.loads(line) for line in (self.root / "mc.jsonl").read_text().splitlines()]
+        return [json.dumps({"id": f"r{i}", "prompt": r["prompt"], "choices": r["choices"],
+                            "answer": r["gold"]}) for i, r in enumerate(items[:n])]
+
+
+MODELS = Models()
 
 
 def timed(cmd, env=None):
@@ -52,15 +87,19 @@ def timed(cmd, env=None):
 
 
 def muscle_run(objective, rows_path, epochs, work):
-    models = work / f"models-{objective}"
-    (models / "model-update").mkdir(parents=True)
-    for d in ["new-base", "new-task", "old-base", "old-task"]:
-        shutil.copytree(EXAMPLE / d, models / "model-update" / d)
+    m = MODELS
+    if m.shape:
+        models, prefix = m.root, ""  # the bench folder itself: no copy of its weights
+    else:
+        models, prefix = work / f"models-{objective}", "model-update/"
+        (models / "model-update").mkdir(parents=True)
+        for d in ["new-base", "new-task", "old-base", "old-task"]:
+            shutil.copytree(EXAMPLE / d, models / "model-update" / d)
     spec = {
         "objective": objective,
-        "new": {"model": "model-update/new-base"},
+        "new": {"model": prefix + m.new_base},
         "dataset": {"path": str(rows_path)},
-        "output": "bench-out",
+        "output": f"bench-out/{work.name}-{objective}",
         "hyperparameters": {
             "rank": RANK, "alpha": ALPHA, "dropout": 0.0, "target_modules": TARGETS,
             "learning_rate": LR[objective], "epochs": epochs, "batch_size": BATCH,
@@ -68,8 +107,10 @@ def muscle_run(objective, rows_path, epochs, work):
         },
     }
     if objective == "compatibility":
-        spec["new"]["adapter"] = "model-update/new-task"
-        spec["old"] = {"model": "model-update/old-base", "adapter": "model-update/old-task"}
+        spec["new"]["adapter"] = prefix + m.new_task
+        spec["old"] = {"model": prefix + m.old_base}
+        if m.old_task:
+            spec["old"]["adapter"] = prefix + m.old_task
     spec_path = work / f"spec-{objective}.json"
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ, RUST_LOG="muscle=info", MUSCLE_LOG_FORMAT="json")
@@ -84,6 +125,8 @@ def muscle_run(objective, rows_path, epochs, work):
         sys.exit(f"no 'training done' log line from muscle:\n{err[-3000:]}")
     fields = done.get("fields", done)
     result = json.loads(out)
+    if m.shape:
+        shutil.rmtree(m.root / "bench-out" / f"{work.name}-{objective}", ignore_errors=True)
     return {"steps": result["steps"], "tokens": int(fields["tokens"]),
             "seconds": float(fields["seconds"]), "wall": wall, "rss": rss,
             "validation_ce": result["history"][-1].get("validation_ce")}
@@ -100,7 +143,8 @@ def peft_child(objective, rows_path, epochs):
     torch.set_num_threads(2)
     torch.manual_seed(0)
     t_load = time.perf_counter()
-    tok = AutoTokenizer.from_pretrained(EXAMPLE / "new-base")
+    m = MODELS
+    tok = AutoTokenizer.from_pretrained(m.path(m.new_base))
     rows = [json.loads(line) for line in open(rows_path)]
     examples = []
     for r in rows:  # prompt + " " + correct choice; loss on the answer tokens (as muscle does)
@@ -114,23 +158,24 @@ def peft_child(objective, rows_path, epochs):
     train = [examples[i] for i in sorted(order[n_val:])]
     pad = tok.eos_token_id
 
-    base = LlamaForCausalLM.from_pretrained(EXAMPLE / "new-base", dtype=torch.float32)
+    base = LlamaForCausalLM.from_pretrained(m.path(m.new_base), dtype=torch.float32)
     if objective == "task":
         cfg = LoraConfig(r=RANK, lora_alpha=ALPHA, lora_dropout=0.0, target_modules=TARGETS,
                          task_type="CAUSAL_LM")
         model = get_peft_model(base, cfg)
         teachers = None
     else:
-        model = PeftModel.from_pretrained(base, EXAMPLE / "new-task", is_trainable=True)
+        model = PeftModel.from_pretrained(base, m.path(m.new_task), is_trainable=True)
         # Frozen teachers with their adapters merged into the weights (the fastest PEFT form).
-        old = PeftModel.from_pretrained(
-            LlamaForCausalLM.from_pretrained(EXAMPLE / "old-base", dtype=torch.float32),
-            EXAMPLE / "old-task").merge_and_unload().eval()
-        new = PeftModel.from_pretrained(
-            LlamaForCausalLM.from_pretrained(EXAMPLE / "new-base", dtype=torch.float32),
-            EXAMPLE / "new-task").merge_and_unload().eval()
-        for m in (old, new):
-            for p in m.parameters():
+        def teacher(base_name, task):
+            t = LlamaForCausalLM.from_pretrained(m.path(base_name), dtype=torch.float32)
+            if task:
+                t = PeftModel.from_pretrained(t, m.path(task)).merge_and_unload()
+            return t.eval()
+        old = teacher(m.old_base, m.old_task)
+        new = teacher(m.new_base, m.new_task)
+        for t in (old, new):
+            for p in t.parameters():
                 p.requires_grad_(False)
         teachers = (old, new)
     model.train()
@@ -214,8 +259,10 @@ def peft_child(objective, rows_path, epochs):
 
 
 def peft_run(objective, rows_path, epochs):
+    shape = ["--shape-dir", str(MODELS.root)] if MODELS.shape else []
     out, _, wall, rss = timed([sys.executable, __file__, "--peft-child", objective,
-                               "--rows-file", str(rows_path), "--epochs", str(epochs)])
+                               "--rows-file", str(rows_path), "--epochs", str(epochs),
+                               "--batch", str(BATCH), *shape])
     r = json.loads(out.strip().splitlines()[-1])
     return {"steps": r["steps"], "tokens": r["tokens"], "seconds": r["seconds"], "wall": wall,
             "rss": rss, "validation_ce": r["validation_ce"]}
@@ -228,7 +275,11 @@ def main():
     ap.add_argument("--objectives", default="task,compatibility")
     ap.add_argument("--peft-child")
     ap.add_argument("--rows-file")
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--shape-dir")
     args = ap.parse_args()
+    global BATCH, MODELS
+    BATCH, MODELS = args.batch, Models(args.shape_dir)
     if args.peft_child:
         return peft_child(args.peft_child, args.rows_file, args.epochs)
     if not BIN.exists():
@@ -236,7 +287,7 @@ def main():
     work = Path(tempfile.mkdtemp(prefix="train-bench-"))
     try:
         rows_path = work / "rows.jsonl"
-        lines = (EXAMPLE / "train.jsonl").read_text().splitlines()[:args.rows]
+        lines = MODELS.rows(args.rows)
         rows_path.write_text("\n".join(lines) + "\n")
         load = os.getloadavg()
         print(f"load average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", file=sys.stderr)
