@@ -6,7 +6,7 @@
 //! layer. `attach_backward` keeps one input and one output instead, and `checkpoint` recomputes
 //! a whole block inside the backward (activation checkpointing).
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use candle_core::backend::BackendStorage;
 use candle_core::backprop::GradStore;
@@ -40,11 +40,14 @@ struct Attached {
     backward: Box<Backward>,
 }
 
+fn locked<T>(m: &Mutex<T>) -> candle_core::Result<MutexGuard<'_, T>> {
+    m.lock()
+        .map_err(|_| candle_core::Error::Msg("autograd lock poisoned".into()))
+}
+
 impl Attached {
     fn take(&self) -> candle_core::Result<Tensor> {
-        self.value
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("attached value lock poisoned".into()))?
+        locked(&self.value)?
             .take()
             .ok_or_else(|| candle_core::Error::Msg("attached value already taken".into()))
     }
@@ -59,7 +62,7 @@ impl CustomOp1 for Attached {
         let y = self.take()?;
         let (storage, layout) = y.storage_and_layout();
         match &*storage {
-            // A fresh contiguous storage: `try_clone` copies exactly the value.
+            // Contiguous from offset 0: `try_clone` copies the storage, which starts with the value.
             Storage::Cpu(s) => Ok((s.try_clone(layout)?, layout.shape().clone())),
             _ => candle_core::bail!("attached-backward: the value is not on the CPU"),
         }
@@ -91,21 +94,13 @@ pub struct GradSink(Mutex<Vec<(Tensor, Tensor)>>);
 
 impl GradSink {
     fn push(&self, var: &Tensor, grad: Tensor) -> candle_core::Result<()> {
-        self.0
-            .lock()
-            .map_err(|_| candle_core::Error::Msg("gradient sink lock poisoned".into()))?
-            .push((var.clone(), grad));
+        locked(&self.0)?.push((var.clone(), grad));
         Ok(())
     }
 
     /// Adds every collected gradient to `grads` and empties the sink.
     pub fn drain_into(&self, grads: &mut GradStore) -> candle_core::Result<()> {
-        let collected = std::mem::take(
-            &mut *self
-                .0
-                .lock()
-                .map_err(|_| candle_core::Error::Msg("gradient sink lock poisoned".into()))?,
-        );
+        let collected = std::mem::take(&mut *locked(&self.0)?);
         for (var, grad) in collected {
             let sum = match grads.remove(&var) {
                 Some(previous) => (previous + grad)?,
