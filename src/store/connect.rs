@@ -76,6 +76,9 @@ pub async fn connect(url: &str) -> StoreResult<SqlStore> {
             })
         });
     }
+    options = options.after_release(move |connection, _| {
+        Box::pin(async move { holds_no_transaction(connection, backend).await })
+    });
     let pool = options.connect(&url).await?;
     let migrator = match backend {
         Backend::Sqlite => &SQLITE_MIGRATIONS,
@@ -83,6 +86,36 @@ pub async fn connect(url: &str) -> StoreResult<SqlStore> {
     };
     migrator.run(&pool).await?;
     Ok(SqlStore::new(pool, backend))
+}
+
+/// Whether a connection that comes back to the pool is outside any transaction, as sqlx and the
+/// database both see it; one that is not is closed instead of pooled.
+///
+/// A statement or COMMIT that fails on a full disk or an I/O error can leave the two disagreeing:
+/// SQLite may roll the transaction back itself, sqlx's ROLLBACK then fails and its depth stays at
+/// one, so the connection's next "transaction" is a SAVEPOINT inside whatever the database still
+/// holds open and its "commit" a RELEASE that writes nothing to disk. Such a connection would
+/// acknowledge writes that a restart loses.
+async fn holds_no_transaction(
+    connection: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection;
+    // The ROLLBACK a dropped transaction queued runs before the ping is answered.
+    connection.ping().await?;
+    if connection.is_in_transaction() {
+        tracing::warn!("a connection came back inside a transaction; closing it");
+        return Ok(false);
+    }
+    if backend == Backend::Sqlite {
+        // SQLite's own view: BEGIN fails inside a transaction.
+        if let Err(error) = sqlx::raw_sql("BEGIN").execute(&mut *connection).await {
+            tracing::warn!(%error, "a SQLite connection still held a transaction; closing it");
+            return Ok(false);
+        }
+        sqlx::raw_sql("ROLLBACK").execute(&mut *connection).await?;
+    }
+    Ok(true)
 }
 
 async fn first_connection(url: &str) -> StoreResult<()> {

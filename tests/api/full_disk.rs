@@ -13,7 +13,7 @@ use super::helpers::*;
 use super::own_postgres::Cluster;
 
 /// A small tmpfs at `dir`, or why there cannot be one here.
-fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
+pub(super) fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     let output = Command::new("mount")
         .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
         .arg(dir)
@@ -26,7 +26,7 @@ fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
     }
 }
 
-struct Unmount<'a>(&'a Path);
+pub(super) struct Unmount<'a>(pub(super) &'a Path);
 
 impl Drop for Unmount<'_> {
     fn drop(&mut self) {
@@ -47,7 +47,7 @@ fn rows(n: usize, tag: usize) -> String {
 }
 
 /// Bytes still free on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> u64 {
+pub(super) fn free_bytes(dir: &Path) -> u64 {
     let output = Command::new("df")
         .args(["--output=avail", "-B1"])
         .arg(dir)

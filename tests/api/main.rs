@@ -15,6 +15,7 @@ mod datasets;
 mod deploy;
 mod evaluations;
 mod full_disk;
+mod full_disk_running_job;
 mod lmeval;
 mod load;
 mod multi_worker;
