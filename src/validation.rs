@@ -53,6 +53,59 @@ impl Errors {
     }
 }
 
+/// Longest string a JSON spec may hold anywhere (names, regexes, stop strings, URLs).
+pub const MAX_SPEC_STRING_CHARS: usize = 4096;
+/// Most items of any array in a JSON spec (tighter bounds per field come after parsing).
+pub const MAX_SPEC_ARRAY_ITEMS: usize = 1000;
+
+/// The strings and arrays of `value` beyond the bounds above, by dotted path.
+pub fn oversized(value: &serde_json::Value) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    walk_sizes(value, "", &mut out);
+    out
+}
+
+fn walk_sizes(value: &serde_json::Value, path: &str, out: &mut Vec<FieldError>) {
+    let field = || {
+        if path.is_empty() {
+            "(body)".to_string()
+        } else {
+            path.to_string()
+        }
+    };
+    match value {
+        serde_json::Value::String(s) if s.chars().count() > MAX_SPEC_STRING_CHARS => {
+            out.push(FieldError::field(
+                field(),
+                format!("at most {MAX_SPEC_STRING_CHARS} characters"),
+            ))
+        }
+        serde_json::Value::Array(items) if items.len() > MAX_SPEC_ARRAY_ITEMS => out.push(
+            FieldError::field(field(), format!("at most {MAX_SPEC_ARRAY_ITEMS} items")),
+        ),
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                walk_sizes(item, &format!("{path}[{i}]"), out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map {
+                if key.chars().count() > MAX_SPEC_STRING_CHARS {
+                    out.push(FieldError::field(
+                        field(),
+                        format!("holds a key of more than {MAX_SPEC_STRING_CHARS} characters"),
+                    ));
+                } else if path.is_empty() {
+                    walk_sizes(item, key, out);
+                } else {
+                    walk_sizes(item, &format!("{path}.{key}"), out);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// What a field holding the NUL character is told: no database stores it in text.
 pub const NUL_MESSAGE: &str = "must not contain the NUL character (U+0000)";
 
@@ -160,6 +213,14 @@ pub fn json_lines(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn oversized_strings_and_arrays_are_found_with_their_path() {
+        let long = "x".repeat(super::MAX_SPEC_STRING_CHARS + 1);
+        let v = serde_json::json!({"name": long, "gate": vec![1; 1001], "task": {"stop": [long, "ok"]}, "ok": "é".repeat(4096)});
+        let fields: Vec<String> = super::oversized(&v).into_iter().map(|e| e.field).collect();
+        assert_eq!(fields, ["name", "gate", "task.stop[0]"]);
+    }
+
     #[test]
     fn nul_characters_are_found_with_their_path() {
         let v = serde_json::json!({"name": "a\u{0}b", "old": {"model": "m"}, "gate": [{"metric": "x\u{0}"}], "k\u{0}": 1});

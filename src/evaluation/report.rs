@@ -20,6 +20,7 @@ pub fn report_options(spec: &EvaluationSpec, partial: bool) -> ReportOptions {
         bootstrap_resamples: spec.options.bootstrap_resamples as usize,
         seed: spec.options.seed,
         min_slice_size: spec.options.min_slice_size,
+        max_slices: spec.options.max_slices as usize,
         noise_floor: None,
         partial,
         gate: spec.gate.clone(),

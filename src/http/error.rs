@@ -81,14 +81,26 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, "about:blank", detail)
     }
 
-    /// 422 listing every field or line at fault.
-    pub fn invalid(detail: impl Into<String>, errors: Vec<FieldError>) -> Self {
+    /// 422 listing the fields or lines at fault: the first [`MOST_ERRORS_LISTED`], each
+    /// message cut to [`LONGEST_MESSAGE`] characters, so that no answer grows with the input.
+    pub fn invalid(detail: impl Into<String>, mut errors: Vec<FieldError>) -> Self {
+        let mut detail = detail.into();
+        if errors.len() > MOST_ERRORS_LISTED {
+            detail = format!(
+                "{detail} (the first {MOST_ERRORS_LISTED} of {} errors listed)",
+                errors.len()
+            );
+            errors.truncate(MOST_ERRORS_LISTED);
+        }
+        for error in &mut errors {
+            error.message = shortened(&error.message);
+        }
         Self {
             errors,
             ..Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "urn:muscle:problem:validation",
-                detail,
+                shortened(&detail),
             )
         }
     }
@@ -138,6 +150,18 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         self.status
+    }
+}
+
+/// Errors a 422 lists at most.
+pub const MOST_ERRORS_LISTED: usize = 100;
+/// Characters of one message or detail at most.
+pub const LONGEST_MESSAGE: usize = 1000;
+
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(LONGEST_MESSAGE) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
     }
 }
 

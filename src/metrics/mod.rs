@@ -41,6 +41,6 @@ pub use mcnemar::{McNemar, mcnemar_exact};
 pub use noise::{NoiseFloor, NoiseFloorInput};
 pub use outcome::{Answer, Flip, InstanceOutcome, SideOutcome, TaskKind, classify};
 pub use rates::Metrics;
-pub use report::{Report, ReportOptions, SideAccuracy, compute_report};
+pub use report::{DEFAULT_MAX_SLICES, Report, ReportOptions, SideAccuracy, compute_report};
 pub use rouge::{rouge_l_f, rouge1_f};
-pub use slices::{Slice, compute_slices, slice_names};
+pub use slices::{Slice, SliceSet, compute_slices, slice_names};

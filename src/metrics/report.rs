@@ -12,7 +12,7 @@ use super::mcnemar::{McNemar, mcnemar_exact};
 use super::noise::{NoiseFloor, NoiseFloorInput, noise_floor};
 use super::outcome::{InstanceOutcome, TaskKind};
 use super::rates::{Metrics, mean};
-use super::slices::{Slice, compute_slices};
+use super::slices::{Slice, SliceSet, compute_slices};
 
 /// How to compute a report.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -24,6 +24,8 @@ pub struct ReportOptions {
     pub seed: u64,
     /// Slices with fewer instances are flagged `small`.
     pub min_slice_size: u64,
+    /// Most slices listed: beyond it the worst by nfr and the largest are kept.
+    pub max_slices: usize,
     /// Self-flips of the old model run twice; gives `noise_floor`.
     pub noise_floor: Option<NoiseFloorInput>,
     /// The instances are those done so far, not the whole dataset.
@@ -38,12 +40,16 @@ impl Default for ReportOptions {
             bootstrap_resamples: 1000,
             seed: 0,
             min_slice_size: 30,
+            max_slices: DEFAULT_MAX_SLICES,
             noise_floor: None,
             partial: false,
             gate: Vec::new(),
         }
     }
 }
+
+/// Slices a report lists unless its options say otherwise.
+pub const DEFAULT_MAX_SLICES: usize = 200;
 
 /// One model's headline number.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -66,7 +72,11 @@ pub struct Report {
     /// Null unless a noise-floor run was given.
     pub noise_floor: Option<NoiseFloor>,
     pub generative: Generative,
+    /// At most the evaluation's `max_slices`, worst nfr first.
     pub slices: Vec<Slice>,
+    /// Slices computed but not listed (beyond `max_slices`).
+    #[serde(default)]
+    pub slices_omitted: u64,
     pub gate: GateResult,
     pub warnings: Vec<String>,
 }
@@ -85,7 +95,25 @@ pub fn compute_report(
             .map_err(|warning| warnings.push(warning))
             .ok()
     });
-    let slices = compute_slices(kind, instances, options.min_slice_size);
+    let SliceSet {
+        slices,
+        omitted: slices_omitted,
+        too_many_values,
+    } = compute_slices(kind, instances, options.min_slice_size, options.max_slices);
+    for (key, values) in too_many_values {
+        warnings.push(format!(
+            "{key} has {values} distinct values, more than max_slices ({}): it looks unique \
+             per instance rather than a category; slice by a coarser field",
+            options.max_slices
+        ));
+    }
+    if slices_omitted > 0 {
+        warnings.push(format!(
+            "{} of {} slices listed (the worst by nfr and the largest); {slices_omitted} omitted",
+            slices.len(),
+            slices.len() as u64 + slices_omitted
+        ));
+    }
     let small = slices.iter().filter(|s| s.small).count();
     if small > 0 {
         warnings.push(format!(
@@ -110,6 +138,7 @@ pub fn compute_report(
         noise_floor,
         generative: Generative::compute(kind, &tally, instances),
         slices,
+        slices_omitted,
         gate: GateResult::default(),
         warnings,
     };

@@ -162,6 +162,7 @@ fn report_json_has_the_api_shape() {
         "noise_floor",
         "generative",
         "slices",
+        "slices_omitted",
         "gate",
         "warnings",
     ]

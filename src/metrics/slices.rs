@@ -1,7 +1,7 @@
 //! Per-slice counts and metrics: per gold label (`answer=K`) and per tag value (`KEY=VALUE`).
 
 use std::cmp::Ordering;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -40,18 +40,33 @@ pub fn slice_names(instance: &InstanceOutcome) -> Vec<String> {
     gold.into_iter().chain(tags).collect()
 }
 
-/// Every slice, worst `nfr` first (null last), ties by name.
+/// The slices a report lists, and what it had to leave out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceSet {
+    /// At most `max_slices`, worst `nfr` first (null last), ties by name.
+    pub slices: Vec<Slice>,
+    /// Slices computed but not listed.
+    pub omitted: u64,
+    /// Tag keys with more distinct values than `max_slices`, with their count: most likely a
+    /// field unique per instance (an id, the question) rather than a category.
+    pub too_many_values: Vec<(String, u64)>,
+}
+
+/// Every slice when there are at most `max_slices`; else the half of them with the worst `nfr`
+/// and the largest by `n` (the rest counted in `omitted`), worst first.
 pub fn compute_slices(
     kind: TaskKind,
     instances: &[InstanceOutcome],
     min_slice_size: u64,
-) -> Vec<Slice> {
+    max_slices: usize,
+) -> SliceSet {
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
     for instance in instances {
         for name in slice_names(instance) {
             tallies.entry(name).or_default().push(kind, instance);
         }
     }
+    let too_many_values = keys_with_too_many_values(tallies.keys(), max_slices);
     let mut slices: Vec<Slice> = tallies
         .into_iter()
         .map(|(slice, tally)| Slice {
@@ -70,7 +85,50 @@ pub fn compute_slices(
     slices.sort_by(|a, b| {
         worst_nfr_first(a.metrics.nfr, b.metrics.nfr).then_with(|| a.slice.cmp(&b.slice))
     });
+    let total = slices.len();
+    if total > max_slices {
+        slices = keep_worst_and_largest(slices, max_slices);
+    }
+    SliceSet {
+        omitted: (total - slices.len()) as u64,
+        slices,
+        too_many_values,
+    }
+}
+
+/// `slices` sorted worst first, cut to `max`: the worst `max - max / 2`, then the largest `n`
+/// among the rest; the result still worst first.
+fn keep_worst_and_largest(slices: Vec<Slice>, max: usize) -> Vec<Slice> {
+    let worst = max - max / 2;
+    let mut by_size: Vec<usize> = (worst..slices.len()).collect();
+    by_size.sort_by(|&a, &b| slices[b].n.cmp(&slices[a].n).then(a.cmp(&b)));
+    let keep: HashSet<usize> = (0..worst)
+        .chain(by_size.into_iter().take(max / 2))
+        .collect();
     slices
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| keep.contains(i))
+        .map(|(_, slice)| slice)
+        .collect()
+}
+
+/// The slice-name prefixes (`topic`, `answer`) with more than `max` distinct values.
+fn keys_with_too_many_values<'a>(
+    names: impl Iterator<Item = &'a String>,
+    max: usize,
+) -> Vec<(String, u64)> {
+    let mut counts: BTreeMap<&str, u64> = BTreeMap::new();
+    for name in names {
+        let key = name.split_once('=').map_or(name.as_str(), |(key, _)| key);
+        *counts.entry(key).or_default() += 1;
+    }
+    let keys: BTreeSet<(String, u64)> = counts
+        .into_iter()
+        .filter(|&(_, n)| n > max as u64)
+        .map(|(key, n)| (key.to_string(), n))
+        .collect();
+    keys.into_iter().collect()
 }
 
 fn worst_nfr_first(a: Option<f64>, b: Option<f64>) -> Ordering {
@@ -109,8 +167,16 @@ mod tests {
     #[test]
     fn no_gold_and_no_tags_gives_no_slices() {
         let rows = [inst(None, &[], 1.0, 0.0)];
-        assert!(compute_slices(TaskKind::MultipleChoice, &rows, 30).is_empty());
-        assert!(compute_slices(TaskKind::MultipleChoice, &[], 30).is_empty());
+        assert!(
+            compute_slices(TaskKind::MultipleChoice, &rows, 30, 200)
+                .slices
+                .is_empty()
+        );
+        assert!(
+            compute_slices(TaskKind::MultipleChoice, &[], 30, 200)
+                .slices
+                .is_empty()
+        );
     }
 
     #[test]
@@ -122,7 +188,9 @@ mod tests {
             inst(Some(1), &[("topic", "biology"), ("answer", "x")], 0.0, 1.0),
             inst(Some(2), &[], 1.0, 1.0),
         ];
-        let slices = compute_slices(TaskKind::MultipleChoice, &rows, 2);
+        let set = compute_slices(TaskKind::MultipleChoice, &rows, 2, 200);
+        assert_eq!((set.omitted, set.too_many_values.len()), (0, 0));
+        let slices = set.slices;
         let names: Vec<(&str, Option<f64>, bool)> = slices
             .iter()
             .map(|s| (s.slice.as_str(), s.metrics.nfr, s.small))
@@ -151,6 +219,40 @@ mod tests {
             }
         );
         assert_eq!(bio.metrics.btc, Some(0.0));
+    }
+
+    #[test]
+    fn a_field_unique_per_instance_is_cut_to_the_worst_and_the_largest() {
+        // 300 ids, each its own slice; topic=big holds 200 instances, topic=small 100.
+        let rows: Vec<InstanceOutcome> = (0..300)
+            .map(|i| {
+                let id = format!("q{i:03}");
+                let topic = if i < 200 { "big" } else { "small" };
+                // Every third instance is a negative flip.
+                let new = if i % 3 == 0 { 0.0 } else { 1.0 };
+                inst(None, &[("id", &id), ("topic", topic)], 1.0, new)
+            })
+            .collect();
+        let set = compute_slices(TaskKind::MultipleChoice, &rows, 30, 10);
+        assert_eq!(set.slices.len(), 10);
+        assert_eq!(set.omitted, 302 - 10);
+        assert_eq!(set.too_many_values, [("id".to_string(), 300)]);
+        let names: Vec<&str> = set.slices.iter().map(|s| s.slice.as_str()).collect();
+        // The worst five (nfr 1: the first flipped ids by name), then the largest five worst
+        // first: both topics, then the first ids of the rest by position.
+        assert_eq!(
+            &names[..5],
+            ["id=q000", "id=q003", "id=q006", "id=q009", "id=q012"]
+        );
+        assert!(
+            names.contains(&"topic=big") && names.contains(&"topic=small"),
+            "{names:?}"
+        );
+        let nfrs: Vec<f64> = set.slices.iter().map(|s| s.metrics.nfr.unwrap()).collect();
+        assert!(nfrs.windows(2).all(|w| w[0] >= w[1]), "{nfrs:?}");
+        // At or under the cap nothing is cut.
+        let all = compute_slices(TaskKind::MultipleChoice, &rows, 30, 302);
+        assert_eq!((all.slices.len(), all.omitted), (302, 0));
     }
 
     #[test]

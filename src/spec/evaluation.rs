@@ -206,6 +206,9 @@ pub struct EvalOptions {
     pub bootstrap_resamples: u32,
     /// Slices smaller than this are marked `small`.
     pub min_slice_size: u64,
+    /// Most slices a report lists (1 to 1000); beyond it the worst by nfr and the largest are
+    /// kept and the rest counted in `slices_omitted`.
+    pub max_slices: u32,
     /// Recorded runs: `doc` fields whose values become the instances' tags (slices).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub slice_by: Vec<String>,
@@ -222,6 +225,7 @@ impl Default for EvalOptions {
             seed: 0,
             bootstrap_resamples: 1000,
             min_slice_size: 30,
+            max_slices: crate::metrics::DEFAULT_MAX_SLICES as u32,
             slice_by: Vec::new(),
         }
     }
@@ -280,10 +284,29 @@ impl EvaluationSpec {
         if options.bootstrap_resamples > 100_000 {
             errors.add("options.bootstrap_resamples", "must be at most 100000");
         }
+        if !(1..=MAX_SLICES_LIMIT).contains(&options.max_slices) {
+            errors.add(
+                "options.max_slices",
+                format!("must be from 1 to {MAX_SLICES_LIMIT}"),
+            );
+        }
+        if options.slice_by.len() > MAX_SLICE_BY {
+            errors.add("options.slice_by", format!("at most {MAX_SLICE_BY} fields"));
+        }
         check_gate(&self.gate, "gate", &mut errors);
         errors.into_result(())
     }
 }
+
+/// Upper bound of `options.max_slices`.
+const MAX_SLICES_LIMIT: u32 = 1000;
+const MAX_SLICE_BY: usize = 16;
+/// Entries of a release gate.
+pub const MAX_GATE_CHECKS: usize = 100;
+const MAX_STOP_STRINGS: usize = 32;
+const MAX_REGEXES: usize = 32;
+/// Characters of one regular expression.
+const MAX_REGEX_CHARS: usize = 1000;
 
 pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
     if let TaskSpec::Generation {
@@ -299,16 +322,30 @@ pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
         if stop.iter().any(String::is_empty) {
             errors.add(format!("{field}.stop"), "stop strings must not be empty");
         }
+        if stop.len() > MAX_STOP_STRINGS {
+            errors.add(
+                format!("{field}.stop"),
+                format!("at most {MAX_STOP_STRINGS} stop strings"),
+            );
+        }
         if let Some(rules) = task.generation_rules() {
             if let Some(extract) = &rules.extract {
-                check_regex(&extract.regex, &format!("{field}.extract.regex"), errors);
+                check_bounded_regex(&extract.regex, &format!("{field}.extract.regex"), errors);
             }
-            for (i, pattern) in rules.exact_match.regexes_to_ignore.iter().enumerate() {
-                check_regex(
-                    pattern,
-                    &format!("{field}.exact_match.regexes_to_ignore[{i}]"),
-                    errors,
+            let ignored = &rules.exact_match.regexes_to_ignore;
+            if ignored.len() > MAX_REGEXES {
+                errors.add(
+                    format!("{field}.exact_match.regexes_to_ignore"),
+                    format!("at most {MAX_REGEXES} regular expressions"),
                 );
+            } else {
+                for (i, pattern) in ignored.iter().enumerate() {
+                    check_bounded_regex(
+                        pattern,
+                        &format!("{field}.exact_match.regexes_to_ignore[{i}]"),
+                        errors,
+                    );
+                }
             }
             if rules.no_repeat_ngram_size > 16 {
                 errors.add(
@@ -326,7 +363,19 @@ pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
     }
 }
 
+fn check_bounded_regex(pattern: &str, field: &str, errors: &mut Errors) {
+    if pattern.chars().count() > MAX_REGEX_CHARS {
+        errors.add(field, format!("at most {MAX_REGEX_CHARS} characters"));
+    } else {
+        check_regex(pattern, field, errors);
+    }
+}
+
 pub(crate) fn check_gate(gate: &[GateCheck], field: &str, errors: &mut Errors) {
+    if gate.len() > MAX_GATE_CHECKS {
+        errors.add(field, format!("at most {MAX_GATE_CHECKS} checks"));
+        return;
+    }
     if let Err(gate_errors) = validate_gate(gate) {
         for error in gate_errors {
             errors.add(
@@ -446,6 +495,43 @@ mod tests {
                 "task.extract.regex",
                 "task.exact_match.regexes_to_ignore[1]"
             ]
+        );
+    }
+
+    #[test]
+    fn lists_beyond_their_bounds_are_named() {
+        let many = |n: usize, item: &str| vec![item; n].join(", ");
+        let body = format!(
+            r#"{{"old": {{"model": "old"}}, "new": {{"model": "new"}}, "dataset": "d",
+                "task": {{"type": "generation", "stop": [{}],
+                          "exact_match": {{"regexes_to_ignore": [{}]}}, "extract": {{"regex": "{}"}}}},
+                "options": {{"slice_by": [{}], "max_slices": 0}},
+                "gate": [{}]}}"#,
+            many(33, "\"x\""),
+            many(33, "\",\""),
+            "a".repeat(1001),
+            many(17, "\"id\""),
+            many(101, r#"{"metric": "nfr", "max": 0.1}"#),
+        );
+        let spec: EvaluationSpec = parse_body(body.as_bytes()).unwrap();
+        let (_root, resolver) = models();
+        let errors = spec.check(&resolver).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "task.stop",
+                "task.extract.regex",
+                "task.exact_match.regexes_to_ignore",
+                "options.max_slices",
+                "options.slice_by",
+                "gate",
+            ]
+        );
+        assert!(
+            errors
+                .iter()
+                .all(|e| e.message.starts_with("at most") || e.message.starts_with("must be from"))
         );
     }
 

@@ -216,6 +216,10 @@ pub fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, Vec<FieldError>
             .map(|f| FieldError::field(f, crate::validation::NUL_MESSAGE))
             .collect());
     }
+    let oversized = crate::validation::oversized(&value);
+    if !oversized.is_empty() {
+        return Err(oversized);
+    }
     let mut errors: Vec<FieldError> = Vec::new();
     while errors.len() < MOST_REPORTED {
         let error = match serde_path_to_error::deserialize::<_, T>(&value) {

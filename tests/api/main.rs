@@ -6,6 +6,7 @@ mod common;
 mod helpers;
 
 mod auth_and_cors;
+mod bounds;
 mod callbacks;
 mod cli;
 mod connections;

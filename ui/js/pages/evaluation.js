@@ -32,7 +32,9 @@ export async function evaluationPage(view, params, ctx) {
         report.slices.length
           ? sliceBars(report.slices.slice(0, 40), report.metrics.nfr, (slice) => ctx.go(`evaluations/${evaluation.id}`, { ...params, slice, cursor: "", trail: "" }))
           : h("p", { class: "muted" }, "No slices: the rows carry no tags."),
-        report.slices.length > 40 ? h("p", { class: "small muted" }, `The 40 worst of ${report.slices.length} slices.`) : null)) : null,
+        report.slices.length > 40 || report.slices_omitted
+          ? h("p", { class: "small muted" }, `The ${Math.min(40, report.slices.length)} worst of ${report.slices.length + (report.slices_omitted || 0)} slices.`)
+          : null)) : null,
     table);
   if (running) ctx.refreshIn(2000);
 }
