@@ -178,14 +178,14 @@ impl App {
                 let state = AppState {
                     store: store.clone(),
                     resolver,
-                    stats,
+                    stats: stats.clone(),
                     jobs: JobDefaults {
                         shard_size: settings.queue.shard_size.max(1),
                         max_attempts: settings.queue.max_attempts.max(1),
                     },
                     workers_configured: settings.workers,
                     workers_running: running,
-                    reports: Default::default(),
+                    reports: Arc::new(http::PartialReports::new(stats.reports_computed.clone())),
                     callbacks: settings.http.callbacks.clone(),
                 };
                 // The API sends callbacks: it checked their hosts and secrets at submission.

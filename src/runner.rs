@@ -26,20 +26,14 @@ impl Executor for JobRunner {
                 match kind {
                     ShardKind::Work => {
                         evaluation::run_shard(&self.evaluation, ctx, &spec).await?;
-                        Ok(Completion {
-                            report: None,
-                            result: None,
-                        })
+                        Ok(Completion::default())
                     }
                     ShardKind::Finalize => evaluation::finalize(&self.resolver, ctx, &spec).await,
                 }
             }
             (JobKind::Training, ShardKind::Work) => {
                 train::run_work(&self.training, ctx).await?;
-                Ok(Completion {
-                    report: None,
-                    result: None,
-                })
+                Ok(Completion::default())
             }
             (JobKind::Training, ShardKind::Finalize) => train::finalize(&self.training, ctx).await,
         }

@@ -39,6 +39,7 @@ pub struct Stats {
     pub tokens_scored: Counter,
     pub batch_sizes: Histogram,
     pub shards_finished: Family<JobLabels, Counter>,
+    pub reports_computed: Counter,
     jobs: Family<JobLabels, Gauge>,
     shards: Family<ShardLabels, Gauge>,
 }
@@ -60,6 +61,7 @@ impl Stats {
         let tokens_scored = Counter::default();
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let shards_finished = Family::<JobLabels, Counter>::default();
+        let reports_computed = Counter::default();
         let jobs = Family::<JobLabels, Gauge>::default();
         let shards = Family::<ShardLabels, Gauge>::default();
         registry.register(
@@ -92,6 +94,11 @@ impl Stats {
             "Shards this process finished, by job kind and outcome",
             shards_finished.clone(),
         );
+        registry.register(
+            "reports_computed",
+            "Reports the API computed from stored instances (running, cancelled or failed jobs)",
+            reports_computed.clone(),
+        );
         registry.register("jobs", "Jobs in the store by kind and status", jobs.clone());
         registry.register(
             "queue_shards",
@@ -106,6 +113,7 @@ impl Stats {
             tokens_scored,
             batch_sizes,
             shards_finished,
+            reports_computed,
             jobs,
             shards,
         }

@@ -197,6 +197,7 @@ mod scenarios {
         );
         let done = Completion {
             report: None,
+            summary: None,
             result: None,
         };
         assert_eq!(
@@ -228,6 +229,7 @@ mod scenarios {
         let report = json!({"n": 7, "partial": false});
         let completion = Completion {
             report: Some(report.clone()),
+            summary: None,
             result: None,
         };
         store
@@ -267,12 +269,14 @@ mod scenarios {
                     if claim.shard_kind == ShardKind::Work {
                         let done = Completion {
                             report: None,
+                            summary: None,
                             result: None,
                         };
                         store.complete_shard(&claim.fence, &done).await.unwrap();
                     } else {
                         let done = Completion {
                             report: Some(json!({})),
+                            summary: None,
                             result: None,
                         };
                         store.complete_shard(&claim.fence, &done).await.unwrap();
@@ -331,6 +335,7 @@ mod scenarios {
         );
         let done = Completion {
             report: None,
+            summary: None,
             result: None,
         };
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{alignment_warnings, build_report, chosen_filter, load_recorded};
+use super::{EvaluationSummary, alignment_warnings, build_report, chosen_filter, load_recorded};
 use crate::models::{FolderKind, Resolver};
 use crate::spec::{EvaluationSpec, ModelRef};
 use crate::store::Completion;
@@ -59,10 +59,12 @@ pub async fn finalize(
         &warnings,
     )
     .await?;
+    let summary = EvaluationSummary::of(&report).to_value();
     let report = serde_json::to_value(report)
         .map_err(|e| ShardError::fatal(format!("report does not serialise: {e}")))?;
     Ok(Completion {
         report: Some(report),
+        summary: Some(summary),
         result: None,
     })
 }

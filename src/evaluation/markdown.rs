@@ -242,6 +242,7 @@ mod tests {
             progress_total: 4,
             error: None,
             report: None,
+            summary: None,
             result: None,
             created_at: 0,
             started_at: None,

@@ -11,6 +11,7 @@ mod outcome;
 mod recorded;
 mod report;
 mod run;
+mod summary;
 
 pub use comparison::{alignment_warnings, prepare_recorded};
 pub use finalize::{finalize, pair_warnings};
@@ -21,3 +22,4 @@ pub use outcome::{InstanceView, SideResult, outcome_of};
 pub use recorded::{chosen_filter, load_recorded, load_recorded_for, metric_name, recorded_result};
 pub use report::{build_report, report_options, task_kind};
 pub use run::{EvalRuntime, run_shard};
+pub use summary::{EvaluationSummary, Verdict};

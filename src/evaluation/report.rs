@@ -72,7 +72,12 @@ pub async fn build_report(
     if spec.options.noise_floor {
         options.noise_floor = Some(noise);
     }
-    let mut report = compute_report(kind, &outcomes, &options);
+    // The bootstrap alone is up to 100,000 resamples: never on an async thread.
+    let computed = tokio::task::spawn_blocking(move || compute_report(kind, &outcomes, &options));
+    let mut report = match computed.await {
+        Ok(report) => report,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    };
     report.warnings.extend(warnings.iter().cloned());
     Ok(report)
 }

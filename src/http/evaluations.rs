@@ -16,8 +16,8 @@ use super::jobs::{
     job_after_wait, job_filter, not_found, resolve_dataset, submit,
 };
 use crate::callback::CallbackSpec;
-use crate::evaluation::{evaluation_job, prepare_recorded};
-use crate::metrics::{Interval, Report};
+use crate::evaluation::{EvaluationSummary, evaluation_job, prepare_recorded};
+use crate::metrics::Report;
 use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
 use crate::store::{Job, JobKind, JobStatus};
 use crate::validation::FieldError;
@@ -44,7 +44,8 @@ pub struct Evaluation {
     /// first instance is stored and in listings.
     #[schema(value_type = Option<Report>)]
     pub report: Option<Value>,
-    /// The finished report's headline (listings too): null until the evaluation succeeded.
+    /// The stored report's headline (listings too): null until the evaluation succeeded, or
+    /// until a cancelled or failed one's report was first read.
     pub summary: Option<EvaluationSummary>,
     /// The submitted spec with defaults filled in.
     #[schema(value_type = EvaluationSpec)]
@@ -68,49 +69,10 @@ impl Evaluation {
             error: job.error.clone(),
             report,
             summary: job
-                .report
+                .summary
                 .as_ref()
-                .and_then(|r| Report::deserialize(r).ok())
-                .map(|r| EvaluationSummary::of(&r)),
+                .and_then(|s| EvaluationSummary::deserialize(s).ok()),
             spec: job.spec.clone(),
-        }
-    }
-}
-
-/// What a release list shows of a finished evaluation.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EvaluationSummary {
-    pub n: u64,
-    /// `pass` or `fail` by the gate; `none` when the spec has no gate.
-    pub verdict: Verdict,
-    pub nfr: Option<f64>,
-    /// Wilson 95% (bootstrap for graded generation scores), as in the report.
-    pub nfr_interval: Option<Interval>,
-    pub accuracy_old: Option<f64>,
-    pub accuracy_new: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Verdict {
-    Pass,
-    Fail,
-    None,
-}
-
-impl EvaluationSummary {
-    pub fn of(report: &Report) -> Self {
-        Self {
-            n: report.n,
-            verdict: match (report.gate.checks.is_empty(), report.gate.passed) {
-                (true, _) => Verdict::None,
-                (false, true) => Verdict::Pass,
-                (false, false) => Verdict::Fail,
-            },
-            nfr: report.metrics.nfr,
-            nfr_interval: report.intervals.nfr,
-            accuracy_old: report.old.accuracy,
-            accuracy_new: report.new.accuracy,
         }
     }
 }

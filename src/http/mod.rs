@@ -41,6 +41,7 @@ use crate::stats::{RouteLabels, Stats};
 use crate::store::Store;
 
 pub use openapi::openapi_json;
+pub use reports::PartialReports;
 
 /// What every handler can reach.
 #[derive(Clone)]

@@ -3,6 +3,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use prometheus_client::metrics::counter::Counter;
+use tokio::sync::OnceCell;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -20,7 +23,9 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::evaluations::load;
 use super::extract::ApiQuery;
 use super::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::evaluation::{InstanceInput, InstanceView, build_report, inputs_of, markdown};
+use crate::evaluation::{
+    EvaluationSummary, InstanceInput, InstanceView, build_report, inputs_of, markdown,
+};
 use crate::metrics::{Flip, Report};
 use crate::spec::EvaluationSpec;
 use crate::store::{
@@ -34,45 +39,112 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(instances_csv))
 }
 
-/// Reports of unfinished jobs, computed from the instances stored so far and kept until the
-/// job's progress moves, so polling dashboards do not rescan instances.
-#[derive(Default)]
+/// Reports not stored yet, computed from the instances stored so far: once per job and
+/// progress step however many requests ask at once (the first computes, the others wait for
+/// it), off the async threads, and kept until the job's progress moves. A cancelled or failed
+/// job's report is stored with the job the first time it is computed.
 pub struct PartialReports {
-    cache: Mutex<HashMap<String, (i64, Arc<Value>)>>,
+    cache: Mutex<ReportCache>,
+    computed: Counter,
+}
+
+#[derive(Default)]
+struct ReportCache {
+    entries: HashMap<String, CachedReport>,
+    tick: u64,
+}
+
+struct CachedReport {
+    /// The job's status and progress when it was computed: a cancelled job's report is
+    /// computed again (and stored) even when the running job's at the same progress was cached.
+    at: (JobStatus, i64),
+    last_used: u64,
+    report: Arc<OnceCell<Arc<Value>>>,
 }
 
 const CACHED_REPORTS: usize = 256;
 
-impl PartialReports {
-    /// The job's stored report once it succeeded; a partial one before; None before any
-    /// instance is stored.
-    pub async fn report(&self, store: &dyn Store, job: &Job) -> ApiResult<Option<Arc<Value>>> {
-        if job.status == JobStatus::Succeeded {
-            return Ok(job.report.clone().map(Arc::new));
+impl ReportCache {
+    /// The cell of `job_id` at status and progress `at`, made empty when there is none or the
+    /// job has moved on; the entry used longest ago makes room.
+    fn cell(&mut self, job_id: &str, at: (JobStatus, i64)) -> Arc<OnceCell<Arc<Value>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        if let Some(entry) = self.entries.get_mut(job_id)
+            && entry.at == at
+        {
+            entry.last_used = tick;
+            return entry.report.clone();
         }
-        if job.progress_done == 0 {
+        if self.entries.len() >= CACHED_REPORTS && !self.entries.contains_key(job_id) {
+            let oldest = self
+                .entries
+                .iter()
+                .min_by_key(|(_, entry)| entry.last_used)
+                .map(|(id, _)| id.clone());
+            if let Some(oldest) = oldest {
+                self.entries.remove(&oldest);
+            }
+        }
+        let report = Arc::new(OnceCell::new());
+        self.entries.insert(
+            job_id.to_string(),
+            CachedReport {
+                at,
+                last_used: tick,
+                report: report.clone(),
+            },
+        );
+        report
+    }
+}
+
+impl PartialReports {
+    pub fn new(computed: Counter) -> Self {
+        Self {
+            cache: Mutex::default(),
+            computed,
+        }
+    }
+
+    /// The job's stored report (succeeded, and cancelled or failed once computed); a partial
+    /// one while it runs; None before any instance is stored.
+    pub async fn report(&self, store: &dyn Store, job: &Job) -> ApiResult<Option<Arc<Value>>> {
+        if let Some(report) = &job.report {
+            return Ok(Some(Arc::new(report.clone())));
+        }
+        if job.status == JobStatus::Succeeded || job.progress_done == 0 {
             return Ok(None);
         }
-        if let Some((done, report)) = self.lock().get(&job.id)
-            && *done == job.progress_done
-        {
-            return Ok(Some(report.clone()));
-        }
-        let spec: EvaluationSpec = serde_json::from_value(job.spec.clone())
-            .map_err(|e| ApiError::internal(format!("stored spec of {}: {e}", job.id)))?;
-        let report = build_report(store, &job.id, &spec, true, &[]).await?;
-        let report = Arc::new(serde_json::to_value(report).map_err(ApiError::internal)?);
-        let mut cache = self.lock();
-        if cache.len() >= CACHED_REPORTS {
-            cache.clear();
-        }
-        cache.insert(job.id.clone(), (job.progress_done, report.clone()));
+        let cell = self.lock().cell(&job.id, (job.status, job.progress_done));
+        let report = cell
+            .get_or_try_init(|| {
+                self.computed.inc();
+                compute(store, job)
+            })
+            .await?
+            .clone();
         Ok(Some(report))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, Arc<Value>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, ReportCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+async fn compute(store: &dyn Store, job: &Job) -> ApiResult<Arc<Value>> {
+    let spec: EvaluationSpec = serde_json::from_value(job.spec.clone())
+        .map_err(|e| ApiError::internal(format!("stored spec of {}: {e}", job.id)))?;
+    let report = build_report(store, &job.id, &spec, true, &[]).await?;
+    let summary = EvaluationSummary::of(&report).to_value();
+    let report = tokio::task::spawn_blocking(move || serde_json::to_value(report))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed) {
+        store.store_final_report(&job.id, &report, &summary).await?;
+    }
+    Ok(Arc::new(report))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -77,9 +77,18 @@ pub trait Store: Send + Sync + 'static {
     /// idempotency key (`created` is false then).
     async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>>;
     async fn get_job(&self, kind: JobKind, id: &str) -> StoreResult<Option<Job>>;
+    /// Jobs newest first; each without its report (`summary` says its headline).
     async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Page<Job>>;
     /// Cancels a queued or running job; a finished one is a [`StoreError::Conflict`].
     async fn cancel_job(&self, kind: JobKind, id: &str) -> StoreResult<Job>;
+    /// Stores the report of a cancelled or failed job, once (false when it already has one or
+    /// is not such a job).
+    async fn store_final_report(
+        &self,
+        id: &str,
+        report: &serde_json::Value,
+        summary: &serde_json::Value,
+    ) -> StoreResult<bool>;
 
     /// Claims one runnable shard under a lease, or returns None when the queue is empty.
     /// Expired leases are reclaimed here; shards out of attempts fail their job.

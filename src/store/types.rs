@@ -333,7 +333,10 @@ pub struct Job {
     pub progress_done: i64,
     pub progress_total: i64,
     pub error: Option<String>,
+    /// Null in listings, which read `summary` alone.
     pub report: Option<Value>,
+    /// The headline of the stored report (evaluations).
+    pub summary: Option<Value>,
     pub result: Option<Value>,
     pub created_at: i64,
     pub started_at: Option<i64>,
@@ -395,8 +398,10 @@ pub enum LeaseState {
     Cancelled,
 }
 
+#[derive(Default)]
 pub struct Completion {
     pub report: Option<Value>,
+    pub summary: Option<Value>,
     pub result: Option<Value>,
 }
 

@@ -140,7 +140,7 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
     });
     let _ = std::fs::remove_dir_all(&root);
     Ok(Completion {
-        report: None,
         result: Some(result),
+        ..Completion::default()
     })
 }

@@ -22,4 +22,5 @@ mod load;
 mod multi_worker;
 mod operations;
 mod own_postgres;
+mod reports_once;
 mod trainings;

@@ -5,7 +5,10 @@ use super::datasets::paginate;
 use super::*;
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, name, status, spec, progress_done, progress_total, \
-     error, report, result, created_at, started_at, finished_at";
+     error, report, summary, result, created_at, started_at, finished_at";
+/// As [`JOB_COLUMNS`] without the report: a listing shows each job's summary alone.
+const LISTED_JOB_COLUMNS: &str = "id, kind, name, status, spec, progress_done, progress_total, \
+     error, NULL AS report, summary, result, created_at, started_at, finished_at";
 
 fn optional_json(row: &AnyRow, column: &str) -> StoreResult<Option<Value>> {
     let text: Option<String> = row.try_get(column)?;
@@ -28,6 +31,7 @@ pub(super) fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
         progress_total: row.try_get("progress_total")?,
         error: row.try_get("error")?,
         report: optional_json(row, "report")?,
+        summary: optional_json(row, "summary")?,
         result: optional_json(row, "result")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
@@ -166,7 +170,7 @@ impl SqlStore {
 
     pub(super) async fn list_jobs_impl(&self, filter: JobFilter) -> StoreResult<Page<Job>> {
         let mut sql = Sql::new("SELECT ");
-        sql.push(JOB_COLUMNS)
+        sql.push(LISTED_JOB_COLUMNS)
             .push(" FROM jobs WHERE kind = ")
             .bind(filter.kind.as_str());
         if let Some(status) = filter.status {
@@ -224,6 +228,25 @@ impl SqlStore {
             )));
         }
         Ok(job)
+    }
+
+    pub(super) async fn store_final_report_impl(
+        &self,
+        id: &str,
+        report: &Value,
+        summary: &Value,
+    ) -> StoreResult<bool> {
+        let stored = sqlx::query(
+            "UPDATE jobs SET report = $1, summary = $2 \
+             WHERE id = $3 AND status IN ('cancelled', 'failed') AND report IS NULL",
+        )
+        .bind(to_json_text(report))
+        .bind(to_json_text(summary))
+        .bind(id)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(stored == 1)
     }
 
     pub(super) async fn queue_stats_impl(&self) -> StoreResult<QueueStats> {

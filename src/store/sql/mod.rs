@@ -183,6 +183,15 @@ impl Store for SqlStore {
         self.cancel_job_impl(kind, id).await
     }
 
+    async fn store_final_report(
+        &self,
+        id: &str,
+        report: &Value,
+        summary: &Value,
+    ) -> StoreResult<bool> {
+        self.store_final_report_impl(id, report, summary).await
+    }
+
     async fn claim(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Claim>> {
         self.claim_impl(worker_id, lease).await
     }

@@ -283,7 +283,7 @@ impl SqlStore {
         let kind: String = row.try_get("kind")?;
         if kind == ShardKind::Finalize.as_str() {
             sqlx::query(
-                "UPDATE jobs SET status = 'succeeded', report = $1, result = $2, \
+                "UPDATE jobs SET status = 'succeeded', report = $1, result = $2, summary = $5, \
                  progress_done = progress_total, finished_at = $3, updated_at = $3 \
                  WHERE id = $4 AND status = 'running'",
             )
@@ -291,6 +291,7 @@ impl SqlStore {
             .bind(completion.result.as_ref().map(to_json_text))
             .bind(now)
             .bind(fence.job_id.clone())
+            .bind(completion.summary.as_ref().map(to_json_text))
             .execute(&mut *tx)
             .await?;
         } else {
