@@ -166,8 +166,9 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_REQUEST_TIMEOUT_SECONDS", default_value_t = 120)]
     pub request_timeout_seconds: u64,
 
-    /// Comma-separated hosts (`host` or `host:port`) a spec's `callback.url` may name; none by
-    /// default. Signing secrets are read at start from MUSCLE_CALLBACK_SECRET* variables.
+    /// Comma-separated hosts (`host`, `host:port`, `[ipv6]:port`) a spec's `callback.url` may
+    /// name; without a port, the scheme's default (80, 443). None by default; a bad entry stops
+    /// the start. Signing secrets are read at start from MUSCLE_CALLBACK_SECRET* variables.
     #[arg(long, env = "MUSCLE_CALLBACK_HOSTS", value_delimiter = ',')]
     pub callback_hosts: Vec<String>,
 }

@@ -38,6 +38,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             telemetry::init(args.common.db.log_format, telemetry::SERVICE_FILTER);
             std::fs::create_dir_all(&args.common.db.data_dir)?;
+            // A bad MUSCLE_CALLBACK_HOSTS entry stops the start, before anything is served.
+            let callbacks =
+                CallbackPolicy::from_env(&args.callback_hosts).map_err(anyhow::Error::msg)?;
             let mut settings = Settings::from_common(&args.common, &args.queue, args.workers)?;
             settings.bind = Some(args.bind);
             settings.http = HttpOptions {
@@ -45,7 +48,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 api_token: args.api_token.clone().filter(|t| !t.is_empty()),
                 cors_origins: args.cors_origins.clone(),
                 max_body_bytes: args.max_body_bytes,
-                callbacks: CallbackPolicy::from_env(&args.callback_hosts),
+                callbacks,
                 max_concurrent_requests: args.max_concurrent_requests,
                 max_concurrent_uploads: args.max_concurrent_uploads,
                 request_timeout: std::time::Duration::from_secs(
@@ -63,7 +66,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 database = %store::redact(&settings.database_url),
                 model_dir = %settings.model_dir.display(),
                 workers = settings.workers,
-                callback_hosts = %settings.http.callbacks.hosts().join(","),
+                callback_hosts = %settings
+                    .http
+                    .callbacks
+                    .hosts()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 auth = %if settings.http.api_token.is_some() { "on" } else { "off" },
                 "starting"
             );

@@ -1,7 +1,9 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use super::{CallbackPolicy, SIGNATURE_HEADER, sign};
@@ -16,6 +18,12 @@ pub const BACKOFF_CAP: Duration = Duration::from_secs(600);
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const CLAIM_MS: i64 = 30_000;
 const POLL: Duration = Duration::from_secs(1);
+/// Attempts in flight at once in one process.
+pub const MAX_IN_FLIGHT: usize = 16;
+/// Due callbacks read per poll: more than the room, since those already in flight are skipped.
+const DUE_BATCH: i64 = 2 * MAX_IN_FLIGHT as i64;
+/// How long a stopping server waits for the attempts in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// Renders the document a callback carries: the job as GET /v1/{kind}s/{id} answers it.
 #[async_trait]
@@ -32,7 +40,9 @@ fn backoff(attempt: i64) -> Duration {
 }
 
 /// Sends the callbacks of finished jobs until `shutdown`. Several API processes may run this on
-/// one database: each callback attempt is claimed first, so one process sends it.
+/// one database: each callback attempt is claimed first, so one process sends it. Attempts run
+/// side by side (at most [`MAX_IN_FLIGHT`], one per job), so a receiver that hangs holds up only
+/// its own callbacks.
 pub async fn deliver_callbacks(
     store: Arc<dyn Store>,
     policy: CallbackPolicy,
@@ -52,29 +62,74 @@ pub async fn deliver_callbacks(
             return;
         }
     };
+    let sender = Arc::new(Sender {
+        client,
+        store,
+        policy,
+        documents,
+    });
+    let mut in_flight: JoinSet<()> = JoinSet::new();
+    // The job of each attempt in flight, by task.
+    let mut jobs: HashMap<task::Id, String> = HashMap::new();
     while !shutdown.is_cancelled() {
-        match store.due_callbacks(now_ms(), 20).await {
-            Ok(due) => {
-                for callback in due {
-                    if shutdown.is_cancelled() {
-                        break;
+        let room = MAX_IN_FLIGHT.saturating_sub(in_flight.len());
+        if room > 0 {
+            match sender.store.due_callbacks(now_ms(), DUE_BATCH).await {
+                Ok(due) => {
+                    for callback in due.into_iter().take(room) {
+                        if jobs.values().any(|job| *job == callback.job_id) {
+                            continue;
+                        }
+                        let job = callback.job_id.clone();
+                        let sender = sender.clone();
+                        let handle = in_flight.spawn(async move { sender.attempt(callback).await });
+                        jobs.insert(handle.id(), job);
                     }
-                    attempt(
-                        &client,
-                        store.as_ref(),
-                        &policy,
-                        documents.as_ref(),
-                        callback,
-                    )
-                    .await;
                 }
+                Err(error) => tracing::warn!(%error, "could not read due callbacks"),
             }
-            Err(error) => tracing::warn!(%error, "could not read due callbacks"),
         }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = shutdown.cancelled() => {}
+            Some(done) = in_flight.join_next_with_id() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(error) => {
+                        tracing::error!(%error, "a callback attempt failed");
+                        error.id()
+                    }
+                };
+                jobs.remove(&id);
+            }
         }
+    }
+    // Attempts under way get a moment to finish and record their outcome; one cut short is
+    // sent again once its claim expires.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while in_flight.join_next().await.is_some() {}
+    })
+    .await;
+}
+
+/// What an attempt needs, shared by the attempts in flight.
+struct Sender {
+    client: reqwest::Client,
+    store: Arc<dyn Store>,
+    policy: CallbackPolicy,
+    documents: Arc<dyn JobDocuments>,
+}
+
+impl Sender {
+    async fn attempt(&self, callback: DueCallback) {
+        attempt(
+            &self.client,
+            self.store.as_ref(),
+            &self.policy,
+            self.documents.as_ref(),
+            callback,
+        )
+        .await;
     }
 }
 

@@ -6,8 +6,8 @@ mod deliver;
 mod policy;
 mod sign;
 
-pub use deliver::{BACKOFF_CAP, JobDocuments, MAX_ATTEMPTS, deliver_callbacks};
-pub use policy::{CallbackPolicy, SECRET_PREFIX};
+pub use deliver::{BACKOFF_CAP, JobDocuments, MAX_ATTEMPTS, MAX_IN_FLIGHT, deliver_callbacks};
+pub use policy::{AllowedHost, CallbackPolicy, SECRET_PREFIX};
 pub use sign::{SIGNATURE_HEADER, sign, verify};
 
 use serde::{Deserialize, Serialize};
@@ -21,7 +21,7 @@ use crate::validation::FieldError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CallbackSpec {
-    /// An http or https URL whose host is listed in the server's MUSCLE_CALLBACK_HOSTS.
+    /// An http or https URL whose host and port the server's MUSCLE_CALLBACK_HOSTS allows.
     pub url: String,
     /// The server environment variable holding the signing secret; its name must begin with
     /// MUSCLE_CALLBACK_SECRET (so that no other server secret can be named).

@@ -1,16 +1,81 @@
 use std::collections::BTreeMap;
 
-use reqwest::Url;
+use url::{Host, Url};
 
 /// Callback secrets must live in variables with this prefix.
 pub const SECRET_PREFIX: &str = "MUSCLE_CALLBACK_SECRET";
+
+/// One MUSCLE_CALLBACK_HOSTS entry: a host and the port callbacks may use on it (none written:
+/// the URL scheme's default port, 80 for http and 443 for https).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedHost {
+    host: Host<String>,
+    port: Option<u16>,
+}
+
+impl std::str::FromStr for AllowedHost {
+    type Err = String;
+
+    /// `host`, `host:port`, `1.2.3.4[:port]` or `[v6 address][:port]`.
+    fn from_str(entry: &str) -> Result<Self, String> {
+        // Read by the same parser that reads the callback URLs, so both compare alike.
+        let parse = |scheme: &str| Url::parse(&format!("{scheme}://{entry}"));
+        let url = parse("http").map_err(|e| e.to_string())?;
+        if url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+            || !url.username().is_empty()
+            || url.password().is_some()
+        {
+            return Err("must be a host or host:port, nothing more".into());
+        }
+        let host = url.host().ok_or("names no host")?;
+        // The parser drops a scheme's default port: a port kept under http or https was written.
+        let port = url
+            .port()
+            .or_else(|| parse("https").ok().and_then(|u| u.port()));
+        Ok(Self {
+            host: without_trailing_dot(host),
+            port,
+        })
+    }
+}
+
+impl std::fmt::Display for AllowedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.port {
+            Some(port) => write!(f, "{}:{port}", self.host),
+            None => write!(f, "{}", self.host),
+        }
+    }
+}
+
+impl AllowedHost {
+    fn admits(&self, url: &Url) -> bool {
+        let default = match url.scheme() {
+            "http" => 80,
+            "https" => 443,
+            _ => return false,
+        };
+        url.host().map(without_trailing_dot).as_ref() == Some(&self.host)
+            && url.port_or_known_default() == Some(self.port.unwrap_or(default))
+    }
+}
+
+/// `example.com.` and `example.com` name the same host.
+fn without_trailing_dot(host: Host<&str>) -> Host<String> {
+    match host {
+        Host::Domain(name) => Host::Domain(name.strip_suffix('.').unwrap_or(name).to_string()),
+        Host::Ipv4(address) => Host::Ipv4(address),
+        Host::Ipv6(address) => Host::Ipv6(address),
+    }
+}
 
 /// Which hosts callbacks may go to (MUSCLE_CALLBACK_HOSTS; none by default), and the signing
 /// secrets the server was started with.
 #[derive(Clone, Default)]
 pub struct CallbackPolicy {
-    /// Lower-case `host` (any port) or `host:port` entries.
-    hosts: Vec<String>,
+    hosts: Vec<AllowedHost>,
     secrets: BTreeMap<String, Vec<u8>>,
 }
 
@@ -24,23 +89,33 @@ impl std::fmt::Debug for CallbackPolicy {
 }
 
 impl CallbackPolicy {
-    /// `hosts`, with the secrets given as (variable name, value).
-    pub fn new(hosts: &[String], secrets: impl IntoIterator<Item = (String, Vec<u8>)>) -> Self {
-        Self {
-            hosts: hosts
-                .iter()
-                .map(|h| h.trim().to_ascii_lowercase())
-                .filter(|h| !h.is_empty())
-                .collect(),
+    /// The MUSCLE_CALLBACK_HOSTS entries `hosts` (blank ones skipped), with the secrets given as
+    /// (variable name, value); an entry that is not a host or host:port is refused.
+    pub fn new(
+        hosts: &[String],
+        secrets: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Self, String> {
+        let hosts = hosts
+            .iter()
+            .map(|entry| entry.trim())
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse()
+                    .map_err(|e| format!("MUSCLE_CALLBACK_HOSTS: {entry:?} {e}"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            hosts,
             secrets: secrets
                 .into_iter()
                 .filter(|(name, value)| name.starts_with(SECRET_PREFIX) && !value.is_empty())
                 .collect(),
-        }
+        })
     }
 
     /// `hosts`, with the MUSCLE_CALLBACK_SECRET* variables of this process's environment.
-    pub fn from_env(hosts: &[String]) -> Self {
+    pub fn from_env(hosts: &[String]) -> Result<Self, String> {
         Self::new(
             hosts,
             std::env::vars_os().filter_map(|(name, value)| {
@@ -49,7 +124,7 @@ impl CallbackPolicy {
         )
     }
 
-    pub fn hosts(&self) -> &[String] {
+    pub fn hosts(&self) -> &[AllowedHost] {
         &self.hosts
     }
 
@@ -62,24 +137,14 @@ impl CallbackPolicy {
         if !url.username().is_empty() || url.password().is_some() {
             return Err("must not carry credentials; the signature authenticates the call".into());
         }
-        let host = url
-            .host_str()
-            .ok_or("names no host")?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = url.host().ok_or("names no host")?.to_owned();
         if self.hosts.is_empty() {
             return Err(
                 "callbacks are off on this server: MUSCLE_CALLBACK_HOSTS lists no host".into(),
             );
         }
-        let port = url.port_or_known_default().unwrap_or(0);
-        let allowed = self.hosts.iter().any(|entry| {
-            entry.trim_start_matches('[').replace(']', "") == host
-                || *entry == format!("{host}:{port}")
-                || *entry == format!("[{host}]:{port}")
-        });
-        if !allowed {
+        if !self.hosts.iter().any(|allowed| allowed.admits(&url)) {
+            let port = url.port_or_known_default().unwrap_or(0);
             return Err(format!(
                 "host {host} (port {port}) is not in the server's MUSCLE_CALLBACK_HOSTS"
             ));
@@ -119,21 +184,122 @@ mod tests {
                 ("DATABASE_URL".into(), b"postgres://u:p@h/d".to_vec()),
             ],
         )
+        .unwrap()
+    }
+
+    fn allowing(entries: &[&str]) -> CallbackPolicy {
+        let entries: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+        CallbackPolicy::new(&entries, []).unwrap()
     }
 
     #[test]
-    fn hosts_are_matched_by_name_or_name_and_port() {
+    fn hosts_are_matched_by_name_and_port() {
         let policy = policy();
         assert!(policy.check_url("https://ci.example.com/hook").is_ok());
-        assert!(policy.check_url("http://ci.example.com:9000/x").is_ok());
+        assert!(policy.check_url("http://ci.example.com/hook").is_ok());
+        assert!(policy.check_url("https://ci.example.com:443/hook").is_ok());
+        // No port in the entry: the scheme's default port, not any port.
+        let refused = policy
+            .check_url("http://ci.example.com:9000/x")
+            .unwrap_err();
+        assert!(refused.contains("ci.example.com (port 9000)"), "{refused}");
         assert!(policy.check_url("https://hooks.local:8443/").is_ok());
+        assert!(policy.check_url("http://hooks.local:8443/").is_ok());
         let refused = policy.check_url("https://hooks.local/").unwrap_err();
         assert!(refused.contains("hooks.local (port 443)"), "{refused}");
+        assert!(policy.check_url("https://hooks.local:8444/").is_err());
         assert!(policy.check_url("https://evil.example.com/").is_err());
         assert!(
             policy
                 .check_url("https://ci.example.com.evil.net/")
                 .is_err()
+        );
+        assert!(policy.check_url("https://example.com/").is_err());
+    }
+
+    #[test]
+    fn an_entry_with_a_default_port_is_that_port_only() {
+        let policy = allowing(&["a.test:80", "b.test:443"]);
+        assert!(policy.check_url("http://a.test/").is_ok());
+        assert!(policy.check_url("https://a.test:80/").is_ok());
+        assert!(policy.check_url("https://a.test/").is_err());
+        assert!(policy.check_url("https://b.test/").is_ok());
+        assert!(policy.check_url("http://b.test:443/").is_ok());
+        assert!(policy.check_url("http://b.test/").is_err());
+    }
+
+    #[test]
+    fn bracketed_ipv6_entries_keep_their_port() {
+        let policy = allowing(&["[fd00::1]:443", "[::1]:8080"]);
+        assert!(policy.check_url("https://[fd00::1]/").is_ok());
+        assert!(policy.check_url("http://[fd00::1]:443/").is_ok());
+        assert!(policy.check_url("https://[fd00:0::1]:443/").is_ok());
+        assert!(policy.check_url("http://[::1]:8080/hook").is_ok());
+        // The hostile pair of the review: another host, any port.
+        for url in [
+            "http://[fd00::1:443]:9999/",
+            "http://[fd00::1:443]/",
+            "https://[fd00::1]:80/",
+            "http://[::1:8080]:22/",
+            "http://[::1]:22/",
+        ] {
+            assert!(policy.check_url(url).is_err(), "{url} was admitted");
+        }
+        let any_port = allowing(&["[fd00::1]"]);
+        assert!(any_port.check_url("https://[fd00::1]/").is_ok());
+        assert!(any_port.check_url("http://[fd00::1]:8080/").is_err());
+    }
+
+    #[test]
+    fn ipv4_names_case_and_trailing_dots() {
+        let policy = allowing(&["127.0.0.1:9000", "Hooks.Example.ORG.", "10.0.0.7"]);
+        assert!(policy.check_url("http://127.0.0.1:9000/").is_ok());
+        assert!(
+            policy.check_url("http://127.1:9000/").is_ok(),
+            "the same address"
+        );
+        assert!(policy.check_url("http://127.0.0.1:9001/").is_err());
+        assert!(policy.check_url("http://127.0.0.2:9000/").is_err());
+        assert!(policy.check_url("https://hooks.example.org/").is_ok());
+        assert!(policy.check_url("https://HOOKS.example.org./").is_ok());
+        assert!(policy.check_url("https://hooks.example.org:8443/").is_err());
+        assert!(policy.check_url("http://10.0.0.7/").is_ok());
+        assert!(policy.check_url("http://10.0.0.7:8080/").is_err());
+        assert_eq!(
+            policy
+                .hosts()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            ["127.0.0.1:9000", "hooks.example.org", "10.0.0.7"]
+        );
+    }
+
+    #[test]
+    fn bad_entries_are_refused_naming_the_variable() {
+        for entry in [
+            "fd00::1",
+            "[fd00::1",
+            "[fd00::1]x",
+            "host:port",
+            "host:99999",
+            "https://host",
+            "host/path",
+            "user@host",
+            "host?x",
+            ":8080",
+        ] {
+            let error = CallbackPolicy::new(&[entry.to_string()], []).unwrap_err();
+            assert!(
+                error.contains("MUSCLE_CALLBACK_HOSTS") && error.contains(entry),
+                "{entry}: {error}"
+            );
+        }
+        assert!(
+            CallbackPolicy::new(&[" ".into(), String::new()], [])
+                .unwrap()
+                .hosts()
+                .is_empty()
         );
     }
 
@@ -155,6 +321,7 @@ mod tests {
         assert!(policy.check_url("not a url").unwrap_err().contains("URL"));
         assert!(
             CallbackPolicy::new(&[], [])
+                .unwrap()
                 .check_url("https://ci.example.com/")
                 .unwrap_err()
                 .contains("MUSCLE_CALLBACK_HOSTS")

@@ -50,7 +50,8 @@ fn options(host: &str, workers: usize) -> Options {
             callbacks: CallbackPolicy::new(
                 &[host.to_string()],
                 [(SECRET_ENV.to_string(), SECRET.to_vec())],
-            ),
+            )
+            .unwrap(),
             ..Default::default()
         },
         ..Options::default()
@@ -196,4 +197,125 @@ async fn callbacks_to_other_hosts_or_with_unknown_secrets_are_refused() {
     )
     .await;
     assert!(calls.lock().unwrap().is_empty());
+}
+
+/// A receiver that accepts connections and never answers; the connections it has taken.
+async fn hanging_receiver() -> (String, Arc<Mutex<Vec<tokio::net::TcpStream>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+    let holding = held.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            holding.lock().unwrap().push(stream);
+        }
+    });
+    (address.to_string(), held)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_delay_another_jobs_callback() {
+    let (hanging, held) = hanging_receiver().await;
+    let (healthy, calls) = receiver(0).await;
+    on_every_backend(
+        || Options {
+            workers: 0,
+            http: HttpOptions {
+                max_body_bytes: 1 << 20,
+                callbacks: CallbackPolicy::new(
+                    &[hanging.clone(), healthy.clone()],
+                    [(SECRET_ENV.to_string(), SECRET.to_vec())],
+                )
+                .unwrap(),
+                ..Default::default()
+            },
+            ..Options::default()
+        },
+        |app| {
+            let (hanging, healthy) = (hanging.clone(), healthy.clone());
+            let (held, calls) = (held.clone(), calls.clone());
+            async move {
+                held.lock().unwrap().clear();
+                calls.lock().unwrap().clear();
+                let dataset = app.upload_ok(MC_ROWS).await;
+                let submit = |host: String| {
+                    let mut spec = evaluation_spec(&dataset);
+                    spec["callback"] = json!({"url": format!("http://{host}/hooks/muscle"),
+                                              "secret_env": SECRET_ENV});
+                    let app = &app;
+                    async move {
+                        let created: Value = app
+                            .post_json("/v1/evaluations", &spec)
+                            .await
+                            .json()
+                            .await
+                            .unwrap();
+                        created["id"].as_str().unwrap().to_string()
+                    }
+                };
+                let cancel = |id: String| {
+                    let app = &app;
+                    async move {
+                        let path = format!("/v1/evaluations/{id}/cancel");
+                        let response = app.post_json(&path, &json!({})).await;
+                        assert_eq!(response.status(), StatusCode::OK);
+                    }
+                };
+                // Six jobs end, each calling back a receiver that never answers.
+                for _ in 0..6 {
+                    let id = submit(hanging.clone()).await;
+                    cancel(id).await;
+                }
+                let pending = submit(healthy.clone()).await;
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+                while held.lock().unwrap().is_empty() {
+                    assert!(tokio::time::Instant::now() < deadline, "no hanging call");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+
+                // With those attempts hanging, another job's callback still goes out at once.
+                let ended = tokio::time::Instant::now();
+                cancel(pending.clone()).await;
+                while calls.lock().unwrap().is_empty() {
+                    assert!(
+                        ended.elapsed() < Duration::from_secs(3),
+                        "the healthy callback waited behind the hanging ones"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                let (headers, _) = calls.lock().unwrap()[0].clone();
+                assert_eq!(
+                    headers["x-muscle-delivery"],
+                    format!("{pending}-1").as_str()
+                );
+                // The six hanging attempts are in flight side by side, none answered yet.
+                assert_eq!(held.lock().unwrap().len(), 6);
+                app
+            }
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_bad_allowed_host_stops_the_server_from_starting() {
+    let data = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .arg("serve")
+        .env("MUSCLE_CALLBACK_HOSTS", "ci.example.com,[fd00::1:443")
+        .env("MUSCLE_DATA_DIR", data.path())
+        .env("MUSCLE_BIND", "127.0.0.1:0")
+        .env_remove("DATABASE_URL")
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .expect("the server started despite the bad entry")
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("MUSCLE_CALLBACK_HOSTS") && stderr.contains("[fd00::1:443"),
+        "{stderr}"
+    );
 }
