@@ -237,6 +237,21 @@ async fn a_compatibility_training_runs_through_the_queue_and_evaluates() {
     let folder = dirs.models.path().join("adapters/compat");
     assert!(folder.join("adapter_config.json").is_file());
     assert!(folder.join("adapter_model.safetensors").is_file());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |file: &str| {
+            std::fs::metadata(folder.join(file))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        assert_eq!(
+            mode("adapter_model.safetensors"),
+            mode("adapter_config.json"),
+            "the weights are written like the config"
+        );
+    }
     assert!(
         !dirs
             .data
@@ -401,5 +416,48 @@ async fn a_reclaimed_training_resumes_from_its_last_epoch_checkpoint() {
             .join("adapters/resumed/adapter_model.safetensors")
             .is_file()
     );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_training_that_fails_at_the_end_leaves_no_partial_folder_nor_checkpoints() {
+    let db = common::sqlite_db().await;
+    let dirs = dirs();
+    // Left by a run that can no longer resume (its job is gone): removed when a training starts.
+    let stale = dirs.data.path().join("checkpoints/0190-gone/epoch-1");
+    std::fs::create_dir_all(&stale).unwrap();
+    let app = Running::start(&db, &dirs).await;
+    let dataset = app.upload(rows(10)).await;
+    let spec = json!({"objective": "task", "new": {"model": "models/llama-gqa"},
+                      "dataset": dataset, "output": "adapters/late/compat",
+                      "hyperparameters": {"rank": 2, "epochs": 2, "batch_size": 2}});
+    let (status, created) = app.post("/v1/trainings", Some(&spec)).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{created}");
+    // While it trains, a file takes the place of a folder on the output's way.
+    std::fs::write(dirs.models.path().join("adapters/late"), "a file").unwrap();
+    let id = created["id"].as_str().unwrap();
+    let done = app.wait_finished(&format!("/v1/trainings/{id}")).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["error"].as_str().unwrap().contains("is a file"),
+        "{done}"
+    );
+    let checkpoints = dirs.data.path().join("checkpoints");
+    assert!(
+        !checkpoints.join(id).exists(),
+        "a failed run keeps its checkpoints"
+    );
+    assert!(
+        !stale.exists(),
+        "checkpoints of a job that is gone were kept"
+    );
+    let hidden: Vec<_> = std::fs::read_dir(dirs.models.path().join("adapters"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "{hidden:?}");
+    let models = app.get("/v1/models").await;
+    assert_eq!(models["adapters"].as_array().unwrap().len(), 2, "{models}");
     app.stop().await;
 }

@@ -95,3 +95,40 @@ fn muscle_train_runs_evaluates_and_sets_the_exit_code() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("output"), "{stderr}");
 }
+
+#[test]
+fn muscle_train_refuses_an_output_it_could_not_write_or_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = dir.path().join("models");
+    copy_dir(
+        &fixtures().join("models/llama-gqa"),
+        &models.join("llama-gqa"),
+    );
+    std::fs::write(models.join("notes.txt"), "a file").unwrap();
+    let data = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &data,
+        r#"{"prompt": "item 1 is", "choices": ["red", "blue"], "answer": 0}"#,
+    )
+    .unwrap();
+    let long = format!("trained/{}", "x".repeat(300));
+    for (output, message) in [
+        (
+            "trained/",
+            "output: \"trained\" is the folder adapters are written under",
+        ),
+        (
+            "notes.txt/lora",
+            "output: \"notes.txt\" is a file, not a folder",
+        ),
+        ("llama-gqa/lora", "output: \"llama-gqa\" is a model folder"),
+        (long.as_str(), "is 300 bytes long"),
+    ] {
+        let spec = json!({"objective": "task", "new": {"model": "llama-gqa"},
+                          "dataset": {"path": data}, "output": output});
+        let (code, stdout, stderr) = run(dir.path(), &spec);
+        assert_eq!(code, 2, "{output}: {stderr}");
+        assert!(stdout.is_empty());
+        assert!(stderr.contains(message), "{output}: {stderr}");
+    }
+}

@@ -26,11 +26,12 @@ pub async fn run(args: TrainArgs) -> ExitCode {
         Ok(device) => device,
         Err(failure) => return failure.report(),
     };
-    let spec: TrainingSpec = match read_spec(&args.spec) {
+    let mut spec: TrainingSpec = match read_spec(&args.spec) {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),
     };
     let resolver = Resolver::cli(&args.common.model_dir);
+    spec.normalize();
     let mut errors = spec.check(&resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &resolver));
     errors.extend(refuse_callback(&spec.callback));

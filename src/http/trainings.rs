@@ -130,6 +130,7 @@ async fn create_training(
     require_media_type(&headers, &["application/json"])?;
     let mut spec: TrainingSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the training spec is invalid", e))?;
+    spec.normalize();
     let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
     errors.extend(check_vocabularies(&spec, &state.resolver));
     errors.extend(check_callback(&state, &spec.callback));

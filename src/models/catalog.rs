@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 /// How deep under the root folders are looked for (`org/family/model`).
-const MAX_DEPTH: usize = 3;
+pub const MAX_DEPTH: usize = 3;
 /// A safetensors header larger than this is not a real one.
 const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 
@@ -73,7 +73,12 @@ fn walk(root: &Path, dir: &Path, depth: usize, catalog: &mut Catalog) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
-    let mut folders: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+    // Hidden folders are never listed: a training installs its adapter through `.JOBID.partial`.
+    let mut folders: Vec<_> = entries
+        .filter_map(Result::ok)
+        .filter(|e| !e.file_name().as_encoded_bytes().starts_with(b"."))
+        .map(|e| e.path())
+        .collect();
     folders.sort();
     for folder in folders {
         let Ok(real) = folder.canonicalize() else {
@@ -257,6 +262,22 @@ mod tests {
         );
         assert_eq!(catalog.adapters[0].name, "lora");
         assert_eq!(catalog.adapters[0].r, Some(8));
+    }
+
+    #[test]
+    fn hidden_folders_are_not_listed() {
+        let root = tempfile::tempdir().unwrap();
+        for folder in ["trained/.0190-job.partial", ".cache/lora", "trained/shown"] {
+            let adapter = root.path().join(folder);
+            std::fs::create_dir_all(&adapter).unwrap();
+            std::fs::write(adapter.join("adapter_config.json"), r#"{"r": 4}"#).unwrap();
+        }
+        let names: Vec<String> = scan(root.path())
+            .adapters
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["trained/shown"]);
     }
 
     #[test]

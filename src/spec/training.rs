@@ -22,7 +22,9 @@ pub struct TrainingSpec {
     /// adapter the compatibility adapter starts from.
     pub new: ModelRef,
     pub dataset: DatasetRef,
-    /// Name of the adapter folder to write.
+    /// Name of the adapter folder to write under MUSCLE_MODEL_DIR: a new folder, at most 3
+    /// deep, each name at most 255 bytes and not beginning with `.`, inside no model or adapter
+    /// folder, and not `trained` itself (stored as `a/b`: `./a//b/` is the same output).
     pub output: String,
     #[serde(default)]
     pub hyperparameters: Hyperparameters,
@@ -131,6 +133,11 @@ pub struct EvaluateAfter {
 }
 
 impl TrainingSpec {
+    /// `output` in the one form it is stored and compared in (`./a//b/` is `a/b`).
+    pub fn normalize(&mut self) {
+        self.output = crate::train::output::normalized(&self.output);
+    }
+
     pub fn check(&self, resolver: &Resolver) -> Result<(), Vec<FieldError>> {
         let mut errors = Errors::default();
         check_name(&self.name, &mut errors);
@@ -152,13 +159,8 @@ impl TrainingSpec {
                 "the compatibility adapter starts from the new task adapter; name it",
             );
         }
-        match resolver.confined(&self.output) {
-            Err(message) => errors.add("output", message),
-            Ok(path) if path.exists() => errors.add(
-                "output",
-                format!("{:?} already exists; choose a new name", self.output),
-            ),
-            Ok(_) => {}
+        if let Err(message) = crate::train::output::check_new_output(resolver, &self.output) {
+            errors.add("output", message);
         }
         check_hyperparameters(&self.hyperparameters, &mut errors);
         if let Some(evaluate) = &self.evaluate {

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::peft::write_adapter;
 use super::trainer::{RunState, Trainer};
+use crate::store::{JobKind, JobStatus, Store};
 
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const STATE: &str = "state.json";
@@ -17,6 +18,37 @@ pub const ADAPTER: &str = "adapter";
 
 pub fn job_dir(data_dir: &Path, job_id: &str) -> PathBuf {
     data_dir.join("checkpoints").join(job_id)
+}
+
+/// Removes the checkpoints of a job that will not run again.
+pub fn remove(data_dir: &Path, job_id: &str) {
+    let dir = job_dir(data_dir, job_id);
+    if let Err(error) = std::fs::remove_dir_all(&dir)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(%error, dir = %dir.display(), "could not remove the checkpoints");
+    }
+}
+
+/// Removes the checkpoints of trainings that are over or gone: those left by a failure on the
+/// last attempt, which no shard code sees, or by a host that went away.
+pub async fn sweep(data_dir: &Path, store: &dyn Store) {
+    let Ok(entries) = std::fs::read_dir(data_dir.join("checkpoints")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(job_id) = entry.file_name().into_string() else {
+            continue;
+        };
+        match store.get_job(JobKind::Training, &job_id).await {
+            Ok(Some(job)) if matches!(job.status, JobStatus::Queued | JobStatus::Running) => {}
+            Ok(_) => remove(data_dir, &job_id),
+            Err(error) => {
+                tracing::warn!(%error, "could not read a job; checkpoints kept for now");
+                return;
+            }
+        }
+    }
 }
 
 pub fn epoch_dir(root: &Path, epoch: u32) -> PathBuf {

@@ -7,6 +7,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use super::checkpoint;
+use super::output::output_folder;
 use super::peft::{CONFIG, WEIGHTS};
 use super::work::{StoredTraining, TrainRuntime, stored};
 use crate::evaluation::evaluation_job;
@@ -18,31 +19,42 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((std::fs::read(a), std::fs::read(b)), (Ok(x), Ok(y)) if x == y)
 }
 
-/// Copies the adapter folder `from` to `to`, refusing to overwrite anything but the same
-/// adapter (an earlier attempt of this shard that wrote it and then crashed).
+/// Copies the adapter folder `from` to `to` through a hidden `.JOBID.partial` folder beside it
+/// (removed again when a step fails), refusing to overwrite anything but the same adapter (an
+/// earlier attempt of this shard that wrote it and then crashed).
 pub fn install(from: &Path, to: &Path, job_id: &str) -> Result<(), String> {
-    if to.exists() {
+    if to.symlink_metadata().is_ok() {
         if same_file(&from.join(WEIGHTS), &to.join(WEIGHTS))
             && same_file(&from.join(CONFIG), &to.join(CONFIG))
         {
             return Ok(());
         }
         return Err(format!(
-            "{} already exists; refusing to overwrite it (the trained adapter stays in {})",
-            to.display(),
-            from.display()
+            "{} already exists; refusing to overwrite it",
+            to.display()
         ));
     }
     let parent = to.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(|e| format!("creating {}: {e}", parent.display()))?;
     let tmp = parent.join(format!(".{job_id}.partial"));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir(&tmp).map_err(|e| format!("creating {}: {e}", tmp.display()))?;
+    let installed = copy_adapter(from, &tmp).and_then(|()| {
+        std::fs::rename(&tmp, to)
+            .map_err(|e| format!("moving the adapter to {}: {e}", to.display()))
+    });
+    if installed.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    installed
+}
+
+fn copy_adapter(from: &Path, to: &Path) -> Result<(), String> {
+    std::fs::create_dir(to).map_err(|e| format!("creating {}: {e}", to.display()))?;
     for file in [CONFIG, WEIGHTS] {
-        std::fs::copy(from.join(file), tmp.join(file))
+        std::fs::copy(from.join(file), to.join(file))
             .map_err(|e| format!("copying {}: {e}", from.join(file).display()))?;
     }
-    std::fs::rename(&tmp, to).map_err(|e| format!("moving the adapter to {}: {e}", to.display()))
+    Ok(())
 }
 
 /// The evaluations a finished run asks for: (key, old side, new side).
@@ -111,6 +123,15 @@ pub async fn submit_evaluations(
 }
 
 pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult {
+    let finished = write_adapter(runtime, ctx).await;
+    if let Err(ShardError::Failed { retry: false, .. }) = &finished {
+        // The job fails: nothing will resume from its checkpoints.
+        checkpoint::remove(&runtime.data_dir, &ctx.claim.fence.job_id);
+    }
+    finished
+}
+
+async fn write_adapter(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult {
     let job = stored(ctx)?;
     let job_id = &ctx.claim.fence.job_id;
     let root = checkpoint::job_dir(&runtime.data_dir, job_id);
@@ -122,9 +143,8 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
     })?;
     let best = checkpoint::best_adapter(&root, &state)
         .ok_or_else(|| ShardError::fatal("the final checkpoint names no best epoch"))?;
-    let output = runtime
-        .resolver
-        .confined(&job.spec.output)
+    // Checked again: the folders on the way may have changed since the submission.
+    let output = output_folder(&runtime.resolver, &job.spec.output)
         .map_err(|e| ShardError::fatal(format!("output: {e}")))?;
     install(&best, &output, job_id).map_err(ShardError::fatal)?;
     let evaluations = submit_evaluations(runtime, ctx.store.as_ref(), job_id, &job).await?;
@@ -138,9 +158,44 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
         "adapter": job.spec.output,
         "evaluations": evaluations,
     });
-    let _ = std::fs::remove_dir_all(&root);
+    checkpoint::remove(&runtime.data_dir, job_id);
     Ok(Completion {
         result: Some(result),
         ..Completion::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_install_leaves_no_partial_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let from = dir.path().join("checkpoint");
+        std::fs::create_dir(&from).unwrap();
+        // The weights are missing: the copy fails after the config was copied.
+        std::fs::write(from.join(CONFIG), "{}").unwrap();
+        let to = dir.path().join("models/trained/new");
+        let error = install(&from, &to, "job-1").unwrap_err();
+        assert!(error.contains(WEIGHTS), "{error}");
+        let left: Vec<_> = std::fs::read_dir(dir.path().join("models/trained"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        assert!(!to.exists());
+
+        std::fs::write(from.join(WEIGHTS), "weights").unwrap();
+        install(&from, &to, "job-1").unwrap();
+        assert_eq!(std::fs::read(to.join(WEIGHTS)).unwrap(), b"weights");
+        // The same adapter again (a re-run of the shard) is fine; another one is refused.
+        install(&from, &to, "job-1").unwrap();
+        std::fs::write(from.join(WEIGHTS), "other").unwrap();
+        assert!(
+            install(&from, &to, "job-2")
+                .unwrap_err()
+                .contains("already exists")
+        );
+    }
 }

@@ -9,6 +9,7 @@ pub mod head_loss;
 pub mod job;
 pub mod loss;
 pub mod optim;
+pub mod output;
 pub mod pair;
 pub mod peft;
 pub mod pretrain;

@@ -59,7 +59,11 @@ pub fn write_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resu
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::tensor::serialize_to_file(views, Some(metadata), path).map_err(|e| e.to_string())
+    // Not serialize_to_file: its temporary file leaves the weights mode 0600, beside a config
+    // readable under the umask like any file written here. (Folders are renamed into place
+    // whole, so the file itself need not be.)
+    let bytes = safetensors::tensor::serialize(views, Some(metadata)).map_err(|e| e.to_string())?;
+    std::fs::write(path, bytes).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Writes the adapter folder `dir` (created; must not exist yet).

@@ -154,6 +154,16 @@ impl Hooks for ShardHooks {
 
 /// Runs (or resumes) the training of the shard's job.
 pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
+    checkpoint::sweep(&runtime.data_dir, ctx.store.as_ref()).await;
+    let trained = train_job(runtime, ctx).await;
+    if let Err(ShardError::Failed { retry: false, .. }) = &trained {
+        // The job fails: nothing will resume from its checkpoints.
+        checkpoint::remove(&runtime.data_dir, &ctx.claim.fence.job_id);
+    }
+    trained
+}
+
+async fn train_job(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
     let job = stored(ctx)?;
     let inputs = inputs(runtime, ctx, &job).await?;
     let root = checkpoint::job_dir(&runtime.data_dir, &ctx.claim.fence.job_id);
@@ -201,10 +211,7 @@ pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), 
         .map_err(|e| ShardError::retryable(format!("the training thread failed: {e}")))?;
     if let Err(ShardError::Interrupted(Interruption::Cancelled)) = ctx.check() {
         // Nothing will resume a cancelled job: its checkpoints go.
-        let _ = std::fs::remove_dir_all(checkpoint::job_dir(
-            &runtime.data_dir,
-            &ctx.claim.fence.job_id,
-        ));
+        checkpoint::remove(&runtime.data_dir, &ctx.claim.fence.job_id);
     }
     if let Some(error) = store_error {
         return Err(error);

@@ -1,3 +1,5 @@
+use std::path::Path;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -113,5 +115,104 @@ async fn bad_training_specs_name_every_field() {
         assert_eq!(listed["items"], json!([]));
         app
     })
+    .await;
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A model root of its own: the fixture Llama and its adapters, a file, a dangling symbolic
+/// link, and hidden folders holding adapters.
+fn model_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    copy_dir(
+        &model_dir().join("models/llama-gqa"),
+        &root.path().join("models/llama-gqa"),
+    );
+    for adapter in ["llama-gqa-lora-list", "llama-gqa-lora-all"] {
+        copy_dir(
+            &model_dir().join("adapters").join(adapter),
+            &root.path().join("adapters").join(adapter),
+        );
+    }
+    std::fs::write(root.path().join("notes.txt"), "a file").unwrap();
+    std::os::unix::fs::symlink(root.path().join("gone"), root.path().join("dangling")).unwrap();
+    for hidden in ["trained/.0190-job.partial", ".cache/lora"] {
+        copy_dir(
+            &model_dir().join("adapters/llama-gqa-lora-all"),
+            &root.path().join(hidden),
+        );
+    }
+    root
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outputs_that_cannot_be_written_or_listed_are_refused_at_submission() {
+    let root = model_root();
+    let long = format!("trained/{}", "x".repeat(300));
+    let cases = [
+        ("notes.txt/adapter", "\"notes.txt\" is a file, not a folder"),
+        (long.as_str(), "is 300 bytes long"),
+        ("dangling", "already exists"),
+        (
+            "dangling/adapter",
+            "\"dangling\" is a symbolic link to nothing",
+        ),
+        ("trained", "is the folder adapters are written under"),
+        ("./trained/", "is the folder adapters are written under"),
+        ("adapters/llama-gqa-lora-all", "already exists"),
+        (
+            "adapters/llama-gqa-lora-all/compat",
+            "\"adapters/llama-gqa-lora-all\" is an adapter folder",
+        ),
+        (
+            "models/llama-gqa/compat",
+            "\"models/llama-gqa\" is a model folder",
+        ),
+        ("trained/.compat", "hidden folders are not listed"),
+    ];
+    on_every_backend(
+        || Options {
+            model_dir: root.path().to_path_buf(),
+            ..Options::api_only()
+        },
+        |app| {
+            async move {
+                let dataset = app.upload_ok(MC_ROWS).await;
+                for (output, message) in cases {
+                    let mut spec = compatibility_spec(&dataset);
+                    spec["output"] = json!(output);
+                    let problem = app.refused("/v1/trainings", &spec).await;
+                    assert_eq!(fields(&problem), vec!["output"], "{output}: {problem}");
+                    let said = problem["errors"][0]["message"].as_str().unwrap();
+                    assert!(said.contains(message), "{output}: {said}");
+                }
+                let listed: Value = app.get("/v1/trainings").await.json().await.unwrap();
+                assert_eq!(listed["items"], json!([]));
+
+                // Hidden folders holding an adapter (a partial install, a cache) are not listed.
+                let models: Value = app.get("/v1/models").await.json().await.unwrap();
+                let adapters: Vec<&str> = models["adapters"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|a| a["name"].as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    adapters,
+                    [
+                        "adapters/llama-gqa-lora-all",
+                        "adapters/llama-gqa-lora-list"
+                    ]
+                );
+                app
+            }
+        },
+    )
     .await;
 }
