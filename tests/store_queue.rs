@@ -52,6 +52,7 @@ fn new_job(total: i64, shard_size: i64, max_attempts: u32) -> NewJob {
         max_attempts,
         idempotency: None,
         callback: None,
+        output: None,
     }
 }
 

@@ -97,6 +97,7 @@ async fn execute(args: &TrainArgs, mut spec: TrainingSpec) -> Result<ExitCode, F
             max_attempts: 1,
             idempotency: None,
             callback: None,
+            output: Some(spec.output.clone()),
         })
         .await
         .context("queueing the training")?

@@ -25,6 +25,7 @@ pub fn evaluation_job(
         max_attempts: max_attempts.max(1),
         idempotency: None,
         callback: None,
+        output: None,
     })
 }
 

@@ -170,6 +170,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => Self::not_found(format!("{what} not found")),
             StoreError::Conflict(detail) => Self::conflict(detail),
+            taken @ StoreError::OutputTaken { .. } => {
+                Self::invalid_field("output", taken.to_string())
+            }
             StoreError::IdempotencyMismatch => Self::invalid_field(
                 "Idempotency-Key",
                 "this key was already used with a different request body",

@@ -153,6 +153,7 @@ async fn create_evaluation(
         &headers,
         &body,
         Submission {
+            output: None,
             kind: job.kind,
             name: job.name,
             spec: job.spec,

@@ -187,6 +187,8 @@ pub struct Submission {
     pub total: i64,
     pub shards: Vec<NewShard>,
     pub callback: Option<NewCallback>,
+    /// A training's output folder (unique among queued and running trainings).
+    pub output: Option<String>,
 }
 
 /// The problems of a spec's `callback` on this server (its hosts, its secrets).
@@ -276,6 +278,7 @@ pub async fn submit(
             max_attempts: state.jobs.max_attempts,
             idempotency,
             callback: submission.callback,
+            output: submission.output,
         })
         .await?;
     Ok((created.value, created.created))

@@ -17,9 +17,8 @@ use super::jobs::{
 };
 use crate::callback::CallbackSpec;
 use crate::spec::{DatasetRef, TrainingSpec, parse_body};
-use crate::store::{Job, JobFilter, JobKind, JobStatus, PageRequest};
+use crate::store::{Job, JobKind, JobStatus};
 use crate::train::job::{check_vocabularies, training_job};
-use crate::validation::FieldError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -158,15 +157,6 @@ async fn create_training(
             evaluate.dataset = DatasetRef::Id(found.id);
         }
     }
-    if let Some(other) = training_writing(&state, &spec.output).await? {
-        errors.push(FieldError::field(
-            "output",
-            format!(
-                "training {other} (queued or running) writes {:?} already",
-                spec.output
-            ),
-        ));
-    }
     let dataset = match dataset {
         Some(dataset) if errors.is_empty() => dataset,
         _ => return Err(ApiError::invalid("the training spec is invalid", errors)),
@@ -190,6 +180,8 @@ async fn create_training(
             total,
             shards,
             callback: spec.callback.as_ref().map(CallbackSpec::to_new),
+            // Refused by a unique index while another training queued or running writes it.
+            output: Some(spec.output.clone()),
         },
     )
     .await?;
@@ -267,36 +259,4 @@ async fn cancel_training(
 ) -> ApiResult<Json<Training>> {
     let job = state.store.cancel_job(JobKind::Training, &id).await?;
     Ok(Json(Training::of(&job)))
-}
-
-/// The id of a queued or running training that writes `output`: a second one would train in
-/// full and then fail, since adapters are never overwritten.
-async fn training_writing(state: &AppState, output: &str) -> ApiResult<Option<String>> {
-    for status in [JobStatus::Queued, JobStatus::Running] {
-        let mut cursor = None;
-        loop {
-            let page = state
-                .store
-                .list_jobs(JobFilter {
-                    kind: JobKind::Training,
-                    status: Some(status),
-                    name: None,
-                    page: PageRequest { limit: 500, cursor },
-                })
-                .await?;
-            // A training job stores its spec under "spec" (train::job::training_job).
-            if let Some(job) = page
-                .items
-                .iter()
-                .find(|j| j.spec["spec"]["output"] == output)
-            {
-                return Ok(Some(job.id.clone()));
-            }
-            match page.next_cursor {
-                Some(next) => cursor = Some(next),
-                None => break,
-            }
-        }
-    }
-    Ok(None)
 }

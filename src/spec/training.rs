@@ -24,7 +24,8 @@ pub struct TrainingSpec {
     pub dataset: DatasetRef,
     /// Name of the adapter folder to write under MUSCLE_MODEL_DIR: a new folder, at most 3
     /// deep, each name at most 255 bytes and not beginning with `.`, inside no model or adapter
-    /// folder, and not `trained` itself (stored as `a/b`: `./a//b/` is the same output).
+    /// folder, and not `trained` itself (stored as `a/b`: `./a//b/` is the same output), that no
+    /// training still queued or running writes.
     pub output: String,
     #[serde(default)]
     pub hyperparameters: Hyperparameters,

@@ -29,6 +29,19 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     Config(String),
+    /// A training still queued or running (the one named, when it was found) writes `output`.
+    #[error("{}", output_taken(output, job_id.as_deref()))]
+    OutputTaken {
+        output: String,
+        job_id: Option<String>,
+    },
+}
+
+fn output_taken(output: &str, job_id: Option<&str>) -> String {
+    match job_id {
+        Some(id) => format!("training {id} (queued or running) writes {output:?} already"),
+        None => format!("a training still queued or running writes {output:?} already"),
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -297,6 +297,8 @@ pub struct NewJob {
     pub idempotency: Option<Idempotency>,
     /// Sent when the job ends (stored with the job, in the same transaction).
     pub callback: Option<NewCallback>,
+    /// A training's output folder: no two queued or running trainings write the same one.
+    pub output: Option<String>,
 }
 
 pub struct NewCallback {

@@ -216,3 +216,73 @@ async fn outputs_that_cannot_be_written_or_listed_are_refused_at_submission() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_trainings_writing_one_output_are_accepted_once() {
+    on_every_backend(Options::api_only, |app| async move {
+        let dataset = app.upload_ok(MC_ROWS).await;
+        let spec = compatibility_spec(&dataset);
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(20));
+        let mut posts = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (client, url, spec) = (app.client.clone(), app.url("/v1/trainings"), spec.clone());
+            let start = start.clone();
+            posts.spawn(async move {
+                start.wait().await;
+                let response = client.post(url).json(&spec).send().await.unwrap();
+                let status = response.status();
+                (status, response.json::<Value>().await.unwrap())
+            });
+        }
+        let answers = posts.join_all().await;
+        let accepted: Vec<&Value> = answers
+            .iter()
+            .filter(|(status, _)| *status == StatusCode::ACCEPTED)
+            .map(|(_, body)| body)
+            .collect();
+        assert_eq!(accepted.len(), 1, "{answers:?}");
+        let id = accepted[0]["id"].as_str().unwrap();
+        for (status, body) in &answers {
+            if *status != StatusCode::ACCEPTED {
+                assert_eq!(*status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+                assert_eq!(fields(body), vec!["output"], "{body}");
+                let message = body["errors"][0]["message"].as_str().unwrap();
+                assert!(message.contains(id), "{message}");
+            }
+        }
+        // The same folder written another way is the same output.
+        let mut other = spec.clone();
+        other["output"] = json!("./adapters//new-compat-test/");
+        let problem = app.refused("/v1/trainings", &other).await;
+        assert_eq!(fields(&problem), vec!["output"], "{problem}");
+
+        // A replay of the accepted request (same Idempotency-Key) answers with its job.
+        let keyed = |spec: &Value| {
+            app.client
+                .post(app.url("/v1/trainings"))
+                .header("idempotency-key", "train-once")
+                .json(spec)
+                .send()
+        };
+        let mut spec = spec;
+        spec["output"] = json!("adapters/keyed");
+        let first: Value = keyed(&spec).await.unwrap().json().await.unwrap();
+        let again = keyed(&spec).await.unwrap();
+        assert_eq!(again.status(), StatusCode::ACCEPTED);
+        assert_eq!(again.headers()["idempotent-replayed"], "true");
+        let again: Value = again.json().await.unwrap();
+        assert_eq!(again["id"], first["id"]);
+
+        // A cancelled training frees its output.
+        let cancel = app
+            .post_json(&format!("/v1/trainings/{id}/cancel"), &json!({}))
+            .await;
+        assert_eq!(cancel.status(), StatusCode::OK);
+        let response = app
+            .post_json("/v1/trainings", &compatibility_spec(&dataset))
+            .await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        app
+    })
+    .await;
+}

@@ -75,22 +75,39 @@ impl SqlStore {
                 value,
                 created: true,
             }),
-            // Another request with the same key won the race: answer with its job.
-            Err(StoreError::Database(e))
-                if is_unique_violation(&e) && job.idempotency.is_some() =>
-            {
-                let key = job.idempotency.as_ref().expect("checked above");
-                let value = self
-                    .job_by_key(job.kind, key)
-                    .await?
-                    .ok_or_else(|| StoreError::Database(e))?;
-                Ok(Created {
-                    value,
-                    created: false,
-                })
+            Err(StoreError::Database(e)) if is_unique_violation(&e) => {
+                // Another request with the same key won the race: answer with its job.
+                if let Some(key) = &job.idempotency
+                    && let Some(value) = self.job_by_key(job.kind, key).await?
+                {
+                    return Ok(Created {
+                        value,
+                        created: false,
+                    });
+                }
+                // Else the one other unique index: a training queued or running writes there.
+                match &job.output {
+                    Some(output) => Err(StoreError::OutputTaken {
+                        output: output.clone(),
+                        job_id: self.training_writing(output).await?,
+                    }),
+                    None => Err(StoreError::Database(e)),
+                }
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The queued or running training that writes `output` (by the jobs_training_output index).
+    async fn training_writing(&self, output: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query(
+            "SELECT id FROM jobs WHERE output = $1 AND kind = 'training' \
+             AND status IN ('queued', 'running')",
+        )
+        .bind(output.to_string())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| row.try_get("id")).transpose()?)
     }
 
     /// Inserts the job and its shards; the job as created, read inside the same transaction (a
@@ -101,8 +118,8 @@ impl SqlStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO jobs (id, kind, name, status, spec, idempotency_key, request_hash, \
-             progress_done, progress_total, created_at, updated_at) \
-             VALUES ($1, $2, $3, 'queued', $4, $5, $6, 0, $7, $8, $8)",
+             progress_done, progress_total, created_at, updated_at, output) \
+             VALUES ($1, $2, $3, 'queued', $4, $5, $6, 0, $7, $8, $8, $9)",
         )
         .bind(&id)
         .bind(job.kind.as_str())
@@ -112,6 +129,7 @@ impl SqlStore {
         .bind(job.idempotency.as_ref().map(|k| k.request_hash.clone()))
         .bind(job.total)
         .bind(now)
+        .bind(job.output.clone())
         .execute(&mut *tx)
         .await?;
         if let Some(callback) = &job.callback {
