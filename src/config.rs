@@ -162,9 +162,23 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
 
-    /// Seconds after which a request still running is stopped with 503.
+    /// Seconds after which a request still running is stopped with 503 (its body read apart).
     #[arg(long, env = "MUSCLE_REQUEST_TIMEOUT_SECONDS", default_value_t = 120)]
     pub request_timeout_seconds: u64,
+
+    /// Seconds any request body may take before its pace counts; read before the request takes
+    /// a slot, a body slower than MUSCLE_BODY_MIN_BYTES_PER_SECOND after them is cut off (408).
+    #[arg(long, env = "MUSCLE_BODY_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub body_timeout_seconds: u64,
+
+    /// Average bytes per second a request body must keep once MUSCLE_BODY_TIMEOUT_SECONDS have
+    /// passed.
+    #[arg(
+        long,
+        env = "MUSCLE_BODY_MIN_BYTES_PER_SECOND",
+        default_value_t = 65536
+    )]
+    pub body_min_bytes_per_second: u64,
 
     /// Comma-separated hosts (`host`, `host:port`, `[ipv6]:port`) a spec's `callback.url` may
     /// name; without a port, the scheme's default (80, 443). None by default; a bad entry stops

@@ -54,6 +54,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request_timeout: std::time::Duration::from_secs(
                     args.request_timeout_seconds.max(1),
                 ),
+                body_grace: std::time::Duration::from_secs(args.body_timeout_seconds.max(1)),
+                body_min_bytes_per_second: args.body_min_bytes_per_second.max(1),
                 connections: muscle::http::ConnectionLimits {
                     header_read_timeout: std::time::Duration::from_secs(
                         args.header_timeout_seconds.max(1),

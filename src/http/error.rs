@@ -77,6 +77,15 @@ impl ApiError {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "about:blank", detail)
     }
 
+    /// 408: the request (its body) did not arrive in time.
+    pub fn request_timeout(detail: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "urn:muscle:problem:slow-body",
+            detail,
+        )
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "about:blank", detail)
     }

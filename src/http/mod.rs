@@ -75,8 +75,12 @@ pub struct HttpOptions {
     pub max_concurrent_requests: usize,
     /// Uploads (datasets, recorded runs) read at once; others wait up to 5 s, then 503.
     pub max_concurrent_uploads: usize,
-    /// A request still running after this long is stopped with 503.
+    /// A request still running after this long is stopped with 503 (its body read apart).
     pub request_timeout: Duration,
+    /// Seconds any request body may take before its rate counts (408 when too slow).
+    pub body_grace: Duration,
+    /// Average bytes per second a request body must keep after `body_grace`.
+    pub body_min_bytes_per_second: u64,
     /// Header deadline and connection bound of the listener.
     pub connections: ConnectionLimits,
 }
@@ -91,6 +95,8 @@ impl Default for HttpOptions {
             max_concurrent_requests: 256,
             max_concurrent_uploads: 4,
             request_timeout: Duration::from_secs(120),
+            body_grace: Duration::from_secs(10),
+            body_min_bytes_per_second: 64 * 1024,
             connections: ConnectionLimits::default(),
         }
     }
@@ -127,6 +133,11 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
                 options.max_concurrent_requests,
                 options.max_concurrent_uploads,
                 options.request_timeout,
+                limit::BodyPace {
+                    max_bytes: options.max_body_bytes,
+                    grace: options.body_grace,
+                    min_bytes_per_second: options.body_min_bytes_per_second,
+                },
             ),
             limit::limit,
         ))

@@ -23,4 +23,5 @@ mod multi_worker;
 mod operations;
 mod own_postgres;
 mod reports_once;
+mod slow_bodies;
 mod trainings;
