@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::collections::HashMap;
 
 use super::InstanceInput;
-use crate::metrics::{Interval, Report};
+use crate::metrics::{Interval, KNOWN_GATE_METRICS, Report};
 use crate::store::{InstanceRecord, Job};
 
 const WORST_SLICES: usize = 5;
@@ -24,24 +24,45 @@ fn interval(value: Option<Interval>) -> String {
     })
 }
 
-/// Text safe inside a Markdown table cell.
+const CELL_CHARS: usize = 120;
+
+/// User text as inert Markdown, on one line and cut to 120 characters: every ASCII punctuation
+/// character is backslash-escaped, which CommonMark renders as the character itself, so no HTML,
+/// emphasis, code span, link, table pipe or math can come from it.
 fn cell(text: &str) -> String {
     let flat: String = text
+        .trim()
         .chars()
         .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
         .collect();
-    let escaped = flat.replace('|', "\\|");
-    if escaped.chars().count() > 120 {
-        format!("{}…", escaped.chars().take(120).collect::<String>())
+    let cut = flat.chars().count() > CELL_CHARS;
+    let mut escaped = String::with_capacity(flat.len() + 8);
+    for c in flat.chars().take(CELL_CHARS) {
+        if c.is_ascii_punctuation() {
+            escaped.push('\\');
+        }
+        escaped.push(c);
+    }
+    if cut {
+        escaped.push('…');
+    }
+    escaped
+}
+
+/// A gate metric as a code span: the names are ours (validated at submission); anything else
+/// a stored report might hold is escaped text.
+fn metric(name: &str) -> String {
+    if KNOWN_GATE_METRICS.contains(&name) {
+        format!("`{name}`")
     } else {
-        escaped
+        cell(name)
     }
 }
 
 /// A side's answer: its output, or the chosen choice with its text when the choices are known.
 fn side_answer(side: &serde_json::Value, choices: Option<&[String]>) -> String {
     if let Some(output) = side["output"].as_str() {
-        return format!("`{}`", cell(output));
+        return cell(output);
     }
     match side["prediction"].as_u64() {
         Some(p) => match choices.and_then(|c| c.get(p as usize)) {
@@ -110,8 +131,8 @@ pub fn render(
             };
             let _ = writeln!(
                 out,
-                "| `{}` | {bound} | {} | {} |",
-                check.metric,
+                "| {} | {bound} | {} | {} |",
+                metric(&check.metric),
                 num(check.value),
                 if check.passed { "pass" } else { "**fail**" }
             );
@@ -304,7 +325,7 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
-            "## Model update compatibility: llama1 -> llama2 \\| piqa"
+            "## Model update compatibility: llama1 \\-\\> llama2 \\| piqa"
         );
         assert_eq!(lines[2], "**Gate: FAILED** (1 check)");
         assert!(
@@ -323,7 +344,7 @@ mod tests {
         // The prompt flattened, escaped and cut; the answers with their texts.
         let row = text.lines().find(|l| l.starts_with("| a |")).unwrap();
         assert!(
-            row.starts_with("| a | Is the sky \\| blue? very very"),
+            row.starts_with("| a | Is the sky \\| blue\\? very very"),
             "{row}"
         );
         assert!(row.ends_with("… | 0: yes | 1: no |"), "{row}");
@@ -343,6 +364,192 @@ mod tests {
             text.contains("**Status: failed** (4 of 4 instances done)"),
             "{text}"
         );
-        assert!(text.contains("Error: old.model: no model folder"));
+        assert!(text.contains("Error: old\\.model\\: no model folder"));
+    }
+
+    /// What a CommonMark + GFM renderer (pulldown-cmark, with the extensions code hosts add)
+    /// makes of a report: the text of each heading, table cell and list item, the strong and
+    /// code spans, and every other element by name.
+    #[derive(Debug, Default)]
+    struct Rendered {
+        headings: Vec<String>,
+        rows: Vec<Vec<String>>,
+        items: Vec<String>,
+        paragraphs: Vec<String>,
+        strong: Vec<String>,
+        code: Vec<String>,
+        other: Vec<String>,
+    }
+
+    fn rendered(markdown: &str) -> Rendered {
+        use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+        let options = Options::ENABLE_TABLES
+            | Options::ENABLE_FOOTNOTES
+            | Options::ENABLE_STRIKETHROUGH
+            | Options::ENABLE_TASKLISTS
+            | Options::ENABLE_MATH
+            | Options::ENABLE_GFM
+            | Options::ENABLE_SUPERSCRIPT
+            | Options::ENABLE_SUBSCRIPT
+            | Options::ENABLE_WIKILINKS
+            | Options::ENABLE_DEFINITION_LIST
+            | Options::ENABLE_HEADING_ATTRIBUTES;
+        let mut out = Rendered::default();
+        let (mut text, mut strong) = (String::new(), None::<String>);
+        for event in Parser::new_ext(markdown, options) {
+            match event {
+                Event::Text(t) => {
+                    text.push_str(&t);
+                    if let Some(s) = strong.as_mut() {
+                        s.push_str(&t);
+                    }
+                }
+                Event::Code(c) => {
+                    text.push_str(&c);
+                    out.code.push(c.to_string());
+                }
+                Event::Start(Tag::Strong) => strong = Some(String::new()),
+                Event::End(TagEnd::Strong) => out.strong.extend(strong.take()),
+                Event::Start(Tag::TableRow | Tag::TableHead) => out.rows.push(Vec::new()),
+                Event::End(TagEnd::TableCell) => {
+                    out.rows.last_mut().unwrap().push(std::mem::take(&mut text))
+                }
+                Event::End(TagEnd::Heading(_)) => out.headings.push(std::mem::take(&mut text)),
+                Event::End(TagEnd::Item) => out.items.push(std::mem::take(&mut text)),
+                Event::End(TagEnd::Paragraph) => out.paragraphs.push(std::mem::take(&mut text)),
+                Event::Start(
+                    Tag::Paragraph
+                    | Tag::Heading { .. }
+                    | Tag::Table(_)
+                    | Tag::TableCell
+                    | Tag::List(None)
+                    | Tag::Item,
+                )
+                | Event::End(_) => {}
+                other => out.other.push(format!("{other:?}")),
+            }
+        }
+        out
+    }
+
+    // Each at most 120 characters, so that none is cut.
+    const NAME: &str =
+        "**Gate: PASSED** <img src=https://evil.example/p.png> [ok](https://evil.example) ##";
+    const PROMPT: &str = "<script>alert(1)</script> | `code` ![x](https://evil.example/x.png) <https://evil.example> $x$";
+    const OUTPUT: &str = "``` **bold** <b>hi</b> H~2~O x^2^ [[wiki]] ~~gone~~ a\\|b trailing\\";
+    const CHOICE: &str = "*em* _em_ <a href=x>y</a> &lt;b&gt; [^1] www.evil.example";
+    const ID: &str = "<u>id</u>";
+    const TAG: &str = "<img src=x onerror=alert(1)>";
+    const WARNING: &str = "# heading\n> quote\n- [ ] task\n---\n**Gate: PASSED**";
+
+    #[test]
+    fn hostile_user_text_renders_as_its_own_text_and_nothing_else() {
+        let tagged = |id: &str, gold, old, new| {
+            let mut o = outcome(id, gold, old, new);
+            o.tags.insert("topic".into(), TAG.into());
+            o
+        };
+        let outcomes = [tagged("a", 0, 0, 1), tagged("b", 0, 0, 0)];
+        let options = ReportOptions {
+            gate: vec![GateCheck {
+                metric: "nfr".into(),
+                min: None,
+                max: Some(0.1),
+            }],
+            ..ReportOptions::default()
+        };
+        let mut report = compute_report(TaskKind::MultipleChoice, &outcomes, &options);
+        report.warnings.push(WARNING.into());
+        report.warnings.push("1. numbered".into());
+        let mut job = job();
+        job.name = Some(NAME.into());
+        let record =
+            |idx: i64, id: &str, old: serde_json::Value, new: serde_json::Value| InstanceRecord {
+                idx,
+                id: id.into(),
+                flip: "negative".into(),
+                gold: Some(0),
+                tags: json!({}),
+                old,
+                new,
+                slices: vec![],
+            };
+        let flips = [
+            record(0, ID, json!({"prediction": 0}), json!({"prediction": 1})),
+            record(1, "g", json!({"output": "fine"}), json!({"output": OUTPUT})),
+        ];
+        let inputs = HashMap::from([(
+            0,
+            InstanceInput {
+                prompt: PROMPT.into(),
+                choices: Some(vec!["yes".into(), CHOICE.into()]),
+                targets: None,
+            },
+        )]);
+        let text = render(&job, Some(&report), &flips, &inputs);
+        let page = rendered(&text);
+
+        assert_eq!(page.other, Vec::<String>::new(), "{text}");
+        assert_eq!(page.strong, ["Gate: FAILED", "fail"], "{text}");
+        assert_eq!(page.code, ["nfr"], "{text}");
+        assert_eq!(
+            page.headings,
+            [
+                format!("Model update compatibility: {NAME}").as_str(),
+                "Worst slices by nfr",
+                "First negative flips",
+                "Warnings"
+            ],
+            "{text}"
+        );
+        assert!(page.paragraphs[0].starts_with("Gate: FAILED (1 check)"));
+        // Every table row keeps its columns, and the user's text reads as it was written.
+        let flip_rows: Vec<&Vec<String>> = page.rows.iter().filter(|r| r.len() == 4).collect();
+        assert!(page.rows.iter().all(|r| r.len() == 4 || r.len() == 3));
+        assert!(
+            flip_rows.contains(&&vec![
+                ID.to_string(),
+                PROMPT.into(),
+                "0: yes".into(),
+                format!("1: {CHOICE}")
+            ]),
+            "{text}"
+        );
+        assert!(
+            flip_rows.contains(&&vec![
+                "g".to_string(),
+                String::new(),
+                "fine".into(),
+                OUTPUT.into()
+            ]),
+            "{text}"
+        );
+        assert!(
+            flip_rows
+                .iter()
+                .any(|r| r[0] == format!("topic={TAG} (small)")),
+            "{text}"
+        );
+        assert_eq!(
+            page.items[page.items.len() - 2..],
+            [WARNING.replace('\n', " ").as_str(), "1. numbered"],
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_hostile_error_renders_inert() {
+        let mut job = job();
+        job.name = Some(NAME.into());
+        job.status = JobStatus::Failed;
+        job.error = Some(format!("old.model: {TAG} **Gate: PASSED**"));
+        let text = render(&job, None, &[], &HashMap::new());
+        let page = rendered(&text);
+        assert_eq!(page.other, Vec::<String>::new(), "{text}");
+        assert_eq!(page.strong, ["Status: failed"], "{text}");
+        assert_eq!(
+            page.paragraphs[1],
+            format!("Error: old.model: {TAG} **Gate: PASSED**")
+        );
     }
 }

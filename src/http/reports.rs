@@ -267,6 +267,9 @@ const FIRST_NEGATIVE_FLIPS: i64 = 10;
 
 /// A Markdown summary for a pull-request comment: verdict, headline table, worst slices, first
 /// negative flips.
+///
+/// Names, prompts, outputs and choices are escaped: they render as the text they are, never as
+/// HTML, emphasis, code or links.
 #[utoipa::path(
     get,
     path = "/evaluations/{id}/report.md",
@@ -335,18 +338,30 @@ const CSV_HEADER: [&str; 18] = [
     "targets",
 ];
 
+/// Text a spreadsheet will not run: a cell starting with `=`, `+`, `-`, `@`, TAB or CR opens as
+/// a formula (`=HYPERLINK(...)`), so it gets a leading `'`, as OWASP advises for CSV exports.
+fn inert(text: String) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
+}
+
+/// One instance as CSV cells: numbers as they are, every text neutralised.
 fn csv_row(record: &InstanceRecord, input: Option<&InstanceInput>) -> Vec<String> {
     let text = |v: &Value| match v {
         Value::Null => String::new(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::String(s) => inert(s.clone()),
+        Value::Number(_) | Value::Bool(_) => v.to_string(),
+        other => inert(other.to_string()),
     };
     let mut row = vec![
         record.idx.to_string(),
-        record.id.clone(),
+        inert(record.id.clone()),
         record.flip.clone(),
         record.gold.map(|g| g.to_string()).unwrap_or_default(),
-        record.tags.to_string(),
+        inert(record.tags.to_string()),
     ];
     for side in [&record.old, &record.new] {
         for field in ["prediction", "correct", "score", "output", "scores"] {
@@ -354,10 +369,10 @@ fn csv_row(record: &InstanceRecord, input: Option<&InstanceInput>) -> Vec<String
         }
     }
     let list = |l: Option<&Vec<String>>| {
-        l.map(|l| serde_json::to_string(l).unwrap_or_default())
+        l.map(|l| inert(serde_json::to_string(l).unwrap_or_default()))
             .unwrap_or_default()
     };
-    row.push(input.map(|i| i.prompt.clone()).unwrap_or_default());
+    row.push(inert(input.map(|i| i.prompt.clone()).unwrap_or_default()));
     row.push(list(input.and_then(|i| i.choices.as_ref())));
     row.push(list(input.and_then(|i| i.targets.as_ref())));
     row
@@ -395,6 +410,9 @@ async fn csv_page(
 }
 
 /// Every instance row as CSV, streamed page by page.
+///
+/// A text cell that starts with `=`, `+`, `-`, `@`, TAB or CR is written with a leading `'`, so
+/// that a spreadsheet does not run it as a formula; numbers are written as they are.
 #[utoipa::path(
     get,
     path = "/evaluations/{id}/instances.csv",
@@ -441,4 +459,59 @@ async fn instances_csv(
         Body::from_stream(body),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn csv_text_cells_cannot_open_as_formulas_and_numbers_stay_numbers() {
+        let record = InstanceRecord {
+            idx: 3,
+            id: "=HYPERLINK(\"https://evil.example\",\"x\")".into(),
+            flip: "negative".into(),
+            gold: Some(0),
+            tags: json!({"topic": "=1+1"}),
+            old: json!({"prediction": 0, "correct": true, "score": -1.5, "output": "-2+3",
+                        "scores": [-1.5, -2.0]}),
+            new: json!({"prediction": 1, "correct": false, "score": -0.25,
+                        "output": "\t=cmd|' /C calc'!A0"}),
+            slices: vec![],
+        };
+        let input = InstanceInput {
+            prompt: "@SUM(A1:A9)".into(),
+            choices: Some(vec!["+1".into(), "\r=2".into()]),
+            targets: None,
+        };
+        let bytes = csv_bytes([
+            CSV_HEADER.iter().map(|h| h.to_string()).collect(),
+            csv_row(&record, Some(&input)),
+        ])
+        .unwrap();
+        let mut reader = csv::Reader::from_reader(bytes.as_slice());
+        let header = reader.headers().unwrap().clone();
+        let row = reader.records().next().unwrap().unwrap();
+        let cell = |name: &str| &row[header.iter().position(|h| h == name).unwrap()];
+        assert_eq!(cell("id"), "'=HYPERLINK(\"https://evil.example\",\"x\")");
+        assert_eq!(cell("old_output"), "'-2+3");
+        assert_eq!(cell("new_output"), "'\t=cmd|' /C calc'!A0");
+        assert_eq!(cell("prompt"), "'@SUM(A1:A9)");
+        assert_eq!(cell("choices"), r#"["+1","\r=2"]"#);
+        assert_eq!(cell("tags"), r#"{"topic":"=1+1"}"#);
+        // Numbers are not text: a negative score is written as the number it is.
+        assert_eq!(cell("old_score"), "-1.5");
+        assert_eq!(cell("new_score"), "-0.25");
+        assert_eq!(cell("old_scores"), "[-1.5,-2.0]");
+        assert_eq!(cell("index"), "3");
+        let numeric = ["old_score", "new_score"];
+        for (name, value) in header.iter().zip(row.iter()) {
+            assert!(
+                numeric.contains(&name) || !value.starts_with(['=', '+', '-', '@', '\t', '\r']),
+                "{name}: {value:?}"
+            );
+        }
+    }
 }

@@ -15,6 +15,7 @@ mod database_down;
 mod datasets;
 mod deploy;
 mod evaluations;
+mod exports;
 mod full_disk;
 mod full_disk_running_job;
 mod lmeval;
