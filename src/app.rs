@@ -186,6 +186,7 @@ impl App {
                     workers_configured: settings.workers,
                     workers_running: running,
                     reports: Arc::new(http::PartialReports::new(stats.reports_computed.clone())),
+                    readiness: Default::default(),
                     callbacks: settings.http.callbacks.clone(),
                 };
                 // The API sends callbacks: it checked their hosts and secrets at submission.

@@ -40,6 +40,7 @@ pub struct Stats {
     pub batch_sizes: Histogram,
     pub shards_finished: Family<JobLabels, Counter>,
     pub reports_computed: Counter,
+    pub readiness_probes: Counter,
     jobs: Family<JobLabels, Gauge>,
     shards: Family<ShardLabels, Gauge>,
 }
@@ -62,6 +63,7 @@ impl Stats {
         let batch_sizes = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         let shards_finished = Family::<JobLabels, Counter>::default();
         let reports_computed = Counter::default();
+        let readiness_probes = Counter::default();
         let jobs = Family::<JobLabels, Gauge>::default();
         let shards = Family::<ShardLabels, Gauge>::default();
         registry.register(
@@ -99,6 +101,11 @@ impl Stats {
             "Reports the API computed from stored instances (running, cancelled or failed jobs)",
             reports_computed.clone(),
         );
+        registry.register(
+            "readiness_probes",
+            "Database write probes /readyz ran (at most one a second)",
+            readiness_probes.clone(),
+        );
         registry.register("jobs", "Jobs in the store by kind and status", jobs.clone());
         registry.register(
             "queue_shards",
@@ -114,6 +121,7 @@ impl Stats {
             batch_sizes,
             shards_finished,
             reports_computed,
+            readiness_probes,
             jobs,
             shards,
         }

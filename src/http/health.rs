@@ -1,4 +1,5 @@
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -11,9 +12,43 @@ use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
+use crate::stats::Stats;
+use crate::store::Store;
 
 /// The longest /readyz waits for the database: a probe gets its answer within 2 s.
-const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(1500);
+const READY_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// How long one write probe's answer stands.
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+/// The database write probe of /readyz (a 256 KiB row), run at most once a second: callers
+/// during a probe wait for its answer, and callers within the second after it get the same
+/// answer, so a flood of /readyz writes nothing more (it wrote 256 KiB per call).
+#[derive(Default)]
+pub struct WriteProbe {
+    last: tokio::sync::Mutex<Option<(Instant, Result<(), String>)>>,
+}
+
+impl WriteProbe {
+    /// The database took a write within the last second; or why not.
+    async fn check(&self, store: &dyn Store, stats: &Stats) -> Result<(), String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, result)) = last.as_ref()
+            && at.elapsed() < PROBE_EVERY
+        {
+            return result.clone();
+        }
+        stats.readiness_probes.inc();
+        // Within 2 s, whatever the pool's own acquire timeout: a probe must not hang.
+        let result = match tokio::time::timeout(READY_TIMEOUT, store.ping()).await {
+            Err(_) => Err(format!("no answer within {READY_TIMEOUT:?}")),
+            Ok(Err(error)) => Err(error.to_string()),
+            Ok(Ok(())) => Ok(()),
+        };
+        *last = Some((Instant::now(), result.clone()));
+        result
+    }
+}
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -44,7 +79,8 @@ async fn healthz() -> Json<Health> {
     })
 }
 
-/// The database answers and the configured workers are running.
+/// The database takes a write (probed at most once a second, the answer shared) and the
+/// configured workers are running.
 #[utoipa::path(
     get,
     path = "/readyz",
@@ -56,14 +92,11 @@ async fn healthz() -> Json<Health> {
 )]
 async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Readiness>> {
     let database = state.store.backend().as_str().to_string();
-    // Within 2 s, whatever the pool's own acquire timeout: a probe must not hang.
-    let ping = tokio::time::timeout(READY_TIMEOUT, state.store.ping()).await;
-    let problem = match ping {
-        Err(_) => Some(format!("no answer within {:?}", READY_TIMEOUT)),
-        Ok(Err(error)) => Some(error.to_string()),
-        Ok(Ok(())) => None,
-    };
-    if let Some(error) = problem {
+    let probe = state
+        .readiness
+        .check(state.store.as_ref(), &state.stats)
+        .await;
+    if let Err(error) = probe {
         tracing::warn!(%error, "readiness: database unreachable");
         return Err(ApiError::unavailable(format!(
             "the {database} database does not answer"

@@ -4,6 +4,7 @@
 mod auth;
 mod callbacks;
 mod datasets;
+mod docs;
 pub mod error;
 mod evaluations;
 mod extract;
@@ -33,7 +34,6 @@ use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
-use utoipa_swagger_ui::SwaggerUi;
 
 use crate::callback::CallbackPolicy;
 use crate::models::Resolver;
@@ -54,6 +54,8 @@ pub struct AppState {
     pub workers_configured: usize,
     pub workers_running: Arc<AtomicUsize>,
     pub reports: Arc<reports::PartialReports>,
+    /// /readyz's database write probe, shared by its callers.
+    pub readiness: Arc<health::WriteProbe>,
     pub callbacks: CallbackPolicy,
 }
 
@@ -123,7 +125,7 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
     let spec = openapi::finish(spec);
     let token = options.api_token.clone().filter(|t| !t.is_empty());
     let router = router
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", spec))
+        .merge(docs::router(spec))
         .merge(ui::router())
         .fallback(|| async { error::ApiError::not_found("no such route") })
         .method_not_allowed_fallback(|| async { error::ApiError::method_not_allowed() })

@@ -408,3 +408,35 @@ async fn dashboard_files_are_served_with_their_type_policy_and_a_validator() {
     let mut app = app;
     app.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swagger_ui_works_under_its_content_security_policy_in_a_real_chromium() {
+    let Some(chromium) = chromium() else {
+        eprintln!(
+            "skipped: no chromium installed (apt-get install chromium, or set MUSCLE_CHROMIUM)"
+        );
+        return;
+    };
+    node_modules().expect("the browser driver installs");
+    let app = TestApp::spawn(common::sqlite_db().await, Options::api_only()).await;
+    let run = tokio::process::Command::new("node")
+        .arg(repo().join("tests/ui/docs.mjs"))
+        .arg(&chromium)
+        .arg(&app.base)
+        .kill_on_drop(true)
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the browser checks finish within 2 minutes")
+        .expect("node runs");
+    let transcript = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        output.status.success() && transcript.contains("ALL CHECKS PASSED"),
+        "the /docs browser checks failed:\n{transcript}"
+    );
+    app.stop().await;
+}

@@ -1,5 +1,5 @@
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use muscle::store::{JobKind, JobStatus};
@@ -98,6 +98,86 @@ async fn an_api_only_server_is_ready_with_its_database_alone() {
     assert_eq!(ready["workers_configured"], 0);
     assert_eq!(ready["database"], "sqlite");
     app.stop().await;
+}
+
+/// `muscle_readiness_probes_total`, from /metrics.
+async fn readiness_probes(app: &TestApp) -> u64 {
+    let text = app.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("muscle_readiness_probes_total "))
+        .unwrap_or_else(|| panic!("no probe counter in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_readiness_checks_shares_one_database_write() {
+    on_every_backend(Options::api_only, |app| async move {
+        let before = readiness_probes(&app).await;
+        let started = Instant::now();
+        let answers = futures::future::join_all((0..64).map(|_| async {
+            let response = app.get("/readyz").await;
+            (response.status(), response.text().await.unwrap())
+        }))
+        .await;
+        let elapsed = started.elapsed();
+        for answer in &answers {
+            assert_eq!(answer, &answers[0]);
+        }
+        assert_eq!(answers[0].0, StatusCode::OK, "{}", answers[0].1);
+        // One write a second at most: one probe, two if the burst straddled a second.
+        let probes = readiness_probes(&app).await - before;
+        assert!(
+            (1..=1 + elapsed.as_secs_f64().ceil() as u64).contains(&probes),
+            "{probes} probes for 64 calls in {elapsed:?}"
+        );
+        // A second later the database is asked again, so a full disk is still noticed.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert_eq!(app.get("/readyz").await.status(), StatusCode::OK);
+        assert_eq!(readiness_probes(&app).await - before, probes + 1);
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docs_are_served_with_the_dashboards_security_headers() {
+    on_every_backend(Options::api_only, |app| async move {
+        for path in [
+            "/docs/",
+            "/docs/swagger-initializer.js",
+            "/openapi.json",
+            "/ui/",
+        ] {
+            let response = app.get(path).await;
+            assert_eq!(response.status(), StatusCode::OK, "{path}");
+            let headers = response.headers();
+            let policy = headers["content-security-policy"].to_str().unwrap();
+            for directive in [
+                "default-src 'none'",
+                "script-src 'self';",
+                "connect-src 'self'",
+                "frame-ancestors 'none'",
+            ] {
+                assert!(policy.contains(directive), "{path}: {policy}");
+            }
+            assert!(!policy.contains("unsafe-eval"), "{path}: {policy}");
+            assert_eq!(headers["x-content-type-options"], "nosniff", "{path}");
+            assert_eq!(headers["x-frame-options"], "DENY", "{path}");
+            assert_eq!(headers["referrer-policy"], "no-referrer", "{path}");
+        }
+        // Swagger UI asks no validator elsewhere for a badge.
+        let script = app.get("/docs/swagger-initializer.js").await;
+        assert!(
+            script
+                .text()
+                .await
+                .unwrap()
+                .contains("\"validatorUrl\": \"none\"")
+        );
+        app
+    })
+    .await;
 }
 
 #[test]
