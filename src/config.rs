@@ -130,11 +130,14 @@ pub struct ServeArgs {
     #[arg(long, env = "MUSCLE_BIND", default_value = "127.0.0.1:8080")]
     pub bind: SocketAddr,
 
-    /// When set (non-empty), every /v1 route requires `Authorization: Bearer <token>`.
+    /// When set (non-empty), every /v1 route requires `Authorization: Bearer <token>`. Visible
+    /// ASCII only (no spaces, no surrounding whitespace): another token is refused at start.
     #[arg(long, env = "MUSCLE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
 
-    /// Comma-separated origins allowed to call the API from a browser.
+    /// Comma-separated origins allowed to call the API from a browser, as browsers send them
+    /// (`https://dash.example.com`, `http://localhost:3000`), or `*` alone for any origin
+    /// (without credentials; the bearer token still applies). Anything else is refused at start.
     #[arg(long, env = "MUSCLE_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 

@@ -5,7 +5,7 @@ use clap::Parser;
 use muscle::app::{App, Settings, shutdown_signal};
 use muscle::callback::CallbackPolicy;
 use muscle::config::{Cli, Command};
-use muscle::http::HttpOptions;
+use muscle::http::{CorsOrigins, HttpOptions};
 use muscle::{cli, store, telemetry};
 
 fn main() -> ExitCode {
@@ -38,15 +38,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             telemetry::init(args.common.db.log_format, telemetry::SERVICE_FILTER);
             std::fs::create_dir_all(&args.common.db.data_dir)?;
-            // A bad MUSCLE_CALLBACK_HOSTS entry stops the start, before anything is served.
-            let callbacks =
-                CallbackPolicy::from_env(&args.callback_hosts).map_err(anyhow::Error::msg)?;
+            // A token HTTP cannot carry, a bad MUSCLE_CORS_ORIGINS or MUSCLE_CALLBACK_HOSTS
+            // entry stops the start, before anything is served. An empty token (as
+            // .env.example ships it) means no authentication.
+            let api_token = args.api_token.clone().filter(|t| !t.is_empty());
+            let checked = api_token
+                .as_deref()
+                .map_or(Ok(()), muscle::http::check_token)
+                .and_then(|()| CorsOrigins::parse(&args.cors_origins))
+                .and_then(|origins| {
+                    CallbackPolicy::from_env(&args.callback_hosts).map(|hosts| (origins, hosts))
+                });
+            let (cors_origins, callbacks) = match checked {
+                Ok(checked) => checked,
+                Err(message) => {
+                    let _ = writeln!(std::io::stderr(), "error: {message}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
             let mut settings = Settings::from_common(&args.common, &args.queue, args.workers)?;
             settings.bind = Some(args.bind);
             settings.http = HttpOptions {
-                // An empty token (as .env.example ships it) means no authentication.
-                api_token: args.api_token.clone().filter(|t| !t.is_empty()),
-                cors_origins: args.cors_origins.clone(),
+                api_token,
+                cors_origins,
                 max_body_bytes: args.max_body_bytes,
                 callbacks,
                 max_concurrent_requests: args.max_concurrent_requests,

@@ -3,6 +3,8 @@
 
 mod auth;
 mod callbacks;
+mod cors;
+pub use cors::CorsOrigins;
 mod datasets;
 mod docs;
 pub mod error;
@@ -26,11 +28,10 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderName, Method};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
@@ -40,6 +41,7 @@ use crate::models::Resolver;
 use crate::stats::{RouteLabels, Stats};
 use crate::store::Store;
 
+pub use auth::check_token;
 pub use openapi::openapi_json;
 pub use reports::PartialReports;
 
@@ -69,7 +71,8 @@ pub struct JobDefaults {
 #[derive(Debug, Clone)]
 pub struct HttpOptions {
     pub api_token: Option<String>,
-    pub cors_origins: Vec<String>,
+    /// MUSCLE_CORS_ORIGINS, checked at start.
+    pub cors_origins: CorsOrigins,
     pub max_body_bytes: usize,
     /// Where job-end callbacks may go, and their signing secrets.
     pub callbacks: CallbackPolicy,
@@ -91,7 +94,7 @@ impl Default for HttpOptions {
     fn default() -> Self {
         Self {
             api_token: None,
-            cors_origins: Vec::new(),
+            cors_origins: CorsOrigins::None,
             max_body_bytes: 64 << 20,
             callbacks: CallbackPolicy::default(),
             max_concurrent_requests: 256,
@@ -169,34 +172,10 @@ pub fn app(state: AppState, options: &HttpOptions) -> Router {
         )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid));
-    match cors(&options.cors_origins) {
+    match options.cors_origins.layer() {
         Some(cors) => router.layer(cors),
         None => router,
     }
-}
-
-fn cors(origins: &[String]) -> Option<CorsLayer> {
-    let origins: Vec<HeaderValue> = origins
-        .iter()
-        .map(|o| o.trim())
-        .filter(|o| !o.is_empty())
-        .filter_map(|o| HeaderValue::from_str(o).ok())
-        .collect();
-    if origins.is_empty() {
-        return None;
-    }
-    Some(
-        CorsLayer::new()
-            .allow_origin(AllowOrigin::list(origins))
-            .allow_methods([Method::GET, Method::POST])
-            .allow_headers([
-                header::AUTHORIZATION,
-                header::CONTENT_TYPE,
-                HeaderName::from_static("idempotency-key"),
-            ])
-            .expose_headers([header::LOCATION, REQUEST_ID])
-            .max_age(Duration::from_secs(600)),
-    )
 }
 
 /// A NUL character (`%00`) in a path segment or a query parameter is a 422 naming where: no

@@ -1,4 +1,4 @@
-use muscle::http::HttpOptions;
+use muscle::http::{CorsOrigins, HttpOptions};
 use reqwest::StatusCode;
 
 use super::helpers::*;
@@ -8,7 +8,7 @@ fn with_token() -> Options {
         workers: 0,
         http: HttpOptions {
             api_token: Some("s3cret-token".into()),
-            cors_origins: vec!["https://dash.example.com".into()],
+            cors_origins: CorsOrigins::parse(&["https://dash.example.com".into()]).unwrap(),
             max_body_bytes: 1 << 20,
             ..Default::default()
         },
@@ -122,6 +122,57 @@ async fn listed_origins_may_call_from_a_browser() {
             .await
             .unwrap();
         assert!(other.headers().get("access-control-allow-origin").is_none());
+        app
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_star_lets_any_origin_call_from_a_browser() {
+    let any_origin = || Options {
+        http: HttpOptions {
+            api_token: Some("s3cret-token".into()),
+            cors_origins: CorsOrigins::parse(&["*".into()]).unwrap(),
+            ..Default::default()
+        },
+        ..Options::api_only()
+    };
+    on_every_backend(any_origin, |app| async move {
+        let preflight = app
+            .client
+            .request(reqwest::Method::OPTIONS, app.url("/v1/evaluations"))
+            .header("origin", "https://anything.example.org:8443")
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,idempotency-key",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), StatusCode::OK);
+        let headers = preflight.headers();
+        assert_eq!(headers["access-control-allow-origin"], "*");
+        let allowed = headers["access-control-allow-headers"]
+            .to_str()
+            .unwrap()
+            .to_ascii_lowercase();
+        assert!(
+            allowed.contains("authorization") && allowed.contains("idempotency-key"),
+            "{allowed}"
+        );
+        assert!(headers.get("access-control-allow-credentials").is_none());
+
+        let call = app
+            .client
+            .get(app.url("/v1/datasets"))
+            .header("origin", "http://localhost:5173")
+            .bearer_auth("s3cret-token")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(call.status(), StatusCode::OK);
+        assert_eq!(call.headers()["access-control-allow-origin"], "*");
         app
     })
     .await;

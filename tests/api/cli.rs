@@ -280,3 +280,76 @@ fn a_closed_stderr_neither_hangs_nor_changes_the_exit_code() {
     let report: Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
     assert_eq!(report["n"], 6);
 }
+
+/// `muscle serve` with one setting changed: its exit code and stderr, or None if it was still
+/// running after `wait` (it started serving).
+fn serve_with(dir: &Path, name: &str, value: &str, wait: u64) -> Option<(i32, String)> {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .arg("serve")
+        .env("MUSCLE_BIND", "127.0.0.1:0")
+        .env("MUSCLE_WORKERS", "0")
+        .env("MUSCLE_MODEL_DIR", model_dir())
+        .env("MUSCLE_DATA_DIR", dir.join("data"))
+        .env_remove("DATABASE_URL")
+        .env_remove("MUSCLE_API_TOKEN")
+        .env_remove("MUSCLE_CORS_ORIGINS")
+        .env(name, value)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(wait) {
+        if child.try_wait().unwrap().is_some() {
+            let output = child.wait_with_output().unwrap();
+            return Some((
+                output.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&output.stderr).into_owned(),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    None
+}
+
+#[test]
+fn serve_refuses_a_token_http_cannot_carry_and_bad_cors_origins() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value, says) in [
+        ("MUSCLE_API_TOKEN", "tøken-1", "character 2 is not ASCII"),
+        (
+            "MUSCLE_API_TOKEN",
+            "token-2 ",
+            "begins or ends with whitespace",
+        ),
+        (
+            "MUSCLE_CORS_ORIGINS",
+            "*,https://dash.example.com",
+            "`*` (any origin) cannot be listed",
+        ),
+        (
+            "MUSCLE_CORS_ORIGINS",
+            "https://dash.example.com/",
+            "is not an origin",
+        ),
+    ] {
+        let (code, stderr) = serve_with(dir.path(), name, value, 20)
+            .unwrap_or_else(|| panic!("serve started with {name}={value:?}"));
+        assert_eq!(code, 2, "{name}={value:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("error: {name}")) && stderr.contains(says),
+            "{name}={value:?}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        if name == "MUSCLE_API_TOKEN" {
+            assert!(
+                !stderr.contains(value.trim()),
+                "the token is echoed: {stderr}"
+            );
+        }
+    }
+    // `*` alone is any origin: the server starts and keeps running (it panicked at start).
+    assert_eq!(serve_with(dir.path(), "MUSCLE_CORS_ORIGINS", "*", 5), None);
+}
