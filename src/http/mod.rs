@@ -125,8 +125,12 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 /// The whole application: routes, docs, authentication, CORS, limits, tracing.
 pub fn app(state: AppState, options: &HttpOptions) -> Router {
     let (router, spec) = api_router().split_for_parts();
-    let spec = openapi::finish(spec);
+    let mut spec = openapi::finish(spec);
     let token = options.api_token.clone().filter(|t| !t.is_empty());
+    // /openapi.json describes this server as configured.
+    if token.is_none() {
+        openapi::without_auth(&mut spec);
+    }
     let router = router
         .merge(docs::router(spec))
         .merge(ui::router())

@@ -89,6 +89,28 @@ pub(super) fn finish(mut spec: utoipa::openapi::OpenApi) -> utoipa::openapi::Ope
     spec
 }
 
+/// The document of a server without a token: no operation requires the bearer token or answers
+/// 401 (the scheme stays described). The committed document is the one with a token.
+pub(super) fn without_auth(spec: &mut utoipa::openapi::OpenApi) {
+    spec.security = None;
+    for item in spec.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+            &mut item.head,
+            &mut item.options,
+            &mut item.trace,
+        ];
+        for operation in operations.into_iter().flatten() {
+            operation.security = None;
+            operation.responses.responses.remove("401");
+        }
+    }
+}
+
 /// (create path, its success status, [(link name, operationId of the reader)]).
 type CreateLinks = (
     &'static str,
@@ -108,6 +130,8 @@ fn add_links(openapi: &mut utoipa::openapi::OpenApi) {
             &[
                 ("GetEvaluation", "get_evaluation"),
                 ("ListInstances", "list_instances"),
+                ("ReportMarkdown", "report_markdown"),
+                ("InstancesCsv", "instances_csv"),
                 ("CancelEvaluation", "cancel_evaluation"),
             ],
         ),

@@ -177,3 +177,58 @@ async fn a_star_lets_any_origin_call_from_a_browser() {
     })
     .await;
 }
+
+/// The committed document (the published contract, as served with a token), with what a
+/// server without a token does not do taken out: no security requirement, no 401.
+fn committed_without_auth() -> serde_json::Value {
+    let mut spec: serde_json::Value = serde_json::from_str(&muscle::http::openapi_json()).unwrap();
+    spec.as_object_mut().unwrap().remove("security");
+    for item in spec["paths"].as_object_mut().unwrap().values_mut() {
+        for operation in item.as_object_mut().unwrap().values_mut() {
+            let operation = operation.as_object_mut().unwrap();
+            operation.remove("security");
+            operation["responses"]
+                .as_object_mut()
+                .unwrap()
+                .remove("401");
+        }
+    }
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_says_whether_a_token_is_required() {
+    let committed: serde_json::Value = serde_json::from_str(include_str!(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/openapi/openapi.json"
+    )))
+    .unwrap();
+    on_every_backend(with_token, |app| {
+        let committed = committed.clone();
+        async move {
+            let served: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+            assert_eq!(served, committed, "with a token: the committed contract");
+            let v1 = &served["paths"]["/v1/evaluations"]["post"];
+            assert_eq!(v1["security"], serde_json::json!([{"bearer": []}]));
+            assert!(v1["responses"]["401"].is_object());
+            app
+        }
+    })
+    .await;
+    on_every_backend(Options::api_only, |app| async move {
+        let served: serde_json::Value = app.get("/openapi.json").await.json().await.unwrap();
+        assert_eq!(served, committed_without_auth(), "without a token");
+        let mut operations = 0;
+        for item in served["paths"].as_object().unwrap().values() {
+            for operation in item.as_object().unwrap().values() {
+                assert!(operation.get("security").is_none(), "{operation}");
+                assert!(operation["responses"].get("401").is_none(), "{operation}");
+                operations += 1;
+            }
+        }
+        assert!(operations > 20, "{operations}");
+        assert!(served["components"]["securitySchemes"]["bearer"].is_object());
+        app
+    })
+    .await;
+}
