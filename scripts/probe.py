@@ -2,7 +2,7 @@
 """The hardening probe set (issue "Hardening"), against a fresh server, as a table.
 
     cargo build --release
-    python3 scripts/probe.py [--bin target/release/muscle] [--postgres postgres://...]
+    python3 scripts/probe.py [--bin target/release/muscle] [--postgres postgres://...] [--round 1|2]
 
 Standard library only. Every probe sends traffic to 127.0.0.1 alone, bounded in count and
 time. For each backend (SQLite always; Postgres when --postgres names a database the script may
@@ -35,7 +35,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, database_url, data_dir):
+    def __init__(self, binary, database_url, data_dir, env=None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -46,6 +46,7 @@ class Server:
             "MUSCLE_WORKERS": "0",
             "MUSCLE_API_TOKEN": "",
             "RUST_LOG": "warn",
+            **(env or {}),
         })
         if database_url:
             env["DATABASE_URL"] = database_url
@@ -241,17 +242,24 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bin", default=str(REPO / "target/release/muscle"))
     parser.add_argument("--postgres", help="a Postgres URL the probes may fill")
+    parser.add_argument("--round", choices=["1", "2", "all"], default="all",
+                        help="the first hardening round's probes, the second's, or both")
     args = parser.parse_args()
     backends = [("sqlite", None)] + ([("postgres", args.postgres)] if args.postgres else [])
     table = []
     for backend, url in backends:
-        with tempfile.TemporaryDirectory() as tmp:
-            server = Server(args.bin, url, tmp)
-            try:
-                table += [(backend, *r) for r in probes(server)]
-            finally:
-                server.stop()
-    table.append(("-", *closed_stderr(args.bin)))
+        if args.round in ("1", "all"):
+            with tempfile.TemporaryDirectory() as tmp:
+                server = Server(args.bin, url, tmp)
+                try:
+                    table += [(backend, *r) for r in probes(server)]
+                finally:
+                    server.stop()
+        if args.round in ("2", "all"):
+            import probe_round2
+            table += [(backend, *r) for r in probe_round2.round_two(args.bin, backend, url)]
+    if args.round in ("1", "all"):
+        table.append(("-", *closed_stderr(args.bin)))
     print("| backend | probe | result | as asked |")
     print("|---|---|---|---|")
     for r in table:
