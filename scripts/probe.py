@@ -35,7 +35,7 @@ def free_port():
 
 
 class Server:
-    def __init__(self, binary, database_url, data_dir, env=None):
+    def __init__(self, binary, database_url, data_dir, settings=None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         env = dict(os.environ)
@@ -46,7 +46,7 @@ class Server:
             "MUSCLE_WORKERS": "0",
             "MUSCLE_API_TOKEN": "",
             "RUST_LOG": "warn",
-            **(env or {}),
+            **(settings or {}),
         })
         if database_url:
             env["DATABASE_URL"] = database_url

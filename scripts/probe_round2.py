@@ -85,6 +85,13 @@ def healthz_worst_while(base, busy):
     return worst, result
 
 
+def reports_computed(base):
+    """muscle_reports_computed_total, or None where the binary does not count them."""
+    metrics = request(base, "GET", "/metrics")[2].decode()
+    return next((float(line.split()[-1]) for line in metrics.splitlines()
+                 if line.startswith("muscle_reports_computed_total ")), None)
+
+
 def slices_and_reports(binary, url, tmp):
     """Items 2 and 3: a slice per row, and the report of a cancelled job read in parallel."""
     rows = []
@@ -113,18 +120,21 @@ def slices_and_reports(binary, url, tmp):
         big = upload(base, rows_of(3000, tags=lambda i: {"topic": f"t{i % 7}"}), "cancel-me")
         job = submit(base, {**SPEC, "dataset": big, "options": {"batch_size": 8, "shard_size": 8,
                                                                   "bootstrap_resamples": 100_000}})
+        until = time.time() + 120
         while json.loads(request(base, "GET", f"/v1/evaluations/{job}")[2])["progress"]["done"] < 200:
+            if time.time() > until:
+                raise SystemExit("the job never reached 200 instances")
             time.sleep(0.05)
         request(base, "POST", f"/v1/evaluations/{job}/cancel")
+        before = reports_computed(base)
         worst, first = healthz_worst_while(base, lambda: parallel(3, lambda: request(
             base, "GET", f"/v1/evaluations/{job}", timeout=120)))
         again, _ = timed(lambda: request(base, "GET", f"/v1/evaluations/{job}"))
-        metrics = request(base, "GET", "/metrics")[2].decode()
-        computed = next((line.split()[-1] for line in metrics.splitlines()
-                         if line.startswith("muscle_reports_computed_total ")), "-")
+        after = reports_computed(base)
+        computed = "-" if before is None else f"{after - before:.0f}"
         rows.append(("3. 3 parallel first GETs of a cancelled job (100,000 resamples)",
                      f"{', '.join(f'{t:.2f}' for t, _ in first)} s; then {again:.2f} s; "
-                     f"computed {computed} times in all; /healthz worst {worst * 1000:.0f} ms",
+                     f"computed {computed} times; /healthz worst {worst * 1000:.0f} ms",
                      again < 0.2 and worst < 0.1))
     finally:
         server.stop()
@@ -144,8 +154,8 @@ def bounded_specs(binary, url, tmp):
             status, _, body = request(base, "POST", "/v1/evaluations", json.dumps({**spec, "gate": gate}).encode())
             rows.append((f"4. {what}", f"{status}, {len(body) / 1e3:.1f} KB answer",
                          status == 422 and len(body) < 20_000))
-        training = {"objective": "task", "old": {"model": "tiny/llama"}, "new": {"model": "tiny/llama"},
-                    "dataset": dataset, "output": "trained/probe-same"}
+        training = {"objective": "task", "new": {"model": "tiny/llama"}, "dataset": dataset,
+                    "output": "trained/probe-same"}
         answers = parallel(20, lambda: request(base, "POST", "/v1/trainings", json.dumps(training).encode()))
         accepted = sum(1 for _, (status, _, _) in answers if status == 202)
         rows.append(("4. 20 parallel trainings, one output", f"{accepted} accepted", accepted == 1))
@@ -256,8 +266,9 @@ def exports(binary, url, tmp):
                             "gate": [{"metric": "nfr", "max": -1}]})
         wait(base, job)
         csv = request(base, "GET", f"/v1/evaluations/{job}/instances.csv")[2].decode()
+        # Numbers (log-likelihoods) may start with '-'; the hostile texts may not start a cell.
         formulas = sum(1 for line in csv.splitlines()[1:] for cell in line.split(",")
-                       if cell.lstrip('"')[:1] in ("=", "+", "@") or cell.lstrip('"').startswith("-2"))
+                       if cell.lstrip('"')[:1] in ("=", "+", "@") or cell.lstrip('"') == "-2+3")
         md = request(base, "GET", f"/v1/evaluations/{job}/report.md")[2].decode()
         # An escaped character (\<, \*, \`) renders as itself: only unescaped ones count.
         raw = bool(re.search(r"(?<!\\)<img", md)) + ("**Gate: PASSED**" in md) + ("`x`" in md)
@@ -370,7 +381,10 @@ def full_disk(binary, tmp):
             base = server.base
             dataset = upload(base, rows_of(4000), "running")
             job = submit(base, {**SPEC, "dataset": dataset, "options": {"batch_size": 8, "shard_size": 16}})
+            until = time.time() + 120
             while json.loads(request(base, "GET", f"/v1/evaluations/{job}")[2])["progress"]["done"] == 0:
+                if time.time() > until:
+                    raise SystemExit("the job never started")
                 time.sleep(0.02)
             free = shutil.disk_usage(disk).free
             (disk / "filler").write_bytes(b"\0" * max(0, free - 256 * 1024))
@@ -405,17 +419,17 @@ def full_disk(binary, tmp):
 
 
 def round_two(binary, backend, url):
+    probes = [slices_and_reports, bounded_specs, slow_bodies, callbacks, exports, open_endpoints,
+              training_outputs, served_spec]
+    if backend == "sqlite":
+        probes.insert(0, lambda binary, url, tmp: full_disk(binary, tmp))
     rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if backend == "sqlite":
-            rows += full_disk(binary, tmp)
-    for probe in (slices_and_reports, bounded_specs, slow_bodies, callbacks, exports, open_endpoints,
-                  training_outputs, served_spec):
+    for probe in probes:
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 rows += probe(binary, url, tmp)
-            except (AssertionError, KeyError, json.JSONDecodeError, SystemExit) as error:
-                rows.append((probe.__name__, f"could not run: {str(error)[:80]}", False))
+            except (AssertionError, KeyError, TypeError, json.JSONDecodeError, SystemExit) as error:
+                rows.append((getattr(probe, "__name__", "probe"), f"could not run: {str(error)[:80]}", False))
     if backend == "sqlite":
         rows += configuration(binary)
     return [(probe, result, "yes" if ok else "NO") for probe, result, ok in rows]

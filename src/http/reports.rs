@@ -213,10 +213,21 @@ async fn list_instances(
 ) -> ApiResult<Json<InstancePage>> {
     let filter = instance_filter(params)?;
     let job = load(&state, &id).await?;
-    if let Some(slice) = &filter.slice {
-        check_slice(&state, &job, slice).await?;
+    let unknown = match &filter.slice {
+        Some(slice) => unknown_slice(&state, &job, slice).await?,
+        None => None,
+    };
+    if let Some(Unknown::Surely(refusal)) = unknown {
+        return Err(refusal);
     }
     let page = state.store.list_instances(&job.id, &filter).await?;
+    // A slice the report omits is known by its instances: none on the first page, none at all.
+    if let Some(Unknown::Unless(refusal)) = unknown
+        && page.items.is_empty()
+        && filter.page.cursor.is_none()
+    {
+        return Err(refusal);
+    }
     let mut inputs = inputs_of(state.store.as_ref(), &job, &page.items).await?;
     Ok(Json(InstancePage {
         items: page
@@ -234,33 +245,45 @@ async fn list_instances(
 /// Known slices a refusal names at most.
 const SLICES_NAMED: usize = 20;
 
-/// A slice the report does not know is a 422 listing those it does (a typo would otherwise
-/// list nothing, silently). Before anything is scored no slice is known, and none is refused.
-async fn check_slice(state: &AppState, job: &Job, slice: &str) -> ApiResult<()> {
+/// A slice the report does not list, and its refusal.
+enum Unknown {
+    /// The report lists every slice: this one does not exist.
+    Surely(ApiError),
+    /// The report omits slices: this one does not exist unless an instance is in it.
+    Unless(ApiError),
+}
+
+/// A slice the report does not know is a 422 naming some it does (a typo would otherwise list
+/// nothing, silently). Before anything is scored no slice is known, and none is refused.
+async fn unknown_slice(state: &AppState, job: &Job, slice: &str) -> ApiResult<Option<Unknown>> {
     let Some(report) = state.reports.report(state.store.as_ref(), job).await? else {
-        return Ok(());
+        return Ok(None);
     };
     let known: Vec<&str> = report["slices"]
         .as_array()
         .map(|a| a.iter().filter_map(|s| s["slice"].as_str()).collect())
         .unwrap_or_default();
-    // A report that omits slices cannot say which exist: the listing then simply filters.
-    let omitted = report["slices_omitted"].as_u64().unwrap_or(0);
-    if known.is_empty() || known.contains(&slice) || omitted > 0 {
-        return Ok(());
+    if known.is_empty() || known.contains(&slice) {
+        return Ok(None);
     }
+    let omitted = report["slices_omitted"].as_u64().unwrap_or(0);
     let listed = known.len().min(SLICES_NAMED);
-    let more = match known.len() - listed {
+    let more = match (known.len() - listed) as u64 + omitted {
         0 => String::new(),
         n => format!(" and {n} more"),
     };
-    Err(ApiError::invalid_field(
+    let refusal = ApiError::invalid_field(
         "slice",
         format!(
             "no slice {slice:?} in this evaluation (known: {}{more})",
             known[..listed].join(", ")
         ),
-    ))
+    );
+    Ok(Some(if omitted > 0 {
+        Unknown::Unless(refusal)
+    } else {
+        Unknown::Surely(refusal)
+    }))
 }
 
 const FIRST_NEGATIVE_FLIPS: i64 = 10;

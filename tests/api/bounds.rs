@@ -73,6 +73,15 @@ async fn slicing_by_a_unique_field_lists_at_most_max_slices() {
             .await
             .unwrap();
         assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+        // A slice that is neither listed nor held by any instance is still refused.
+        let refused = problem(
+            app.get(&format!("{location}/instances?slice=uid%3Dnope"))
+                .await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+        )
+        .await;
+        let message = refused["errors"][0]["message"].as_str().unwrap();
+        assert!(message.ends_with(" and 39 more)"), "{message}");
         let markdown = app
             .get(&format!("{location}/report.md"))
             .await
