@@ -12,26 +12,53 @@ use super::common::{self, TestDb};
 use super::helpers::*;
 use super::own_postgres::Cluster;
 
-/// A small tmpfs at `dir`, or why there cannot be one here.
-pub(super) fn mount_tmpfs(dir: &Path, size: &str) -> Result<(), String> {
-    let output = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .output()
-        .map_err(|e| format!("mount: {e}"))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_string())
+/// A small tmpfs mounted at a folder of its own, unmounted when dropped.
+pub(super) struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    /// A tmpfs of `size`, or None (the test says why it is skipped) where none can be mounted.
+    pub(super) fn mount(size: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let output = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match output {
+            Ok(output) if output.status.success() => Some(Self(dir)),
+            Ok(output) => {
+                let why = String::from_utf8_lossy(&output.stderr);
+                eprintln!(
+                    "skipped: cannot mount a tmpfs here (needs root): {}",
+                    why.trim()
+                );
+                None
+            }
+            Err(e) => {
+                eprintln!("skipped: cannot mount a tmpfs here: mount: {e}");
+                None
+            }
+        }
+    }
+
+    pub(super) fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// A Postgres cluster of the test's own on this tmpfs, or None (the test says why it is
+    /// skipped).
+    pub(super) fn cluster(&self) -> Option<Cluster> {
+        Cluster::create(self.path())
+            .map_err(|why| {
+                eprintln!("skipped: cannot run a Postgres cluster of the test's own: {why}")
+            })
+            .ok()
     }
 }
 
-pub(super) struct Unmount<'a>(pub(super) &'a Path);
-
-impl Drop for Unmount<'_> {
+impl Drop for Tmpfs {
     fn drop(&mut self) {
         // Lazily: a server a failed assertion left running may still hold the file.
-        let _ = Command::new("umount").arg("-l").arg(self.0).status();
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
     }
 }
 
@@ -150,16 +177,13 @@ async fn fill_then_recover(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_sqlite_refuses_writes_and_loses_no_acknowledged_one() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = mount_tmpfs(dir.path(), "3m") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
+    let Some(disk) = Tmpfs::mount("3m") else {
         return;
-    }
-    let _unmount = Unmount(dir.path());
-    let db_path = dir.path().join("muscle.db");
+    };
+    let db_path = disk.path().join("muscle.db");
     fill_then_recover(
         || common::sqlite_at(&db_path),
-        &dir.path().join("filler"),
+        &disk.path().join("filler"),
         1024 * 1024,
         || {},
     )
@@ -168,23 +192,16 @@ async fn a_full_disk_under_sqlite_refuses_writes_and_loses_no_acknowledged_one()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_disk_under_postgres_refuses_writes_and_loses_no_acknowledged_one() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = mount_tmpfs(dir.path(), "96m") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
+    let Some(disk) = Tmpfs::mount("96m") else {
         return;
-    }
-    let _unmount = Unmount(dir.path());
-    let cluster = match Cluster::create(dir.path()) {
-        Ok(cluster) => cluster,
-        Err(why) => {
-            eprintln!("skipped: cannot run a Postgres cluster of the test's own: {why}");
-            return;
-        }
+    };
+    let Some(cluster) = disk.cluster() else {
+        return;
     };
     let url = cluster.url();
     fill_then_recover(
         || common::owned_at("postgres", url.clone()),
-        &dir.path().join("filler"),
+        &disk.path().join("filler"),
         2 * 1024 * 1024,
         || cluster.ensure_running(),
     )

@@ -9,9 +9,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::common::{self, TestDb};
-use super::full_disk::{Unmount, free_bytes, mount_tmpfs};
+use super::full_disk::{Tmpfs, free_bytes};
 use super::helpers::*;
-use super::own_postgres::Cluster;
 
 const ITEMS: usize = 4000;
 
@@ -210,16 +209,13 @@ async fn fill_while_a_job_writes(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filling_under_a_running_job_on_sqlite_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = mount_tmpfs(dir.path(), "24m") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
+    let Some(disk) = Tmpfs::mount("24m") else {
         return;
-    }
-    let _unmount = Unmount(dir.path());
-    let db_path = dir.path().join("muscle.db");
+    };
+    let db_path = disk.path().join("muscle.db");
     fill_while_a_job_writes(
         || common::sqlite_at(&db_path),
-        &dir.path().join("filler"),
+        &disk.path().join("filler"),
         256 * 1024,
         || {},
     )
@@ -228,23 +224,16 @@ async fn a_disk_filling_under_a_running_job_on_sqlite_loses_no_acknowledged_writ
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_disk_filling_under_a_running_job_on_postgres_loses_no_acknowledged_write() {
-    let dir = tempfile::tempdir().unwrap();
-    if let Err(why) = mount_tmpfs(dir.path(), "128m") {
-        eprintln!("skipped: cannot mount a tmpfs here (needs root): {why}");
+    let Some(disk) = Tmpfs::mount("128m") else {
         return;
-    }
-    let _unmount = Unmount(dir.path());
-    let cluster = match Cluster::create(dir.path()) {
-        Ok(cluster) => cluster,
-        Err(why) => {
-            eprintln!("skipped: cannot run a Postgres cluster of the test's own: {why}");
-            return;
-        }
+    };
+    let Some(cluster) = disk.cluster() else {
+        return;
     };
     let url = cluster.url();
     fill_while_a_job_writes(
         || common::owned_at("postgres", url.clone()),
-        &dir.path().join("filler"),
+        &disk.path().join("filler"),
         2 * 1024 * 1024,
         || cluster.ensure_running(),
     )
