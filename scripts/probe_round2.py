@@ -220,6 +220,7 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 def callbacks(binary, url, tmp):
     """Item 6: the allowlist compared as (host, port); a hanging receiver beside a healthy one."""
     rows = []
+    Receiver.arrived.clear()
     hanging = socket.socket()
     hanging.bind(("127.0.0.1", 0))
     hanging.listen(64)
