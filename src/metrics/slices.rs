@@ -1,7 +1,7 @@
 //! Per-slice counts and metrics: per gold label (`answer=K`) and per tag value (`KEY=VALUE`).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -123,12 +123,11 @@ fn keys_with_too_many_values<'a>(
         let key = name.split_once('=').map_or(name.as_str(), |(key, _)| key);
         *counts.entry(key).or_default() += 1;
     }
-    let keys: BTreeSet<(String, u64)> = counts
+    counts
         .into_iter()
         .filter(|&(_, n)| n > max as u64)
         .map(|(key, n)| (key.to_string(), n))
-        .collect();
-    keys.into_iter().collect()
+        .collect()
 }
 
 fn worst_nfr_first(a: Option<f64>, b: Option<f64>) -> Ordering {
