@@ -141,8 +141,12 @@ async fn compute(store: &dyn Store, job: &Job) -> ApiResult<Arc<Value>> {
         .await
         .map_err(ApiError::internal)?
         .map_err(ApiError::internal)?;
-    if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed) {
-        store.store_final_report(&job.id, &report, &summary).await?;
+    // Stored with the job; a reader is answered even when it cannot be stored now (the report
+    // then stays in this process's cache only).
+    if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed)
+        && let Err(error) = store.store_final_report(&job.id, &report, &summary).await
+    {
+        tracing::warn!(job = %job.id, %error, "the final report could not be stored");
     }
     Ok(Arc::new(report))
 }
