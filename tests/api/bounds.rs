@@ -27,9 +27,7 @@ async fn slicing_by_a_unique_field_lists_at_most_max_slices() {
         let dataset = app.upload_ok(&uniquely_tagged(40)).await;
         let mut spec = evaluation_spec(&dataset);
         spec["options"]["max_slices"] = json!(6);
-        let response = app.post_json("/v1/evaluations", &spec).await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let location = app.submit_evaluation(&spec).await;
         let done = app.wait_finished(&location).await;
         assert_eq!(done["status"], "succeeded", "{done}");
         let report = &done["report"];
@@ -98,10 +96,7 @@ async fn slicing_by_a_unique_field_lists_at_most_max_slices() {
 async fn an_unknown_slice_names_at_most_twenty_known_ones() {
     on_every_backend(Options::default, |app| async move {
         let dataset = app.upload_ok(&uniquely_tagged(40)).await;
-        let response = app
-            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
-            .await;
-        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let location = app.submit_evaluation(&evaluation_spec(&dataset)).await;
         assert_eq!(app.wait_finished(&location).await["status"], "succeeded");
         let refused = problem(
             app.get(&format!("{location}/instances?slice=nope")).await,

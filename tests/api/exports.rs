@@ -24,9 +24,7 @@ async fn hostile_text_stays_text_in_report_md_and_instances_csv() {
         let dataset = app.upload_ok(HOSTILE_ROWS).await;
         let mut spec = evaluation_spec(&dataset);
         spec["name"] = NAME.into();
-        let response = app.post_json("/v1/evaluations", &spec).await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let location = app.submit_evaluation(&spec).await;
         let done = app.wait_finished(&location).await;
         assert_eq!(done["status"], "succeeded", "{done}");
 

@@ -114,9 +114,7 @@ async fn fill_while_a_job_writes(
     let dataset = app.upload_ok(&questions(ITEMS)).await;
     let mut spec = evaluation_spec(&dataset);
     spec["options"] = json!({"batch_size": 8, "shard_size": 16});
-    let response = app.post_json("/v1/evaluations", &spec).await;
-    assert_eq!(response.status(), StatusCode::ACCEPTED);
-    let location = response.headers()["location"].to_str().unwrap().to_string();
+    let location = app.submit_evaluation(&spec).await;
     let started = Instant::now();
     while job(&app, &location).await["progress"]["done"] == 0 {
         assert!(

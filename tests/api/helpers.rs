@@ -119,6 +119,13 @@ impl TestApp {
             .unwrap()
     }
 
+    /// POSTs an evaluation that must be queued (202); its Location.
+    pub async fn submit_evaluation(&self, spec: &Value) -> String {
+        let response = self.post_json("/v1/evaluations", spec).await;
+        assert_eq!(response.status(), StatusCode::ACCEPTED);
+        response.headers()["location"].to_str().unwrap().to_string()
+    }
+
     /// POSTs a JSON body that must be refused with 422; the problem document.
     pub async fn refused(&self, path: &str, body: &Value) -> Value {
         problem(

@@ -42,9 +42,7 @@ async fn a_cancelled_evaluation_has_its_report_computed_once_and_stored() {
         let dataset = app.upload_ok(&questions(2000)).await;
         let mut spec = evaluation_spec(&dataset);
         spec["options"] = json!({"batch_size": 8, "shard_size": 8, "bootstrap_resamples": 20000});
-        let response = app.post_json("/v1/evaluations", &spec).await;
-        assert_eq!(response.status(), StatusCode::ACCEPTED);
-        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let location = app.submit_evaluation(&spec).await;
         let id = location.rsplit('/').next().unwrap().to_string();
         let started = Instant::now();
         loop {
@@ -118,10 +116,7 @@ async fn a_cancelled_evaluation_has_its_report_computed_once_and_stored() {
 async fn a_succeeded_evaluation_is_listed_with_its_summary() {
     on_every_backend(Options::default, |app| async move {
         let dataset = app.upload_ok(MC_ROWS).await;
-        let response = app
-            .post_json("/v1/evaluations", &evaluation_spec(&dataset))
-            .await;
-        let location = response.headers()["location"].to_str().unwrap().to_string();
+        let location = app.submit_evaluation(&evaluation_spec(&dataset)).await;
         let done = app.wait_finished(&location).await;
         assert_eq!(done["status"], "succeeded");
         let list: Value = app.get("/v1/evaluations").await.json().await.unwrap();
