@@ -252,6 +252,18 @@ mod tests {
     };
     use crate::store::{JobKind, JobStatus};
 
+    /// Report options with one gate check, nfr at most 0.1.
+    fn nfr_gate() -> ReportOptions {
+        ReportOptions {
+            gate: vec![GateCheck {
+                metric: "nfr".into(),
+                min: None,
+                max: Some(0.1),
+            }],
+            ..ReportOptions::default()
+        }
+    }
+
     fn job() -> Job {
         Job {
             id: "j1".into(),
@@ -293,14 +305,7 @@ mod tests {
             outcome("c", 1, 0, 1),
             outcome("d", 1, 1, 0),
         ];
-        let options = ReportOptions {
-            gate: vec![GateCheck {
-                metric: "nfr".into(),
-                min: None,
-                max: Some(0.1),
-            }],
-            ..ReportOptions::default()
-        };
+        let options = nfr_gate();
         let report = compute_report(TaskKind::MultipleChoice, &outcomes, &options);
         let flip = InstanceRecord {
             idx: 0,
@@ -450,14 +455,7 @@ mod tests {
             o
         };
         let outcomes = [tagged("a", 0, 0, 1), tagged("b", 0, 0, 0)];
-        let options = ReportOptions {
-            gate: vec![GateCheck {
-                metric: "nfr".into(),
-                min: None,
-                max: Some(0.1),
-            }],
-            ..ReportOptions::default()
-        };
+        let options = nfr_gate();
         let mut report = compute_report(TaskKind::MultipleChoice, &outcomes, &options);
         report.warnings.push(WARNING.into());
         report.warnings.push("1. numbered".into());
