@@ -14,13 +14,13 @@ use tokio_util::sync::CancellationToken;
 use crate::callback::deliver_callbacks;
 use crate::config::{CommonArgs, QueueArgs};
 use crate::engine::{DeviceSpec, EngineConfig, EngineHandle};
-use crate::evaluation::EvalRuntime;
-use crate::http::{self, AppState, HttpOptions, JobDefaults};
+use crate::evaluation::{EvalRuntime, PartialReports};
+use crate::http::{self, AppState, HttpOptions};
+use crate::kinds::Workers;
 use crate::models::Resolver;
-use crate::runner::JobRunner;
 use crate::stats::Stats;
 use crate::store::{self, Store};
-use crate::train::{QueueDefaults, TrainRuntime};
+use crate::train::TrainRuntime;
 use crate::worker::{self, Executor, WorkerConfig};
 
 /// Everything `App::build` needs; tests fill it directly, `main` from the command line.
@@ -87,8 +87,9 @@ pub struct App {
     router: Option<axum::Router>,
     workers: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     connections: http::ConnectionLimits,
+    planning: crate::domain::JobPlanning,
 }
 
 impl App {
@@ -103,7 +104,7 @@ impl App {
         settings: Settings,
         executor: Option<Arc<dyn Executor>>,
     ) -> anyhow::Result<Self> {
-        let store: Arc<dyn Store> = Arc::new(
+        let store: Arc<Store> = Arc::new(
             store::connect(&settings.database_url)
                 .await
                 .with_context(|| format!("opening {}", store::redact(&settings.database_url)))?,
@@ -127,7 +128,7 @@ impl App {
                         ..EngineConfig::default()
                     })
                     .context("starting the model engine")?;
-                    Arc::new(JobRunner {
+                    Arc::new(Workers {
                         resolver: resolver.clone(),
                         evaluation: EvalRuntime {
                             engine,
@@ -139,10 +140,7 @@ impl App {
                             resolver: resolver.clone(),
                             device: settings.device,
                             data_dir: settings.data_dir.clone(),
-                            queue: QueueDefaults {
-                                shard_size: settings.queue.shard_size.max(1),
-                                max_attempts: settings.queue.max_attempts.max(1),
-                            },
+                            planning: settings.queue.planning(),
                         },
                     })
                 }
@@ -179,13 +177,10 @@ impl App {
                     store: store.clone(),
                     resolver,
                     stats: stats.clone(),
-                    jobs: JobDefaults {
-                        shard_size: settings.queue.shard_size.max(1),
-                        max_attempts: settings.queue.max_attempts.max(1),
-                    },
+                    planning: settings.queue.planning(),
                     workers_configured: settings.workers,
                     workers_running: running,
-                    reports: Arc::new(http::PartialReports::new(stats.reports_computed.clone())),
+                    reports: Arc::new(PartialReports::new(stats.reports_computed.clone())),
                     readiness: Default::default(),
                     callbacks: settings.http.callbacks.clone(),
                 };
@@ -211,6 +206,7 @@ impl App {
             shutdown,
             store,
             connections: settings.http.connections,
+            planning: settings.queue.planning(),
         })
     }
 
@@ -218,8 +214,13 @@ impl App {
         self.listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
-    pub fn store(&self) -> Arc<dyn Store> {
+    pub fn store(&self) -> Arc<Store> {
         self.store.clone()
+    }
+
+    /// How this app's jobs are split and retried (MUSCLE_SHARD_SIZE, MUSCLE_MAX_ATTEMPTS).
+    pub fn planning(&self) -> crate::domain::JobPlanning {
+        self.planning
     }
 
     /// Serves until `signal` resolves, then stops claiming, lets running shards reach a batch

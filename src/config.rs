@@ -1,10 +1,13 @@
 //! Command line and environment configuration: every flag is also an environment variable.
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::domain::{DEFAULT_SHARD_SIZE, JobPlanning};
 
 /// Tells whether a model update is safe for its users: negative flips, congruence metrics,
 /// a release gate, and MUSCLE compatibility adapters.
@@ -96,19 +99,26 @@ pub struct QueueArgs {
     pub lease_seconds: u64,
 
     /// Claims of one shard before its job fails (a lease that expires counts as a claim).
-    #[arg(long, env = "MUSCLE_MAX_ATTEMPTS", default_value_t = 3)]
-    pub max_attempts: u32,
+    #[arg(long, env = "MUSCLE_MAX_ATTEMPTS", default_value_t = NonZeroU32::new(3).unwrap())]
+    pub max_attempts: NonZeroU32,
 
     /// Milliseconds an idle worker waits before polling the queue again.
     #[arg(long, env = "MUSCLE_POLL_MS", default_value_t = 500)]
     pub poll_ms: u64,
 
     /// Instances per shard: the unit of work one worker claims.
-    #[arg(long, env = "MUSCLE_SHARD_SIZE", default_value_t = 500)]
-    pub shard_size: u32,
+    #[arg(long, env = "MUSCLE_SHARD_SIZE", default_value_t = DEFAULT_SHARD_SIZE)]
+    pub shard_size: NonZeroU32,
 }
 
 impl QueueArgs {
+    pub fn planning(&self) -> JobPlanning {
+        JobPlanning {
+            shard_size: self.shard_size,
+            max_attempts: self.max_attempts,
+        }
+    }
+
     pub fn lease(&self) -> Duration {
         Duration::from_secs(self.lease_seconds.max(1))
     }

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use crate::store::{DatasetKind, DatasetRow};
+use crate::domain::DatasetKind;
+use crate::store::DatasetRow;
 use crate::validation::FieldError;
 
 /// Stop listing after this many bad lines: enough to fix a file, bounded for a huge one.
@@ -61,6 +62,18 @@ pub struct ParsedDataset {
 pub enum Rows {
     Lines { body: Bytes, count: usize },
     Built(Vec<DatasetRow>),
+}
+
+/// A dataset row is stored as its item's compact JSON text.
+impl DatasetRow {
+    pub fn new(idx: i64, id: String, item: &Item) -> Self {
+        let body = serde_json::value::to_raw_value(item).expect("an item has only string keys");
+        Self::with_body(idx, id, body)
+    }
+
+    pub fn item(&self) -> serde_json::Result<Item> {
+        serde_json::from_str(self.json())
+    }
 }
 
 impl Rows {

@@ -168,7 +168,7 @@ impl Stats {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{JobKind, JobStatus};
+    use crate::domain::{JobKind, JobStatus};
 
     #[test]
     fn renders_queue_gauges_and_counters() {

@@ -4,10 +4,12 @@
 mod common;
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use muscle::dataset::Item;
+use muscle::domain::*;
 use muscle::store::*;
 use serde_json::json;
 
@@ -42,14 +44,14 @@ on_every_backend!(
     instances_are_stored_once_and_filtered,
 );
 
-fn new_job(total: i64, shard_size: i64, max_attempts: u32) -> NewJob {
+fn new_job(total: i64, shard_size: u32, max_attempts: u32) -> NewJob {
     NewJob {
         kind: JobKind::Evaluation,
         name: Some("story".into()),
-        spec: json!({"task": {"type": "multiple_choice"}}),
+        spec: Document::of(&json!({"task": {"type": "multiple_choice"}})),
         total,
-        shards: plan_shards(total, shard_size),
-        max_attempts,
+        shards: plan_shards(total, NonZeroU32::new(shard_size).unwrap()),
+        max_attempts: NonZeroU32::new(max_attempts).unwrap(),
         idempotency: None,
         callback: None,
         output: None,
@@ -60,11 +62,11 @@ fn instance(idx: i64, flip: &str, slices: &[&str]) -> InstanceRecord {
     InstanceRecord {
         idx,
         id: format!("q{idx}"),
-        flip: flip.into(),
+        flip: flip.parse().unwrap(),
         gold: Some(idx % 2),
-        tags: json!({"topic": "physics"}),
-        old: json!({"prediction": 1, "correct": true, "scores": [-2.0, -1.0], "output": null, "score": 1.0}),
-        new: json!({"prediction": 0, "correct": false, "scores": [-1.0, -2.0], "output": null, "score": 0.0}),
+        tags: [("topic".to_string(), "physics".to_string())].into(),
+        old: serde_json::from_value(json!({"prediction": 1, "correct": true, "scores": [-2.0, -1.0], "output": null, "score": 1.0})).unwrap(),
+        new: serde_json::from_value(json!({"prediction": 0, "correct": false, "scores": [-1.0, -2.0], "output": null, "score": 0.0})).unwrap(),
         slices: slices.iter().map(|s| s.to_string()).collect(),
     }
 }
@@ -72,7 +74,7 @@ fn instance(idx: i64, flip: &str, slices: &[&str]) -> InstanceRecord {
 mod scenarios {
     use super::*;
 
-    pub async fn datasets_round_trip(store: Arc<SqlStore>) {
+    pub async fn datasets_round_trip(store: Arc<Store>) {
         let rows: Vec<DatasetRow> = (0..1203)
             .map(|i| {
                 let item = Item::MultipleChoice {
@@ -125,7 +127,7 @@ mod scenarios {
         assert!(page2.next_cursor.is_none());
     }
 
-    pub async fn idempotency_key_returns_the_same_job(store: Arc<SqlStore>) {
+    pub async fn idempotency_key_returns_the_same_job(store: Arc<Store>) {
         let keyed = |hash: &str| {
             let mut job = new_job(10, 5, 3);
             job.idempotency = Some(Idempotency {
@@ -167,7 +169,7 @@ mod scenarios {
         assert_eq!(created, 1);
     }
 
-    pub async fn claim_runs_work_then_finalize_and_finishes_the_job(store: Arc<SqlStore>) {
+    pub async fn claim_runs_work_then_finalize_and_finishes_the_job(store: Arc<Store>) {
         let job = store.create_job(new_job(7, 5, 3)).await.unwrap().value;
         assert_eq!(job.status, JobStatus::Queued);
         assert_eq!(job.progress_total, 7);
@@ -177,7 +179,10 @@ mod scenarios {
             (a.shard_kind, a.start, a.end, a.fence.attempt),
             (ShardKind::Work, 0, 5, 1)
         );
-        assert_eq!(a.spec, json!({"task": {"type": "multiple_choice"}}));
+        assert_eq!(
+            a.spec,
+            Document::of(&json!({"task": {"type": "multiple_choice"}}))
+        );
         let running = store
             .get_job(JobKind::Evaluation, &job.id)
             .await
@@ -227,7 +232,7 @@ mod scenarios {
 
         let finalize = store.claim("w3", LEASE).await.unwrap().unwrap();
         assert_eq!(finalize.shard_kind, ShardKind::Finalize);
-        let report = json!({"n": 7, "partial": false});
+        let report = Document::of(&json!({"n": 7, "partial": false}));
         let completion = Completion {
             report: Some(report.clone()),
             summary: None,
@@ -256,7 +261,7 @@ mod scenarios {
         );
     }
 
-    pub async fn concurrent_workers_never_claim_the_same_shard(store: Arc<SqlStore>) {
+    pub async fn concurrent_workers_never_claim_the_same_shard(store: Arc<Store>) {
         for _ in 0..3 {
             store.create_job(new_job(40, 2, 3)).await.unwrap();
         }
@@ -276,7 +281,7 @@ mod scenarios {
                         store.complete_shard(&claim.fence, &done).await.unwrap();
                     } else {
                         let done = Completion {
-                            report: Some(json!({})),
+                            report: Some(Document::of(&json!({}))),
                             summary: None,
                             result: None,
                         };
@@ -299,7 +304,7 @@ mod scenarios {
         );
     }
 
-    pub async fn expired_lease_is_reclaimed_and_the_zombie_is_fenced(store: Arc<SqlStore>) {
+    pub async fn expired_lease_is_reclaimed_and_the_zombie_is_fenced(store: Arc<Store>) {
         let job = store.create_job(new_job(3, 10, 3)).await.unwrap().value;
         let zombie = store
             .claim("w1", Duration::from_millis(500))
@@ -372,7 +377,7 @@ mod scenarios {
         );
     }
 
-    pub async fn attempts_are_bounded(store: Arc<SqlStore>) {
+    pub async fn attempts_are_bounded(store: Arc<Store>) {
         let job = store.create_job(new_job(3, 10, 2)).await.unwrap().value;
         for attempt in 1..=2 {
             let claim = store
@@ -397,7 +402,7 @@ mod scenarios {
         );
     }
 
-    pub async fn failures_retry_then_fail_the_job(store: Arc<SqlStore>) {
+    pub async fn failures_retry_then_fail_the_job(store: Arc<Store>) {
         let job = store.create_job(new_job(4, 2, 2)).await.unwrap().value;
         let first = store.claim("w", LEASE).await.unwrap().unwrap();
         store
@@ -439,7 +444,7 @@ mod scenarios {
         assert!(store.claim("w", LEASE).await.unwrap().is_none());
     }
 
-    pub async fn cancel_queued_running_and_finished_jobs(store: Arc<SqlStore>) {
+    pub async fn cancel_queued_running_and_finished_jobs(store: Arc<Store>) {
         let queued = store.create_job(new_job(4, 2, 3)).await.unwrap().value;
         let cancelled = store
             .cancel_job(JobKind::Evaluation, &queued.id)
@@ -483,11 +488,11 @@ mod scenarios {
         assert_eq!(job.status, JobStatus::Cancelled);
     }
 
-    pub async fn release_does_not_count_an_attempt(store: Arc<SqlStore>) {
+    pub async fn release_does_not_count_an_attempt(store: Arc<Store>) {
         let job = store.create_job(new_job(2, 10, 1)).await.unwrap().value;
         let claim = store.claim("w", LEASE).await.unwrap().unwrap();
         store
-            .save_checkpoint(&claim.fence, &json!({"epoch": 2}))
+            .save_checkpoint(&claim.fence, &Document::of(&json!({"epoch": 2})))
             .await
             .unwrap();
         assert_eq!(
@@ -500,7 +505,7 @@ mod scenarios {
             .unwrap()
             .expect("released work is claimable");
         assert_eq!(again.fence.attempt, 2, "the fencing token still moves on");
-        assert_eq!(again.checkpoint, Some(json!({"epoch": 2})));
+        assert_eq!(again.checkpoint, Some(Document::of(&json!({"epoch": 2}))));
         assert_eq!(
             store.release_shard(&claim.fence).await.unwrap(),
             LeaseState::Lost
@@ -513,7 +518,7 @@ mod scenarios {
         assert_eq!(job.status, JobStatus::Running);
     }
 
-    pub async fn job_pages_are_stable_while_jobs_arrive(store: Arc<SqlStore>) {
+    pub async fn job_pages_are_stable_while_jobs_arrive(store: Arc<Store>) {
         let mut ids = Vec::new();
         for _ in 0..25 {
             ids.push(store.create_job(new_job(1, 1, 1)).await.unwrap().value.id);
@@ -558,7 +563,7 @@ mod scenarios {
         assert!(none.items.is_empty() && none.next_cursor.is_none());
     }
 
-    pub async fn instances_are_stored_once_and_filtered(store: Arc<SqlStore>) {
+    pub async fn instances_are_stored_once_and_filtered(store: Arc<Store>) {
         let job = store.create_job(new_job(6, 6, 3)).await.unwrap().value;
         let first = store
             .claim("w1", Duration::from_millis(40))
@@ -623,7 +628,7 @@ mod scenarios {
             .list_instances(
                 &job.id,
                 &InstanceFilter {
-                    flip: Some("negative".into()),
+                    flip: Some(muscle::metrics::Flip::Negative),
                     slice: Some("answer=1".into()),
                     page: PageRequest {
                         limit: 100,

@@ -69,9 +69,9 @@ impl Running {
             allow_model_paths: false,
             queue: QueueArgs {
                 lease_seconds: 30,
-                max_attempts: 3,
+                max_attempts: std::num::NonZeroU32::new(3).unwrap(),
                 poll_ms: 20,
-                shard_size: 500,
+                shard_size: std::num::NonZeroU32::new(500).unwrap(),
             },
             workers: 1,
             bind: Some("127.0.0.1:0".parse().unwrap()),
@@ -226,13 +226,14 @@ async fn a_compatibility_training_runs_through_the_queue_and_evaluates() {
     assert_eq!(done["adapter"], "adapters/compat");
     let job = muscle::store::Store::get_job(
         db.store().await.as_ref(),
-        muscle::store::JobKind::Training,
+        muscle::domain::JobKind::Training,
         created["id"].as_str().unwrap(),
     )
     .await
     .unwrap()
     .unwrap();
-    let init = job.result.unwrap()["init"].as_str().unwrap().to_string();
+    let result: serde_json::Value = job.result.unwrap().read().unwrap();
+    let init = result["init"].as_str().unwrap().to_string();
     assert!(init.contains("started from"), "{init}");
     let folder = dirs.models.path().join("adapters/compat");
     assert!(folder.join("adapter_config.json").is_file());
@@ -397,13 +398,14 @@ async fn a_reclaimed_training_resumes_from_its_last_epoch_checkpoint() {
     assert_eq!(epochs, (1..=8).collect::<Vec<_>>(), "each epoch once");
     let job = muscle::store::Store::get_job(
         db.store().await.as_ref(),
-        muscle::store::JobKind::Training,
+        muscle::domain::JobKind::Training,
         &id,
     )
     .await
     .unwrap()
     .unwrap();
-    let from = job.result.unwrap()["resumed_from_epochs"].clone();
+    let result: serde_json::Value = job.result.unwrap().read().unwrap();
+    let from = result["resumed_from_epochs"].clone();
     let from: Vec<u32> = serde_json::from_value(from).unwrap();
     assert_eq!(from.len(), 1, "resumed once");
     assert!(

@@ -66,14 +66,10 @@ fn gradient_descent_lowers_the_training_loss() {
     ))
     .unwrap();
     let all: Vec<usize> = (0..trainer.train.len()).collect();
-    let first = trainer.optimizer_step(&all).unwrap()["loss"]
-        .as_f64()
-        .unwrap();
+    let first = trainer.optimizer_step(&all).unwrap().loss;
     let mut last = first;
     for _ in 0..15 {
-        last = trainer.optimizer_step(&all).unwrap()["loss"]
-            .as_f64()
-            .unwrap();
+        last = trainer.optimizer_step(&all).unwrap().loss;
     }
     assert!(last < first * 0.5, "loss {first} -> {last}");
     // The validation cross-entropy is finite and the run loop records history and a best epoch.
@@ -86,7 +82,7 @@ fn gradient_descent_lowers_the_training_loss() {
             .state
             .history
             .iter()
-            .any(|h| h["kind"] == "validation")
+            .any(|h| matches!(h, muscle::train::HistoryEntry::Validation(_)))
     );
 }
 
@@ -134,10 +130,10 @@ fn compatibility_training_runs_and_reports_the_mask() {
     .unwrap();
     let all: Vec<usize> = (0..trainer.train.len()).collect();
     let entry = trainer.optimizer_step(&all).unwrap();
-    let share = entry["old_share"].as_f64().unwrap();
+    let share = entry.old_share.unwrap();
     assert!((0.0..=1.0).contains(&share));
-    assert!(entry["distil"].as_f64().unwrap() >= 0.0);
-    assert!(entry["loss"].as_f64().unwrap().is_finite());
+    assert!(entry.distil.unwrap() >= 0.0);
+    assert!(entry.loss.is_finite());
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -53,11 +53,7 @@ fn task_inputs(model: &str, hyper: Value) -> TrainInputs {
 
 fn losses(trainer: &mut Trainer, steps: usize) -> (f64, f64) {
     let all: Vec<usize> = (0..trainer.train.len()).collect();
-    let mut step = || {
-        trainer.optimizer_step(&all).unwrap()["loss"]
-            .as_f64()
-            .unwrap()
-    };
+    let mut step = || trainer.optimizer_step(&all).unwrap().loss;
     let first = step();
     let mut last = first;
     for _ in 1..steps {

@@ -62,8 +62,12 @@ pub fn train(job: &Job<'_>, rows: &[Item], out: &Path) -> Result<(), String> {
         .state
         .history
         .iter()
-        .filter(|h| h["kind"] == "validation")
-        .map(|h| format!("{:.3}", h["validation_ce"].as_f64().unwrap_or(f64::NAN)))
+        .filter_map(|h| match h {
+            muscle::train::HistoryEntry::Validation(end) => {
+                Some(format!("{:.3}", end.validation_ce))
+            }
+            muscle::train::HistoryEntry::Train(_) => None,
+        })
         .collect();
     eprintln!(
         "  {} ({} steps, validation ce per epoch [{}]) in {:.0} s",

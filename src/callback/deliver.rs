@@ -44,7 +44,7 @@ fn backoff(attempt: i64) -> Duration {
 /// side by side (at most [`MAX_IN_FLIGHT`], one per job), so a receiver that hangs holds up only
 /// its own callbacks.
 pub async fn deliver_callbacks(
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     policy: CallbackPolicy,
     documents: Arc<dyn JobDocuments>,
     shutdown: CancellationToken,
@@ -115,7 +115,7 @@ pub async fn deliver_callbacks(
 /// What an attempt needs, shared by the attempts in flight.
 struct Sender {
     client: reqwest::Client,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     policy: CallbackPolicy,
     documents: Arc<dyn JobDocuments>,
 }
@@ -135,7 +135,7 @@ impl Sender {
 
 async fn attempt(
     client: &reqwest::Client,
-    store: &dyn Store,
+    store: &Store,
     policy: &CallbackPolicy,
     documents: &dyn JobDocuments,
     callback: DueCallback,
@@ -186,7 +186,7 @@ enum Failure {
 
 async fn send(
     client: &reqwest::Client,
-    store: &dyn Store,
+    store: &Store,
     policy: &CallbackPolicy,
     documents: &dyn JobDocuments,
     callback: &DueCallback,

@@ -12,9 +12,10 @@ use serde::de::DeserializeOwned;
 use crate::callback::CallbackSpec;
 use crate::config::CommonArgs;
 use crate::dataset::{ParsedDataset, Rows, parse_dataset};
+use crate::domain::JobKind;
 use crate::engine::DeviceSpec;
 use crate::spec::{DatasetRef, parse_body};
-use crate::store::{self, Job, JobKind, NewDataset, Store};
+use crate::store::{self, Job, NewDataset, Store};
 use crate::validation::FieldError;
 
 pub const GATE_FAILED: u8 = 1;
@@ -31,6 +32,12 @@ pub enum Failure {
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Self::Runtime(error)
+    }
+}
+
+impl From<crate::store::StoreError> for Failure {
+    fn from(error: crate::store::StoreError) -> Self {
+        Self::Runtime(error.into())
     }
 }
 
@@ -153,7 +160,7 @@ pub async fn load_dataset(
 
 /// Stores the dataset in the private database; its id and row count.
 pub async fn store_dataset(
-    store: &dyn Store,
+    store: &Store,
     name: String,
     parsed: &ParsedDataset,
 ) -> anyhow::Result<(String, i64)> {
@@ -172,7 +179,7 @@ pub async fn store_dataset(
 }
 
 /// Waits for a job to finish, drawing a progress bar of `unit` when stderr is a terminal.
-pub async fn wait(store: &dyn Store, kind: JobKind, id: &str, unit: &str) -> anyhow::Result<Job> {
+pub async fn wait(store: &Store, kind: JobKind, id: &str, unit: &str) -> anyhow::Result<Job> {
     let bar = std::io::stderr().is_terminal().then(|| {
         let bar = indicatif::ProgressBar::new(0);
         let template = format!(
@@ -221,7 +228,10 @@ pub fn human_rate(per_sec: f64) -> String {
 }
 
 /// Writes pretty JSON to `out`, or to stdout.
-pub fn write_json(out: Option<&Path>, value: &serde_json::Value) -> anyhow::Result<()> {
+pub fn write_json<T: serde::Serialize + ?Sized>(
+    out: Option<&Path>,
+    value: &T,
+) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     match out {
         Some(path) => {
@@ -240,14 +250,13 @@ pub fn write_json(out: Option<&Path>, value: &serde_json::Value) -> anyhow::Resu
 /// alive as long as the returned guard).
 pub async fn private_app(
     common: &CommonArgs,
-    shard_size: u32,
 ) -> anyhow::Result<(crate::app::App, tempfile::TempDir)> {
     let scratch = tempfile::tempdir().context("creating a scratch folder")?;
     let queue = crate::config::QueueArgs {
         lease_seconds: 60,
-        max_attempts: 1,
+        max_attempts: std::num::NonZeroU32::MIN,
         poll_ms: 50,
-        shard_size,
+        shard_size: crate::domain::DEFAULT_SHARD_SIZE,
     };
     let mut settings = crate::app::Settings::from_common(common, &queue, 1)?;
     settings.database_url = format!("sqlite://{}", scratch.path().join("muscle.db").display());

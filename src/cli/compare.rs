@@ -24,7 +24,7 @@ pub async fn run(args: CompareArgs) -> ExitCode {
     execute(&args).await.unwrap_or_else(Failure::report)
 }
 
-async fn store_run(store: &dyn Store, path: &Path) -> Result<(String, SamplesKind), Failure> {
+async fn store_run(store: &Store, path: &Path) -> Result<(String, SamplesKind), Failure> {
     let body = std::fs::read(path).map_err(|e| {
         Failure::Invalid(
             path.display().to_string(),
@@ -118,8 +118,7 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
     if !gate_errors.is_empty() {
         return Err(Failure::Invalid("muscle compare".into(), gate_errors.0));
     }
-    let shard_size = 500;
-    let (app, _scratch) = private_app(&args.common, shard_size).await?;
+    let (app, _scratch) = private_app(&args.common).await?;
     let store = app.store();
     let (old, old_kind) = store_run(store.as_ref(), &args.old).await?;
     let (new, new_kind) = store_run(store.as_ref(), &args.new).await?;
@@ -163,7 +162,6 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
         app,
         spec,
         dataset.rows,
-        shard_size,
         args.out.as_deref(),
         args.instances.as_deref(),
     )

@@ -14,11 +14,12 @@ use super::common::{
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::EvalArgs;
+use crate::domain::{JobKind, JobStatus};
 use crate::evaluation::{InstanceView, evaluation_job, inputs_of};
-use crate::metrics::GateResult;
+use crate::metrics::Report;
 use crate::models::Resolver;
 use crate::spec::{DatasetRef, EvaluationSpec, refused_dtypes};
-use crate::store::{InstanceFilter, Job, JobKind, JobStatus, PageRequest, Store};
+use crate::store::{InstanceFilter, Job, PageRequest, Store};
 use crate::validation::FieldError;
 
 pub async fn run(args: EvalArgs) -> ExitCode {
@@ -44,8 +45,7 @@ pub async fn run(args: EvalArgs) -> ExitCode {
 }
 
 async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, Failure> {
-    let shard_size = spec.options.shard_size.unwrap_or(500).max(1);
-    let (app, _scratch) = private_app(&args.common, shard_size).await?;
+    let (app, _scratch) = private_app(&args.common).await?;
     let store = app.store();
 
     let Some(dataset) = spec.dataset.clone() else {
@@ -83,7 +83,6 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
         app,
         spec,
         total,
-        shard_size,
         args.out.as_deref(),
         args.instances.as_deref(),
     )
@@ -96,13 +95,12 @@ pub(super) async fn run_evaluation(
     app: crate::app::App,
     spec: EvaluationSpec,
     total: i64,
-    shard_size: u32,
     out: Option<&std::path::Path>,
     instances: Option<&std::path::Path>,
 ) -> Result<ExitCode, Failure> {
     let store = app.store();
     let job = store
-        .create_job(evaluation_job(&spec, total, shard_size, 1).context("spec")?)
+        .create_job(evaluation_job(&spec, total, app.planning()))
         .await
         .context("queueing the evaluation")?
         .value;
@@ -119,16 +117,14 @@ pub(super) async fn run_evaluation(
             finished.error.unwrap_or_default()
         )));
     }
-    let report = finished
-        .report
-        .clone()
+    let report: Report = finished
+        .read_report()?
         .context("the finished job has no report")?;
     write_json(out, &report)?;
     if let Some(path) = instances {
-        write_instances(store.as_ref(), &finished, path).await?;
+        write_instances(store.as_ref(), &finished, &spec, path).await?;
     }
-    let gate: GateResult =
-        serde_json::from_value(report["gate"].clone()).context("the report's gate")?;
+    let gate = &report.gate;
     // On stderr, so that a pipeline sees why it exits 1 also when the report goes to --out.
     say!("{}", gate.verdict());
     Ok(if gate.passed {
@@ -139,8 +135,9 @@ pub(super) async fn run_evaluation(
 }
 
 async fn write_instances(
-    store: &dyn Store,
+    store: &Store,
     job: &Job,
+    spec: &EvaluationSpec,
     path: &std::path::Path,
 ) -> anyhow::Result<()> {
     let mut out = std::io::BufWriter::new(
@@ -156,7 +153,7 @@ async fn write_instances(
             ..Default::default()
         };
         let page = store.list_instances(&job.id, &filter).await?;
-        let mut inputs = inputs_of(store, job, &page.items).await?;
+        let mut inputs = inputs_of(store, spec, &page.items).await?;
         for record in page.items {
             let input = inputs.remove(&record.idx);
             serde_json::to_writer(&mut out, &InstanceView::of(record, input))?;

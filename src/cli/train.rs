@@ -14,11 +14,14 @@ use super::common::{
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::TrainArgs;
-use crate::metrics::GateResult;
+use crate::domain::{DatasetKind, JobKind, JobStatus};
+use crate::metrics::Report;
 use crate::models::Resolver;
 use crate::spec::{DatasetRef, TrainingSpec, refused_dtypes};
-use crate::store::{DatasetKind, JobKind, JobStatus, NewJob, Store};
-use crate::train::job::{check_vocabularies, training_job};
+use crate::store::Store;
+use crate::train::job::{StoredTraining, check_vocabularies, training_job};
+use crate::train::result::TrainingResult;
+use crate::train::view::EvaluationsView;
 use crate::validation::FieldError;
 
 pub async fn run(args: TrainArgs) -> ExitCode {
@@ -46,7 +49,7 @@ pub async fn run(args: TrainArgs) -> ExitCode {
 }
 
 async fn execute(args: &TrainArgs, mut spec: TrainingSpec) -> Result<ExitCode, Failure> {
-    let (app, _scratch) = private_app(&args.common, 500).await?;
+    let (app, _scratch) = private_app(&args.common).await?;
     let store = app.store();
 
     let (name, parsed) = load_dataset(&args.common, &args.spec, &spec.dataset, "dataset").await?;
@@ -86,19 +89,9 @@ async fn execute(args: &TrainArgs, mut spec: TrainingSpec) -> Result<ExitCode, F
         let (id, _) = store_dataset(store.as_ref(), name, &parsed).await?;
         evaluate.dataset = DatasetRef::Id(id);
     }
-    let (stored, total, shards) = training_job(&spec, rows);
+    let job = training_job(&StoredTraining::new(spec, rows), app.planning());
     let job = store
-        .create_job(NewJob {
-            kind: JobKind::Training,
-            name: spec.name.clone(),
-            spec: stored,
-            total,
-            shards,
-            max_attempts: 1,
-            idempotency: None,
-            callback: None,
-            output: Some(spec.output.clone()),
-        })
+        .create_job(job)
         .await
         .context("queueing the training")?
         .value;
@@ -109,7 +102,7 @@ async fn execute(args: &TrainArgs, mut spec: TrainingSpec) -> Result<ExitCode, F
 }
 
 /// Waits for the training and its evaluations; the result JSON and the exit code.
-async fn follow(store: &dyn Store, id: &str) -> Result<(Value, ExitCode), Failure> {
+async fn follow(store: &Store, id: &str) -> Result<(Value, ExitCode), Failure> {
     let finished = wait(store, JobKind::Training, id, "steps").await?;
     if finished.status != JobStatus::Succeeded {
         return Err(Failure::Runtime(anyhow::anyhow!(
@@ -118,39 +111,35 @@ async fn follow(store: &dyn Store, id: &str) -> Result<(Value, ExitCode), Failur
             finished.error.unwrap_or_default()
         )));
     }
-    let mut result = finished
-        .result
+    let result: TrainingResult = finished
+        .read_result()?
         .context("the finished training has no result")?;
     let mut code = ExitCode::SUCCESS;
-    if let Some(evaluations) = result["evaluations"].as_object().cloned() {
-        for (key, entry) in &evaluations {
-            let Some(eval_id) = entry["id"].as_str() else {
-                continue;
-            };
-            let job = wait(store, JobKind::Evaluation, eval_id, "instances").await?;
+    // Written as the result with its evaluations read when they finished.
+    let mut out = serde_json::to_value(&result).context("the result")?;
+    if let Some(queued) = &result.evaluations {
+        for (pair, queued) in queued {
+            let job = wait(store, JobKind::Evaluation, &queued.id, "instances").await?;
             if job.status != JobStatus::Succeeded {
                 return Err(Failure::Runtime(anyhow::anyhow!(
-                    "the evaluation {key} {}: {}",
+                    "the evaluation {} {}: {}",
+                    pair.key(),
                     job.status.as_str(),
                     job.error.unwrap_or_default()
                 )));
             }
-            let trained = key == "old_vs_compat" || key == "before_vs_after";
-            let gate: GateResult = job
-                .report
-                .as_ref()
-                .map(|r| serde_json::from_value(r["gate"].clone()))
-                .transpose()
-                .context("the evaluation's gate")?
+            let report: Report = job
+                .read_report()?
                 .context("the finished evaluation has no report")?;
-            say!("{key}: {}", gate.verdict());
-            if trained && !gate.passed {
+            say!("{}: {}", pair.key(), report.gate.verdict());
+            if pair.judges_the_adapter() && !report.gate.passed {
                 code = ExitCode::from(GATE_FAILED);
             }
         }
-        result["evaluations"] = crate::train::view::evaluations_view(store, &result["evaluations"])
+        let view = EvaluationsView::read(store, queued)
             .await
             .context("reading the evaluations")?;
+        out["evaluations"] = serde_json::to_value(view).context("the evaluations")?;
     }
-    Ok((result, code))
+    Ok((out, code))
 }

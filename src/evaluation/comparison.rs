@@ -8,17 +8,17 @@ use sha2::{Digest, Sha256};
 
 use super::{chosen_filter, load_recorded, metric_name};
 use crate::dataset::Item;
+use crate::domain::DatasetKind;
 use crate::lmeval::RecordedInstance;
 use crate::spec::{EvaluationSpec, PredictionsRef, Side};
 use crate::store::{
-    Dataset, DatasetKind, DatasetRow, Lookup, NewDataset, Predictions, Store, StoreResult,
-    lookup_predictions,
+    Dataset, DatasetRow, Lookup, NewDataset, Predictions, Store, StoreResult, lookup_predictions,
 };
 use crate::validation::FieldError;
 
 /// The recorded run of one side, checked against the task; None (with errors) when unusable.
 async fn recorded_side(
-    store: &dyn Store,
+    store: &Store,
     spec: &EvaluationSpec,
     side: &str,
     reference: &str,
@@ -124,7 +124,7 @@ fn item_of(
 /// requests (the instances both runs hold, in the first run's order) and points the spec at it
 /// and at the runs' ids. Returns None when no side is recorded or when `errors` got entries.
 pub async fn prepare_recorded(
-    store: &dyn Store,
+    store: &Store,
     spec: &mut EvaluationSpec,
     errors: &mut Vec<FieldError>,
 ) -> StoreResult<Option<Dataset>> {

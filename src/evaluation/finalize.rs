@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use super::{EvaluationSummary, alignment_warnings, build_report, chosen_filter, load_recorded};
 use crate::models::{FolderKind, Resolver};
 use crate::spec::{EvaluationSpec, ModelRef};
-use crate::store::Completion;
+use crate::store::{Completion, Document};
 use crate::worker::{ShardContext, ShardError, ShardResult};
 
 fn tokenizer_digest(resolver: &Resolver, model: &ModelRef) -> Option<String> {
@@ -59,12 +59,9 @@ pub async fn finalize(
         &warnings,
     )
     .await?;
-    let summary = EvaluationSummary::of(&report).to_value();
-    let report = serde_json::to_value(report)
-        .map_err(|e| ShardError::fatal(format!("report does not serialise: {e}")))?;
     Ok(Completion {
-        report: Some(report),
-        summary: Some(summary),
+        summary: Some(Document::of(&EvaluationSummary::of(&report))),
+        report: Some(Document::of(&report)),
         result: None,
     })
 }

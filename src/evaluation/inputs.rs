@@ -4,8 +4,9 @@
 use std::collections::HashMap;
 
 use crate::dataset::Item;
+use crate::domain::InstanceRecord;
 use crate::spec::{DatasetRef, EvaluationSpec};
-use crate::store::{InstanceRecord, Job, Store, StoreResult};
+use crate::store::{Store, StoreResult};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceInput {
@@ -37,16 +38,13 @@ impl From<Item> for InstanceInput {
     }
 }
 
-/// The inputs of `records` (instances of the evaluation `job`) by dataset position; empty when
-/// the job names no uploaded dataset.
+/// The inputs of `records` (instances of the evaluation of `spec`) by dataset position; empty
+/// when the evaluation names no uploaded dataset.
 pub async fn inputs_of(
-    store: &dyn Store,
-    job: &Job,
+    store: &Store,
+    spec: &EvaluationSpec,
     records: &[InstanceRecord],
 ) -> StoreResult<HashMap<i64, InstanceInput>> {
-    let Ok(spec) = serde_json::from_value::<EvaluationSpec>(job.spec.clone()) else {
-        return Ok(HashMap::new());
-    };
     let Some(DatasetRef::Id(dataset)) = &spec.dataset else {
         return Ok(HashMap::new());
     };

@@ -5,28 +5,34 @@
 /// million one-instance shards would be one huge insert and a queue scan per claim).
 pub const MAX_SHARDS: i64 = 10_000;
 
-use crate::spec::EvaluationSpec;
-use crate::store::{JobKind, NewJob, plan_shards};
+use std::num::NonZeroU32;
 
-pub fn evaluation_job(
-    spec: &EvaluationSpec,
-    total: i64,
-    default_shard_size: u32,
-    max_attempts: u32,
-) -> Result<NewJob, serde_json::Error> {
-    let asked = i64::from(spec.options.shard_size.unwrap_or(default_shard_size).max(1));
-    let shard_size = asked.max((total + MAX_SHARDS - 1) / MAX_SHARDS);
-    Ok(NewJob {
+use crate::callback::CallbackSpec;
+use crate::domain::{JobKind, JobPlanning, plan_shards};
+use crate::spec::EvaluationSpec;
+use crate::store::{Document, NewJob};
+
+pub fn evaluation_job(spec: &EvaluationSpec, total: i64, planning: JobPlanning) -> NewJob {
+    let asked = spec
+        .options
+        .shard_size
+        .and_then(NonZeroU32::new)
+        .unwrap_or(planning.shard_size);
+    let least = u32::try_from((total + MAX_SHARDS - 1) / MAX_SHARDS)
+        .ok()
+        .and_then(NonZeroU32::new);
+    let shard_size = least.map_or(asked, |least| asked.max(least));
+    NewJob {
         kind: JobKind::Evaluation,
         name: spec.name.clone(),
-        spec: serde_json::to_value(spec)?,
+        spec: Document::of(spec),
         total,
         shards: plan_shards(total, shard_size),
-        max_attempts: max_attempts.max(1),
+        max_attempts: planning.max_attempts,
         idempotency: None,
-        callback: None,
+        callback: spec.callback.as_ref().map(CallbackSpec::to_new),
         output: None,
-    })
+    }
 }
 
 #[cfg(test)]
@@ -41,14 +47,15 @@ mod tests {
                 "task": {"type": "multiple_choice"}, "options": {"shard_size": 1}}"#,
         )
         .unwrap();
-        let job = evaluation_job(&spec, 1_000_000, 500, 3).unwrap();
+        let planning = JobPlanning {
+            shard_size: crate::domain::DEFAULT_SHARD_SIZE,
+            max_attempts: NonZeroU32::new(3).unwrap(),
+        };
+        let job = evaluation_job(&spec, 1_000_000, planning);
         // 10,000 work shards of 100 and the report step.
         assert_eq!(job.shards.len(), 10_001);
         assert_eq!(job.shards[0].end - job.shards[0].start, 100);
         spec.options.shard_size = None;
-        assert_eq!(
-            evaluation_job(&spec, 1_200, 500, 3).unwrap().shards.len(),
-            4
-        );
+        assert_eq!(evaluation_job(&spec, 1_200, planning).shards.len(), 4);
     }
 }

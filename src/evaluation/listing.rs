@@ -7,9 +7,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-use super::SideResult;
+use crate::domain::DatasetKind;
+use crate::domain::SideResult;
 use crate::lmeval::RecordedInstance;
-use crate::store::DatasetKind;
 use crate::validation::{FieldError, json_lines};
 
 /// The per-sample value a listing records: the side's score under the evaluation's metric.

@@ -5,8 +5,9 @@ use std::fmt::Write;
 use std::collections::HashMap;
 
 use super::InstanceInput;
-use crate::metrics::{Interval, KNOWN_GATE_METRICS, Report};
-use crate::store::{InstanceRecord, Job};
+use crate::domain::{InstanceRecord, SideResult};
+use crate::metrics::{Interval, Report, is_known_gate_metric};
+use crate::store::Job;
 
 const WORST_SLICES: usize = 5;
 
@@ -52,7 +53,7 @@ fn cell(text: &str) -> String {
 /// A gate metric as a code span: the names are ours (validated at submission); anything else
 /// a stored report might hold is escaped text.
 fn metric(name: &str) -> String {
-    if KNOWN_GATE_METRICS.contains(&name) {
+    if is_known_gate_metric(name) {
         format!("`{name}`")
     } else {
         cell(name)
@@ -60,12 +61,12 @@ fn metric(name: &str) -> String {
 }
 
 /// A side's answer: its output, or the chosen choice with its text when the choices are known.
-fn side_answer(side: &serde_json::Value, choices: Option<&[String]>) -> String {
-    if let Some(output) = side["output"].as_str() {
+fn side_answer(side: &SideResult, choices: Option<&[String]>) -> String {
+    if let Some(output) = &side.output {
         return cell(output);
     }
-    match side["prediction"].as_u64() {
-        Some(p) => match choices.and_then(|c| c.get(p as usize)) {
+    match side.prediction {
+        Some(p) => match choices.and_then(|c| c.get(p)) {
             Some(text) => format!("{p}: {}", cell(text)),
             None => format!("choice {p}"),
         },
@@ -244,13 +245,12 @@ pub fn render(
 mod tests {
     use std::collections::BTreeMap;
 
-    use serde_json::json;
-
     use super::*;
+    use crate::domain::{JobKind, JobStatus};
     use crate::metrics::{
-        Answer, GateCheck, InstanceOutcome, ReportOptions, SideOutcome, TaskKind, compute_report,
+        Answer, Flip, GateCheck, InstanceOutcome, ReportOptions, SideOutcome, TaskKind,
+        compute_report,
     };
-    use crate::store::{JobKind, JobStatus};
 
     /// Report options with one gate check, nfr at most 0.1.
     fn nfr_gate() -> ReportOptions {
@@ -270,7 +270,7 @@ mod tests {
             kind: JobKind::Evaluation,
             name: Some("llama1 -> llama2 | piqa".into()),
             status: JobStatus::Succeeded,
-            spec: json!({}),
+            spec: crate::store::Document::of(&serde_json::json!({})),
             progress_done: 4,
             progress_total: 4,
             error: None,
@@ -280,6 +280,28 @@ mod tests {
             created_at: 0,
             started_at: None,
             finished_at: None,
+        }
+    }
+
+    /// A side that chose `choice` (its score unread by the page).
+    fn chose(choice: usize) -> SideResult {
+        SideResult {
+            prediction: Some(choice),
+            correct: None,
+            scores: None,
+            output: None,
+            answer: None,
+            score: 0.0,
+            rerun_score: None,
+        }
+    }
+
+    /// A side that generated `output`.
+    fn said(output: &str) -> SideResult {
+        SideResult {
+            prediction: None,
+            output: Some(output.into()),
+            ..chose(0)
         }
     }
 
@@ -310,11 +332,11 @@ mod tests {
         let flip = InstanceRecord {
             idx: 0,
             id: "a".into(),
-            flip: "negative".into(),
+            flip: Flip::Negative,
             gold: Some(0),
-            tags: json!({}),
-            old: json!({"prediction": 0}),
-            new: json!({"prediction": 1}),
+            tags: Default::default(),
+            old: chose(0),
+            new: chose(1),
             slices: vec![],
         };
         let long = format!("Is the sky | blue?\n{}", "very ".repeat(40));
@@ -461,20 +483,19 @@ mod tests {
         report.warnings.push("1. numbered".into());
         let mut job = job();
         job.name = Some(NAME.into());
-        let record =
-            |idx: i64, id: &str, old: serde_json::Value, new: serde_json::Value| InstanceRecord {
-                idx,
-                id: id.into(),
-                flip: "negative".into(),
-                gold: Some(0),
-                tags: json!({}),
-                old,
-                new,
-                slices: vec![],
-            };
+        let record = |idx: i64, id: &str, old: SideResult, new: SideResult| InstanceRecord {
+            idx,
+            id: id.into(),
+            flip: Flip::Negative,
+            gold: Some(0),
+            tags: Default::default(),
+            old,
+            new,
+            slices: vec![],
+        };
         let flips = [
-            record(0, ID, json!({"prediction": 0}), json!({"prediction": 1})),
-            record(1, "g", json!({"output": "fine"}), json!({"output": OUTPUT})),
+            record(0, ID, chose(0), chose(1)),
+            record(1, "g", said("fine"), said(OUTPUT)),
         ];
         let inputs = HashMap::from([(
             0,

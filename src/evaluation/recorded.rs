@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::SideResult;
+use crate::domain::SideResult;
 use crate::engine::McResult;
 use crate::lmeval::RecordedInstance;
 use crate::spec::{GenerationMetric, McScore, TaskSpec};
@@ -53,7 +53,7 @@ pub fn metric_name(task: &TaskSpec) -> &'static str {
 
 /// The recorded lines of one run under one filter, by doc_id.
 pub async fn load_recorded(
-    store: &dyn Store,
+    store: &Store,
     predictions: &str,
     filter: &str,
 ) -> StoreResult<HashMap<String, RecordedInstance>> {
@@ -62,7 +62,7 @@ pub async fn load_recorded(
 
 /// As `load_recorded`, for these doc_ids only (a shard's).
 pub async fn load_recorded_for(
-    store: &dyn Store,
+    store: &Store,
     predictions: &str,
     filter: &str,
     doc_ids: &[String],

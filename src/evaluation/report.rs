@@ -2,7 +2,7 @@ use crate::metrics::{
     Flip, NoiseFloorInput, Report, ReportOptions, TaskKind, classify, compute_report,
 };
 use crate::spec::{EvaluationSpec, TaskSpec};
-use crate::store::{InstanceFilter, PageRequest, Store, StoreError, StoreResult};
+use crate::store::{InstanceFilter, PageRequest, Store, StoreResult};
 
 const PAGE: i64 = 5000;
 
@@ -29,7 +29,7 @@ pub fn report_options(spec: &EvaluationSpec, partial: bool) -> ReportOptions {
 
 /// The report over every instance stored for the job so far.
 pub async fn build_report(
-    store: &dyn Store,
+    store: &Store,
     job_id: &str,
     spec: &EvaluationSpec,
     partial: bool,
@@ -52,10 +52,8 @@ pub async fn build_report(
         };
         let page = store.list_instances(job_id, &filter).await?;
         for record in &page.items {
-            let outcome = super::outcome_of(record).ok_or_else(|| {
-                StoreError::Corrupt(format!("instance {} of job {job_id}", record.id))
-            })?;
-            if let Some(rerun) = record.old["rerun_score"].as_f64() {
+            let outcome = record.outcome();
+            if let Some(rerun) = record.old.rerun_score {
                 noise.n += 1;
                 if classify(kind, outcome.old.score, rerun) == Flip::Negative {
                     noise.self_flips += 1;

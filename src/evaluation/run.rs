@@ -4,12 +4,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use serde_json::json;
-
-use super::SideResult;
 use super::report::task_kind;
 use super::{chosen_filter, load_recorded_for, recorded_result};
 use crate::dataset::Item;
+use crate::domain::InstanceRecord;
+use crate::domain::SideResult;
 use crate::engine::{
     BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
     RunOptions, WeightDtype,
@@ -23,7 +22,7 @@ use crate::spec::{
     Dtype, EvaluationSpec, GenerationMetric, GenerationRules, McScore, ModelRef, Side, TaskSpec,
 };
 use crate::stats::Stats;
-use crate::store::{DatasetRow, InstanceRecord};
+use crate::store::DatasetRow;
 use crate::worker::{ShardContext, ShardError};
 
 /// What a worker host needs to run evaluations.
@@ -274,11 +273,11 @@ fn record(
     InstanceRecord {
         idx: row.idx,
         id: row.id.clone(),
-        flip: flip.as_str().to_string(),
+        flip,
         gold: gold.map(|g| g as i64),
-        tags: json!(item.tags()),
-        old: json!(old),
-        new: json!(new),
+        tags: item.tags().clone(),
+        old,
+        new,
         slices,
     }
 }

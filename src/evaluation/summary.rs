@@ -27,10 +27,6 @@ pub enum Verdict {
 }
 
 impl EvaluationSummary {
-    pub fn to_value(&self) -> serde_json::Value {
-        serde_json::to_value(self).expect("a summary is plain data")
-    }
-
     pub fn of(report: &Report) -> Self {
         Self {
             n: report.n,

@@ -2,8 +2,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,14 +11,14 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
-    JobProgress, JobTimes, ListParams, Submission, WaitParams, accepted, check_callback,
-    job_after_wait, job_filter, not_found, resolve_dataset, submit,
+    ListParams, WaitParams, accepted, check_callback, job_after_wait, job_filter, not_found,
+    resolve_dataset, submit,
 };
-use crate::callback::CallbackSpec;
-use crate::evaluation::{EvaluationSummary, evaluation_job, prepare_recorded};
-use crate::metrics::Report;
+use crate::domain::JobKind;
+use crate::evaluation::{evaluation_job, prepare_recorded};
+use crate::kinds::{Evaluation, Evaluations, Kind};
 use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
-use crate::store::{Job, JobKind, JobStatus};
+use crate::store::{Job, StoreResult};
 use crate::validation::FieldError;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -28,53 +27,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_evaluation))
         .routes(routes!(cancel_evaluation))
         .merge(super::reports::router())
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Evaluation {
-    pub id: String,
-    pub name: Option<String>,
-    pub status: JobStatus,
-    pub progress: JobProgress,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub error: Option<String>,
-    /// Partial (`partial: true`) while the job runs, final once it succeeded; null before the
-    /// first instance is stored and in listings.
-    #[schema(value_type = Option<Report>)]
-    pub report: Option<Value>,
-    /// The stored report's headline (listings too): null until the evaluation succeeded, or
-    /// until a cancelled or failed one's report was first read.
-    pub summary: Option<EvaluationSummary>,
-    /// The submitted spec with defaults filled in.
-    #[schema(value_type = EvaluationSpec)]
-    pub spec: Value,
-}
-
-impl Evaluation {
-    pub fn of(job: &Job, report: Option<Value>) -> Self {
-        let times = JobTimes::of(job);
-        Self {
-            id: job.id.clone(),
-            name: job.name.clone(),
-            status: job.status,
-            progress: JobProgress {
-                done: job.progress_done,
-                total: job.progress_total,
-            },
-            created_at: times.created_at,
-            started_at: times.started_at,
-            finished_at: times.finished_at,
-            error: job.error.clone(),
-            report,
-            summary: job
-                .summary
-                .as_ref()
-                .and_then(|s| EvaluationSummary::deserialize(s).ok()),
-            spec: job.spec.clone(),
-        }
-    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -141,32 +93,12 @@ async fn create_evaluation(
     // A dataset named by its name is stored by its id: later uploads under the name change
     // nothing for this job.
     spec.dataset = Some(DatasetRef::Id(dataset.id.clone()));
-    let job = evaluation_job(
-        &spec,
-        dataset.rows,
-        state.jobs.shard_size,
-        state.jobs.max_attempts,
-    )
-    .map_err(ApiError::internal)?;
-    let (job, created) = submit(
-        &state,
-        &headers,
-        &body,
-        Submission {
-            output: None,
-            kind: job.kind,
-            name: job.name,
-            spec: job.spec,
-            total: job.total,
-            shards: job.shards,
-            callback: spec.callback.as_ref().map(CallbackSpec::to_new),
-        },
-    )
-    .await?;
+    let job = evaluation_job(&spec, dataset.rows, state.planning);
+    let (job, created) = submit(&state, &headers, &body, job).await?;
     Ok(accepted(
         format!("/v1/evaluations/{}", job.id),
         created,
-        Evaluation::of(&job, None),
+        Evaluation::of(&job, None)?,
     ))
 }
 
@@ -191,7 +123,11 @@ async fn list_evaluations(
         .list_jobs(job_filter(JobKind::Evaluation, params)?)
         .await?;
     Ok(Json(EvaluationPage {
-        items: page.items.iter().map(|j| Evaluation::of(j, None)).collect(),
+        items: page
+            .items
+            .iter()
+            .map(|j| Evaluation::of(j, None))
+            .collect::<StoreResult<_>>()?,
         next_cursor: page.next_cursor,
     }))
 }
@@ -223,8 +159,7 @@ async fn get_evaluation(
     ApiQuery(params): ApiQuery<WaitParams>,
 ) -> ApiResult<Json<Evaluation>> {
     let job = job_after_wait(&state, JobKind::Evaluation, &id, params.wait).await?;
-    let report = state.reports.report(state.store.as_ref(), &job).await?;
-    Ok(Json(Evaluation::of(&job, report.map(|r| (*r).clone()))))
+    Ok(Json(Evaluations::document(&state.readers(), &job).await?))
 }
 
 /// Cancel a queued or running evaluation; workers stop between batches.
@@ -245,5 +180,5 @@ async fn cancel_evaluation(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Evaluation>> {
     let job = state.store.cancel_job(JobKind::Evaluation, &id).await?;
-    Ok(Json(Evaluation::of(&job, None)))
+    Ok(Json(Evaluation::of(&job, None)?))
 }

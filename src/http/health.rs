@@ -31,7 +31,7 @@ pub struct WriteProbe {
 
 impl WriteProbe {
     /// The database took a write within the last second; or why not.
-    async fn check(&self, store: &dyn Store, stats: &Stats) -> Result<(), String> {
+    async fn check(&self, store: &Store, stats: &Stats) -> Result<(), String> {
         let mut last = self.last.lock().await;
         if let Some((at, result)) = last.as_ref()
             && at.elapsed() < PROBE_EVERY

@@ -5,15 +5,15 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
 use crate::callback::CallbackSpec;
+use crate::domain::{DatasetKind, JobKind, JobStatus};
 use crate::spec::DatasetRef;
 use crate::store::{
-    Dataset, DatasetKind, DatasetLookup, Idempotency, Job, JobFilter, JobKind, JobStatus,
-    NewCallback, NewJob, NewShard, PageRequest, lookup_dataset,
+    Dataset, DatasetLookup, Idempotency, Job, JobFilter, NewJob, PageRequest, lookup_dataset,
 };
 use crate::validation::FieldError;
 
@@ -111,30 +111,6 @@ pub fn job_filter(kind: JobKind, params: ListParams) -> ApiResult<JobFilter> {
     })
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct JobProgress {
-    pub done: i64,
-    pub total: i64,
-}
-
-/// A job's fields shared by evaluations and trainings.
-pub struct JobTimes {
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-}
-
-impl JobTimes {
-    pub fn of(job: &Job) -> Self {
-        use crate::time::rfc3339;
-        Self {
-            created_at: rfc3339(job.created_at),
-            started_at: job.started_at.map(rfc3339),
-            finished_at: job.finished_at.map(rfc3339),
-        }
-    }
-}
-
 /// Looks up the dataset a spec names, checking its kind when one is required.
 pub async fn resolve_dataset(
     state: &AppState,
@@ -178,17 +154,6 @@ pub async fn resolve_dataset(
         ));
     }
     Ok(Some(dataset))
-}
-
-pub struct Submission {
-    pub kind: JobKind,
-    pub name: Option<String>,
-    pub spec: serde_json::Value,
-    pub total: i64,
-    pub shards: Vec<NewShard>,
-    pub callback: Option<NewCallback>,
-    /// A training's output folder (unique among queued and running trainings).
-    pub output: Option<String>,
 }
 
 /// The problems of a spec's `callback` on this server (its hosts, its secrets).
@@ -246,7 +211,7 @@ pub async fn submit(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],
-    submission: Submission,
+    mut job: NewJob,
 ) -> ApiResult<(Job, bool)> {
     let idempotency = match headers.get("idempotency-key") {
         None => None,
@@ -267,20 +232,8 @@ pub async fn submit(
             })
         }
     };
-    let created = state
-        .store
-        .create_job(NewJob {
-            kind: submission.kind,
-            name: submission.name,
-            spec: submission.spec,
-            total: submission.total,
-            shards: submission.shards,
-            max_attempts: state.jobs.max_attempts,
-            idempotency,
-            callback: submission.callback,
-            output: submission.output,
-        })
-        .await?;
+    job.idempotency = idempotency;
+    let created = state.store.create_job(job).await?;
     Ok((created.value, created.created))
 }
 

@@ -27,6 +27,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::{Duration, Instant};
 
 use axum::Router;
+
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, Method};
 use axum::middleware::{self, Next};
@@ -37,35 +38,41 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::callback::CallbackPolicy;
+use crate::domain::JobPlanning;
+use crate::evaluation::PartialReports;
+use crate::kinds::Readers;
 use crate::models::Resolver;
 use crate::stats::{RouteLabels, Stats};
 use crate::store::Store;
 
 pub use auth::check_token;
 pub use openapi::openapi_json;
-pub use reports::PartialReports;
 
 /// What every handler can reach.
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub resolver: Resolver,
     pub stats: Arc<Stats>,
-    pub jobs: JobDefaults,
+    /// How the jobs the API creates are split and retried.
+    pub planning: JobPlanning,
     /// Worker loops configured, and how many are running now (for /readyz).
     pub workers_configured: usize,
     pub workers_running: Arc<AtomicUsize>,
-    pub reports: Arc<reports::PartialReports>,
+    pub reports: Arc<PartialReports>,
     /// /readyz's database write probe, shared by its callers.
     pub readiness: Arc<health::WriteProbe>,
     pub callbacks: CallbackPolicy,
 }
 
-/// Queue settings applied to the jobs the API creates.
-#[derive(Debug, Clone, Copy)]
-pub struct JobDefaults {
-    pub shard_size: u32,
-    pub max_attempts: u32,
+impl AppState {
+    /// What the kinds' documents are read with.
+    pub fn readers(&self) -> Readers {
+        Readers {
+            store: self.store.clone(),
+            reports: self.reports.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

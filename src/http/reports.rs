@@ -1,10 +1,6 @@
 //! Reading an evaluation's results: the instances listing, report.md and instances.csv.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-
-use prometheus_client::metrics::counter::Counter;
-use tokio::sync::OnceCell;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
@@ -13,7 +9,6 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -23,132 +18,17 @@ use super::error::{ApiError, ApiResult, Problem};
 use super::evaluations::load;
 use super::extract::ApiQuery;
 use super::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
-use crate::evaluation::{
-    EvaluationSummary, InstanceInput, InstanceView, build_report, inputs_of, markdown,
-};
-use crate::metrics::{Flip, Report};
+use crate::domain::InstanceRecord;
+use crate::evaluation::{InstanceInput, InstanceView, inputs_of, markdown};
+use crate::metrics::Flip;
 use crate::spec::EvaluationSpec;
-use crate::store::{
-    InstanceFilter, InstanceRecord, Job, JobStatus, PageRequest, Store, StoreResult,
-};
+use crate::store::{InstanceFilter, Job, PageRequest, Store, StoreResult};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_instances))
         .routes(routes!(report_markdown))
         .routes(routes!(instances_csv))
-}
-
-/// Reports not stored yet, computed from the instances stored so far: once per job and
-/// progress step however many requests ask at once (the first computes, the others wait for
-/// it), off the async threads, and kept until the job's progress moves. A cancelled or failed
-/// job's report is stored with the job the first time it is computed.
-pub struct PartialReports {
-    cache: Mutex<ReportCache>,
-    computed: Counter,
-}
-
-#[derive(Default)]
-struct ReportCache {
-    entries: HashMap<String, CachedReport>,
-    tick: u64,
-}
-
-struct CachedReport {
-    /// The job's status and progress when it was computed: a cancelled job's report is
-    /// computed again (and stored) even when the running job's at the same progress was cached.
-    at: (JobStatus, i64),
-    last_used: u64,
-    report: Arc<OnceCell<Arc<Value>>>,
-}
-
-const CACHED_REPORTS: usize = 256;
-
-impl ReportCache {
-    /// The cell of `job_id` at status and progress `at`, made empty when there is none or the
-    /// job has moved on; the entry used longest ago makes room.
-    fn cell(&mut self, job_id: &str, at: (JobStatus, i64)) -> Arc<OnceCell<Arc<Value>>> {
-        self.tick += 1;
-        let tick = self.tick;
-        if let Some(entry) = self.entries.get_mut(job_id)
-            && entry.at == at
-        {
-            entry.last_used = tick;
-            return entry.report.clone();
-        }
-        if self.entries.len() >= CACHED_REPORTS && !self.entries.contains_key(job_id) {
-            let oldest = self
-                .entries
-                .iter()
-                .min_by_key(|(_, entry)| entry.last_used)
-                .map(|(id, _)| id.clone());
-            if let Some(oldest) = oldest {
-                self.entries.remove(&oldest);
-            }
-        }
-        let report = Arc::new(OnceCell::new());
-        self.entries.insert(
-            job_id.to_string(),
-            CachedReport {
-                at,
-                last_used: tick,
-                report: report.clone(),
-            },
-        );
-        report
-    }
-}
-
-impl PartialReports {
-    pub fn new(computed: Counter) -> Self {
-        Self {
-            cache: Mutex::default(),
-            computed,
-        }
-    }
-
-    /// The job's stored report (succeeded, and cancelled or failed once computed); a partial
-    /// one while it runs; None before any instance is stored.
-    pub async fn report(&self, store: &dyn Store, job: &Job) -> ApiResult<Option<Arc<Value>>> {
-        if let Some(report) = &job.report {
-            return Ok(Some(Arc::new(report.clone())));
-        }
-        if job.status == JobStatus::Succeeded || job.progress_done == 0 {
-            return Ok(None);
-        }
-        let cell = self.lock().cell(&job.id, (job.status, job.progress_done));
-        let report = cell
-            .get_or_try_init(|| {
-                self.computed.inc();
-                compute(store, job)
-            })
-            .await?
-            .clone();
-        Ok(Some(report))
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReportCache> {
-        self.cache.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-async fn compute(store: &dyn Store, job: &Job) -> ApiResult<Arc<Value>> {
-    let spec: EvaluationSpec = serde_json::from_value(job.spec.clone())
-        .map_err(|e| ApiError::internal(format!("stored spec of {}: {e}", job.id)))?;
-    let report = build_report(store, &job.id, &spec, true, &[]).await?;
-    let summary = EvaluationSummary::of(&report).to_value();
-    let report = tokio::task::spawn_blocking(move || serde_json::to_value(report))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
-    // Stored with the job; a reader is answered even when it cannot be stored now (the report
-    // then stays in this process's cache only).
-    if matches!(job.status, JobStatus::Cancelled | JobStatus::Failed)
-        && let Err(error) = store.store_final_report(&job.id, &report, &summary).await
-    {
-        tracing::warn!(job = %job.id, %error, "the final report could not be stored");
-    }
-    Ok(Arc::new(report))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -191,7 +71,7 @@ fn instance_filter(params: InstanceParams) -> ApiResult<InstanceFilter> {
         ));
     }
     Ok(InstanceFilter {
-        flip: params.flip.map(|f| f.as_str().to_string()),
+        flip: params.flip,
         slice: params.slice,
         page: PageRequest { limit, cursor },
     })
@@ -232,7 +112,8 @@ async fn list_instances(
     {
         return Err(refusal);
     }
-    let mut inputs = inputs_of(state.store.as_ref(), &job, &page.items).await?;
+    let spec: EvaluationSpec = job.read_spec()?;
+    let mut inputs = inputs_of(state.store.as_ref(), &spec, &page.items).await?;
     Ok(Json(InstancePage {
         items: page
             .items
@@ -263,14 +144,11 @@ async fn unknown_slice(state: &AppState, job: &Job, slice: &str) -> ApiResult<Op
     let Some(report) = state.reports.report(state.store.as_ref(), job).await? else {
         return Ok(None);
     };
-    let known: Vec<&str> = report["slices"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|s| s["slice"].as_str()).collect())
-        .unwrap_or_default();
+    let known: Vec<&str> = report.slices.iter().map(|s| s.slice.as_str()).collect();
     if known.is_empty() || known.contains(&slice) {
         return Ok(None);
     }
-    let omitted = report["slices_omitted"].as_u64().unwrap_or(0);
+    let omitted = report.slices_omitted;
     let listed = known.len().min(SLICES_NAMED);
     let more = match (known.len() - listed) as u64 + omitted {
         0 => String::new(),
@@ -313,19 +191,13 @@ async fn report_markdown(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let job = load(&state, &id).await?;
-    let report: Option<Report> = match state.reports.report(state.store.as_ref(), &job).await? {
-        Some(value) => Some(
-            serde_json::from_value((*value).clone())
-                .map_err(|e| ApiError::internal(format!("stored report of {id}: {e}")))?,
-        ),
-        None => None,
-    };
+    let report = state.reports.report(state.store.as_ref(), &job).await?;
     let flips = state
         .store
         .list_instances(
             &job.id,
             &InstanceFilter {
-                flip: Some(Flip::Negative.as_str().into()),
+                flip: Some(Flip::Negative),
                 slice: None,
                 page: PageRequest {
                     limit: FIRST_NEGATIVE_FLIPS,
@@ -334,8 +206,8 @@ async fn report_markdown(
             },
         )
         .await?;
-    let inputs = inputs_of(state.store.as_ref(), &job, &flips.items).await?;
-    let text = markdown::render(&job, report.as_ref(), &flips.items, &inputs);
+    let inputs = inputs_of(state.store.as_ref(), &job.read_spec()?, &flips.items).await?;
+    let text = markdown::render(&job, report.as_deref(), &flips.items, &inputs);
     Ok((
         [(header::CONTENT_TYPE, "text/markdown; charset=utf-8")],
         text,
@@ -375,25 +247,30 @@ fn inert(text: String) -> String {
     }
 }
 
+fn json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
 /// One instance as CSV cells: numbers as they are, every text neutralised.
 fn csv_row(record: &InstanceRecord, input: Option<&InstanceInput>) -> Vec<String> {
-    let text = |v: &Value| match v {
-        Value::Null => String::new(),
-        Value::String(s) => inert(s.clone()),
-        Value::Number(_) | Value::Bool(_) => v.to_string(),
-        other => inert(other.to_string()),
-    };
     let mut row = vec![
         record.idx.to_string(),
         inert(record.id.clone()),
-        record.flip.clone(),
+        record.flip.as_str().to_string(),
         record.gold.map(|g| g.to_string()).unwrap_or_default(),
-        inert(record.tags.to_string()),
+        inert(json_text(&record.tags)),
     ];
     for side in [&record.old, &record.new] {
-        for field in ["prediction", "correct", "score", "output", "scores"] {
-            row.push(text(&side[field]));
-        }
+        row.push(side.prediction.map(|p| p.to_string()).unwrap_or_default());
+        row.push(side.correct.map(|c| c.to_string()).unwrap_or_default());
+        row.push(json_text(&side.score));
+        row.push(side.output.clone().map(inert).unwrap_or_default());
+        row.push(
+            side.scores
+                .as_ref()
+                .map(|s| inert(json_text(s)))
+                .unwrap_or_default(),
+        );
     }
     let list = |l: Option<&Vec<String>>| {
         l.map(|l| inert(serde_json::to_string(l).unwrap_or_default()))
@@ -415,8 +292,9 @@ fn csv_bytes(rows: impl IntoIterator<Item = Vec<String>>) -> Result<Vec<u8>, csv
 
 /// One page of CSV rows and the cursor of the next.
 async fn csv_page(
-    store: Arc<dyn Store>,
+    store: &Store,
     job: &Job,
+    spec: &EvaluationSpec,
     cursor: Option<String>,
 ) -> StoreResult<(Vec<Vec<String>>, Option<String>)> {
     let filter = InstanceFilter {
@@ -427,7 +305,7 @@ async fn csv_page(
         ..Default::default()
     };
     let page = store.list_instances(&job.id, &filter).await?;
-    let inputs = inputs_of(store.as_ref(), job, &page.items).await?;
+    let inputs = inputs_of(store, spec, &page.items).await?;
     let rows = page
         .items
         .iter()
@@ -456,6 +334,7 @@ async fn instances_csv(
     Path(id): Path<String>,
 ) -> ApiResult<Response> {
     let job = load(&state, &id).await?;
+    let spec: Arc<EvaluationSpec> = Arc::new(job.read_spec()?);
     let header = csv_bytes([CSV_HEADER.iter().map(|h| h.to_string()).collect()])
         .map_err(ApiError::internal)?;
     let store = state.store.clone();
@@ -463,9 +342,10 @@ async fn instances_csv(
     let pages = futures::stream::unfold(Some(None::<String>), move |next| {
         let store = store.clone();
         let job = job.clone();
+        let spec = spec.clone();
         async move {
             let cursor = next?;
-            match csv_page(store, &job, cursor).await {
+            match csv_page(&store, &job, &spec, cursor).await {
                 Ok((rows, next_cursor)) => {
                     let bytes = csv_bytes(rows).map_err(|e| std::io::Error::other(e.to_string()));
                     Some((bytes, next_cursor.map(Some)))
@@ -490,22 +370,35 @@ async fn instances_csv(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     use super::*;
+    use crate::domain::SideResult;
 
     #[test]
     fn csv_text_cells_cannot_open_as_formulas_and_numbers_stay_numbers() {
         let record = InstanceRecord {
             idx: 3,
             id: "=HYPERLINK(\"https://evil.example\",\"x\")".into(),
-            flip: "negative".into(),
+            flip: Flip::Negative,
             gold: Some(0),
-            tags: json!({"topic": "=1+1"}),
-            old: json!({"prediction": 0, "correct": true, "score": -1.5, "output": "-2+3",
-                        "scores": [-1.5, -2.0]}),
-            new: json!({"prediction": 1, "correct": false, "score": -0.25,
-                        "output": "\t=cmd|' /C calc'!A0"}),
+            tags: [("topic".to_string(), "=1+1".to_string())].into(),
+            old: SideResult {
+                prediction: Some(0),
+                correct: Some(true),
+                scores: Some(vec![-1.5, -2.0]),
+                output: Some("-2+3".into()),
+                answer: None,
+                score: -1.5,
+                rerun_score: None,
+            },
+            new: SideResult {
+                prediction: Some(1),
+                correct: Some(false),
+                scores: None,
+                output: Some("\t=cmd|' /C calc'!A0".into()),
+                answer: None,
+                score: -0.25,
+                rerun_score: None,
+            },
             slices: vec![],
         };
         let input = InstanceInput {

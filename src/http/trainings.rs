@@ -3,7 +3,6 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Serialize;
-use serde_json::Value;
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -12,13 +11,14 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
 use super::jobs::{
-    JobTimes, ListParams, Submission, WaitParams, accepted, check_callback, job_after_wait,
-    job_filter, resolve_dataset, submit,
+    ListParams, WaitParams, accepted, check_callback, job_after_wait, job_filter, resolve_dataset,
+    submit,
 };
-use crate::callback::CallbackSpec;
+use crate::domain::JobKind;
+use crate::kinds::{Kind, Training, Trainings};
 use crate::spec::{DatasetRef, TrainingSpec, parse_body};
-use crate::store::{Job, JobKind, JobStatus};
-use crate::train::job::{check_vocabularies, training_job};
+use crate::store::StoreResult;
+use crate::train::job::{StoredTraining, check_vocabularies, training_job};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -28,81 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
-pub struct TrainingProgress {
-    pub step: i64,
-    pub total_steps: i64,
-    /// 1-based epoch the current step belongs to.
-    pub epoch: i64,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Training {
-    pub id: String,
-    pub name: Option<String>,
-    pub status: JobStatus,
-    pub progress: TrainingProgress,
-    pub created_at: String,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub error: Option<String>,
-    /// Train loss per logging step and validation cross-entropy per epoch.
-    #[schema(value_type = Vec<Object>)]
-    pub history: Value,
-    pub best_epoch: Option<i64>,
-    /// Name of the written adapter under MUSCLE_MODEL_DIR.
-    pub adapter: Option<String>,
-    /// With `evaluate`: the two evaluations (old vs new, old vs new+compatibility), their
-    /// headline numbers and the change in nfr.
-    #[schema(value_type = Option<Object>)]
-    pub evaluations: Option<Value>,
-    #[schema(value_type = TrainingSpec)]
-    pub spec: Value,
-}
-
-impl Training {
-    fn of(job: &Job) -> Self {
-        let times = JobTimes::of(job);
-        let result = job.result.clone().unwrap_or(Value::Null);
-        let steps_per_epoch = job.spec["steps_per_epoch"].as_i64().unwrap_or(1).max(1);
-        Self {
-            id: job.id.clone(),
-            name: job.name.clone(),
-            status: job.status,
-            progress: TrainingProgress {
-                step: job.progress_done,
-                total_steps: job.progress_total,
-                epoch: (job.progress_done.max(1) - 1) / steps_per_epoch + 1,
-            },
-            created_at: times.created_at,
-            started_at: times.started_at,
-            finished_at: times.finished_at,
-            error: job.error.clone(),
-            history: match &result["history"] {
-                Value::Array(items) => Value::Array(items.clone()),
-                _ => Value::Array(Vec::new()),
-            },
-            best_epoch: result["best_epoch"].as_i64(),
-            adapter: result["adapter"].as_str().map(String::from),
-            evaluations: result.get("evaluations").cloned(),
-            spec: job.spec["spec"].clone(),
-        }
-    }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
 pub struct TrainingPage {
     pub items: Vec<Training>,
     pub next_cursor: Option<String>,
-}
-
-/// The view with each evaluation's status and headline numbers read now.
-pub(super) async fn view(state: &AppState, job: &Job) -> ApiResult<Training> {
-    let mut training = Training::of(job);
-    if let Some(evaluations) = &training.evaluations {
-        training.evaluations =
-            Some(crate::train::view::evaluations_view(state.store.as_ref(), evaluations).await?);
-    }
-    Ok(training)
 }
 
 /// Queue a training run: a task adapter, or a compatibility adapter distilled from the old and
@@ -168,27 +96,12 @@ async fn create_training(
             "needs at least 2 rows to split into training and validation",
         ));
     }
-    let (stored, total, shards) = training_job(&spec, dataset.rows);
-    let (job, created) = submit(
-        &state,
-        &headers,
-        &body,
-        Submission {
-            kind: JobKind::Training,
-            name: spec.name.clone(),
-            spec: stored,
-            total,
-            shards,
-            callback: spec.callback.as_ref().map(CallbackSpec::to_new),
-            // Refused by a unique index while another training queued or running writes it.
-            output: Some(spec.output.clone()),
-        },
-    )
-    .await?;
+    let job = training_job(&StoredTraining::new(spec, dataset.rows), state.planning);
+    let (job, created) = submit(&state, &headers, &body, job).await?;
     Ok(accepted(
         format!("/v1/trainings/{}", job.id),
         created,
-        Training::of(&job),
+        Training::of(&job)?,
     ))
 }
 
@@ -213,7 +126,11 @@ async fn list_trainings(
         .list_jobs(job_filter(JobKind::Training, params)?)
         .await?;
     Ok(Json(TrainingPage {
-        items: page.items.iter().map(Training::of).collect(),
+        items: page
+            .items
+            .iter()
+            .map(Training::of)
+            .collect::<StoreResult<_>>()?,
         next_cursor: page.next_cursor,
     }))
 }
@@ -237,7 +154,7 @@ async fn get_training(
     ApiQuery(params): ApiQuery<WaitParams>,
 ) -> ApiResult<Json<Training>> {
     let job = job_after_wait(&state, JobKind::Training, &id, params.wait).await?;
-    Ok(Json(view(&state, &job).await?))
+    Ok(Json(Trainings::document(&state.readers(), &job).await?))
 }
 
 /// Cancel a queued or running training; the worker stops at the next step.
@@ -258,5 +175,5 @@ async fn cancel_training(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Training>> {
     let job = state.store.cancel_job(JobKind::Training, &id).await?;
-    Ok(Json(Training::of(&job)))
+    Ok(Json(Training::of(&job)?))
 }

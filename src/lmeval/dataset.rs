@@ -114,7 +114,7 @@ pub fn samples_dataset(body: &[u8], slice_by: &[String]) -> Result<ParsedDataset
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DatasetKind;
+    use crate::domain::DatasetKind;
 
     fn fixture(task: &str) -> Vec<u8> {
         std::fs::read(format!(

@@ -36,6 +36,19 @@ pub struct RecordedInstance {
     pub target_hash: String,
 }
 
+/// A recorded run's line is stored as its instance's JSON text.
+impl crate::store::PredictionRow {
+    pub fn new(idx: i64, instance: &RecordedInstance) -> Self {
+        let body = serde_json::value::to_raw_value(instance)
+            .expect("a recorded instance has only string keys");
+        Self::with_body(idx, instance.doc_id.clone(), instance.filter.clone(), body)
+    }
+
+    pub fn instance(&self) -> serde_json::Result<RecordedInstance> {
+        serde_json::from_str(self.json())
+    }
+}
+
 impl RecordedInstance {
     pub fn of(sample: &Sample) -> Self {
         let gold = sample.gold_index();

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::store::DatasetKind;
+use crate::domain::DatasetKind;
 use crate::validation::{FieldError, NUL_MESSAGE, json_lines};
 
 /// The most problems one upload reports.

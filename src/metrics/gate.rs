@@ -3,13 +3,17 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::counts::Counts;
+use super::generative::Generative;
+use super::intervals::Intervals;
+use super::rates::Metrics;
 use super::report::Report;
 
 /// One bound on one report value; `min` and `max` are inclusive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GateCheck {
-    /// A name from [`KNOWN_GATE_METRICS`].
+    /// A name from [`known_gate_metrics`].
     pub metric: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
@@ -108,59 +112,34 @@ fn short(x: f64) -> String {
     }
 }
 
-/// Every name a gate check may use. `acc_old`/`acc_new` are aliases of
-/// `old.accuracy`/`new.accuracy`.
-pub const KNOWN_GATE_METRICS: &[&str] = &[
-    "nfr",
-    "pfr",
-    "nfi",
-    "pfi",
-    "btc",
-    "bec",
-    "nfr_rel",
-    "nfr_mc",
-    "agreement",
-    "delta_accuracy",
-    "acc_old",
-    "acc_new",
-    "old.accuracy",
-    "new.accuracy",
-    "n",
-    "intervals.nfr.lower",
-    "intervals.nfr.upper",
-    "intervals.pfr.lower",
-    "intervals.pfr.upper",
-    "intervals.nfi.lower",
-    "intervals.nfi.upper",
-    "intervals.pfi.lower",
-    "intervals.pfi.upper",
-    "intervals.btc.lower",
-    "intervals.btc.upper",
-    "intervals.bec.lower",
-    "intervals.bec.upper",
-    "intervals.nfr_mc.lower",
-    "intervals.nfr_mc.upper",
-    "intervals.agreement.lower",
-    "intervals.agreement.upper",
-    "intervals.acc_old.lower",
-    "intervals.acc_old.upper",
-    "intervals.acc_new.lower",
-    "intervals.acc_new.upper",
-    "intervals.delta_accuracy.lower",
-    "intervals.delta_accuracy.upper",
-    "mcnemar.p_value",
-    "mcnemar.discordant",
-    "noise_floor.self_flip_rate",
-    "generative.m_g",
-    "generative.m_r",
-    "generative.output_similarity",
-    "generative.identical_outputs",
-    "counts.negative_flips",
-    "counts.positive_flips",
-    "counts.both_correct",
-    "counts.both_wrong",
-    "counts.ties",
-];
+/// Every name a gate check may use, built from the report's own name lists. `acc_old`/`acc_new`
+/// are aliases of `old.accuracy`/`new.accuracy`.
+pub fn known_gate_metrics() -> &'static [String] {
+    static NAMES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(|| {
+        let mut names: Vec<String> = Metrics::NAMES.iter().map(|s| s.to_string()).collect();
+        names.extend(["acc_old", "acc_new", "old.accuracy", "new.accuracy", "n"].map(String::from));
+        for name in Intervals::NAMES {
+            names.push(format!("intervals.{name}.lower"));
+            names.push(format!("intervals.{name}.upper"));
+        }
+        names.extend(
+            [
+                "mcnemar.p_value",
+                "mcnemar.discordant",
+                "noise_floor.self_flip_rate",
+            ]
+            .map(String::from),
+        );
+        names.extend(Generative::NAMES.iter().map(|n| format!("generative.{n}")));
+        names.extend(Counts::NAMES.iter().map(|n| format!("counts.{n}")));
+        names
+    });
+    &NAMES
+}
+
+pub fn is_known_gate_metric(name: &str) -> bool {
+    known_gate_metrics().iter().any(|known| known == name)
+}
 
 /// Checks names and bounds: unknown metric, neither `min` nor `max`, a non-finite bound,
 /// `min > max`. Every problem is reported at once.
@@ -174,13 +153,13 @@ pub fn validate_gate(checks: &[GateCheck]) -> Result<(), Vec<GateError>> {
                 message,
             })
         };
-        if !KNOWN_GATE_METRICS.contains(&check.metric.as_str()) {
+        if !is_known_gate_metric(&check.metric) {
             error(
                 "metric",
                 format!(
                     "unknown metric {:?}; known: {}",
                     check.metric,
-                    KNOWN_GATE_METRICS.join(", ")
+                    known_gate_metrics().join(", ")
                 ),
             );
         }
@@ -261,9 +240,9 @@ pub fn evaluate_gate(report: &Report, checks: &[GateCheck]) -> GateResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::Interval;
     use crate::metrics::noise::NoiseFloor;
     use crate::metrics::report::{ReportOptions, compute_report};
-    use crate::metrics::{Counts, Generative, Interval, Intervals, Metrics};
 
     fn check(metric: &str, min: Option<f64>, max: Option<f64>) -> GateCheck {
         GateCheck {
@@ -273,30 +252,62 @@ mod tests {
         }
     }
 
-    /// The known names, built from the report's own name lists.
-    fn derived_gate_metrics() -> Vec<String> {
-        let mut names: Vec<String> = Metrics::NAMES.iter().map(|s| s.to_string()).collect();
-        names.extend(["acc_old", "acc_new", "old.accuracy", "new.accuracy", "n"].map(String::from));
-        for name in Intervals::NAMES {
-            names.push(format!("intervals.{name}.lower"));
-            names.push(format!("intervals.{name}.upper"));
-        }
-        names.extend(
-            [
-                "mcnemar.p_value",
-                "mcnemar.discordant",
-                "noise_floor.self_flip_rate",
-            ]
-            .map(String::from),
-        );
-        names.extend(Generative::NAMES.iter().map(|n| format!("generative.{n}")));
-        names.extend(Counts::NAMES.iter().map(|n| format!("counts.{n}")));
-        names
-    }
+    /// The names the API has published: a renamed report field must not drop one silently.
+    const PUBLISHED: &[&str] = &[
+        "nfr",
+        "pfr",
+        "nfi",
+        "pfi",
+        "btc",
+        "bec",
+        "nfr_rel",
+        "nfr_mc",
+        "agreement",
+        "delta_accuracy",
+        "acc_old",
+        "acc_new",
+        "old.accuracy",
+        "new.accuracy",
+        "n",
+        "intervals.nfr.lower",
+        "intervals.nfr.upper",
+        "intervals.pfr.lower",
+        "intervals.pfr.upper",
+        "intervals.nfi.lower",
+        "intervals.nfi.upper",
+        "intervals.pfi.lower",
+        "intervals.pfi.upper",
+        "intervals.btc.lower",
+        "intervals.btc.upper",
+        "intervals.bec.lower",
+        "intervals.bec.upper",
+        "intervals.nfr_mc.lower",
+        "intervals.nfr_mc.upper",
+        "intervals.agreement.lower",
+        "intervals.agreement.upper",
+        "intervals.acc_old.lower",
+        "intervals.acc_old.upper",
+        "intervals.acc_new.lower",
+        "intervals.acc_new.upper",
+        "intervals.delta_accuracy.lower",
+        "intervals.delta_accuracy.upper",
+        "mcnemar.p_value",
+        "mcnemar.discordant",
+        "noise_floor.self_flip_rate",
+        "generative.m_g",
+        "generative.m_r",
+        "generative.output_similarity",
+        "generative.identical_outputs",
+        "counts.negative_flips",
+        "counts.positive_flips",
+        "counts.both_correct",
+        "counts.both_wrong",
+        "counts.ties",
+    ];
 
     #[test]
     fn known_list_matches_the_report_names() {
-        assert_eq!(KNOWN_GATE_METRICS.to_vec(), derived_gate_metrics());
+        assert_eq!(known_gate_metrics().to_vec(), PUBLISHED.to_vec());
     }
 
     #[test]
@@ -347,7 +358,7 @@ mod tests {
             output_similarity: Some(0.3),
             identical_outputs: Some(0.3),
         };
-        for name in KNOWN_GATE_METRICS {
+        for name in known_gate_metrics() {
             assert!(gate_value(&report, name).is_some(), "{name}");
         }
         assert_eq!(gate_value(&report, "intervals.nfr.upper"), Some(0.2));

@@ -31,8 +31,8 @@ pub use bootstrap::paired_bootstrap_delta;
 pub use counts::Counts;
 pub use exact_match::{ExactMatchOptions, exact_match};
 pub use gate::{
-    GateCheck, GateCheckResult, GateError, GateResult, KNOWN_GATE_METRICS, evaluate_gate,
-    gate_value, validate_gate,
+    GateCheck, GateCheckResult, GateError, GateResult, evaluate_gate, gate_value,
+    is_known_gate_metric, known_gate_metrics, validate_gate,
 };
 pub use generative::Generative;
 pub use harness::{AnswerFilter, HarnessExactMatch};

@@ -47,9 +47,22 @@ pub enum TaskKind {
 
 /// Where one instance lands when old and new are compared.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
 )]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Flip {
     /// Old right, new wrong (generation: new - old < -tolerance).
     Negative,
@@ -64,13 +77,7 @@ pub enum Flip {
 impl Flip {
     /// The snake_case name used in JSON and query strings.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Flip::Negative => "negative",
-            Flip::Positive => "positive",
-            Flip::BothCorrect => "both_correct",
-            Flip::BothWrong => "both_wrong",
-            Flip::Tie => "tie",
-        }
+        self.into()
     }
 }
 

@@ -4,10 +4,10 @@ use utoipa::ToSchema;
 use super::harness::check_regex;
 use super::{DatasetRef, ExactMatchRules, Extract, Preset, Side, check_name};
 use crate::callback::CallbackSpec;
+use crate::domain::DatasetKind;
 use crate::engine::Bos;
 use crate::metrics::{GateCheck, validate_gate};
 use crate::models::Resolver;
-use crate::store::DatasetKind;
 use crate::validation::{Errors, FieldError};
 
 /// The body of POST /v1/evaluations.

@@ -3,7 +3,7 @@ use std::time::Duration;
 
 use sqlx::any::AnyPoolOptions;
 
-use super::{SqlStore, StoreError, StoreResult};
+use super::{Store, StoreError, StoreResult};
 
 /// The database behind the store, chosen by the URL scheme.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +36,7 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("migrations
 
 /// Opens the database named by `url` (creating a SQLite file and its folder when missing) and
 /// applies the backend's migrations.
-pub async fn connect(url: &str) -> StoreResult<SqlStore> {
+pub async fn connect(url: &str) -> StoreResult<Store> {
     sqlx::any::install_default_drivers();
     let backend = Backend::from_url(url).ok_or_else(|| {
         StoreError::Config(format!(
@@ -85,7 +85,7 @@ pub async fn connect(url: &str) -> StoreResult<SqlStore> {
         Backend::Postgres => &POSTGRES_MIGRATIONS,
     };
     migrator.run(&pool).await?;
-    Ok(SqlStore::new(pool, backend))
+    Ok(Store::new(pool, backend))
 }
 
 /// Whether a connection that comes back to the pool is outside any transaction, as sqlx and the

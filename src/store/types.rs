@@ -1,34 +1,11 @@
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use serde_json::value::{RawValue, to_raw_value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
-use crate::dataset::Item;
-use crate::lmeval::RecordedInstance;
+use super::{Document, StoreError, StoreResult};
+use crate::domain::{DatasetKind, JobKind, JobStatus, NewShard, ShardKind};
+use crate::metrics::Flip;
+use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum DatasetKind {
-    MultipleChoice,
-    Generation,
-}
-
-impl DatasetKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::MultipleChoice => "multiple_choice",
-            Self::Generation => "generation",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "multiple_choice" => Some(Self::MultipleChoice),
-            "generation" => Some(Self::Generation),
-            _ => None,
-        }
-    }
-}
 
 /// A recorded run to store: one model's results on one task.
 pub struct NewPredictions {
@@ -76,12 +53,13 @@ pub struct PredictionRow {
 }
 
 impl PredictionRow {
-    pub fn new(idx: i64, instance: &RecordedInstance) -> Self {
+    /// A line to store, its instance already serialised (see `lmeval::recorded`).
+    pub fn with_body(idx: i64, doc_id: String, filter: String, body: Box<RawValue>) -> Self {
         Self {
             idx,
-            doc_id: instance.doc_id.clone(),
-            filter: instance.filter.clone(),
-            body: to_raw_value(instance).expect("a recorded instance has only string keys"),
+            doc_id,
+            filter,
+            body,
         }
     }
 
@@ -97,10 +75,6 @@ impl PredictionRow {
             filter,
             body: RawValue::from_string(body)?,
         })
-    }
-
-    pub fn instance(&self) -> serde_json::Result<RecordedInstance> {
-        serde_json::from_str(self.body.get())
     }
 
     pub fn json(&self) -> &str {
@@ -141,12 +115,9 @@ impl PartialEq for DatasetRow {
 }
 
 impl DatasetRow {
-    pub fn new(idx: i64, id: String, item: &Item) -> Self {
-        Self {
-            idx,
-            id,
-            body: to_raw_value(item).expect("an item has only string keys"),
-        }
+    /// A row to store, its item already serialised (see `dataset`).
+    pub fn with_body(idx: i64, id: String, body: Box<RawValue>) -> Self {
+        Self { idx, id, body }
     }
 
     /// A row read back from the store, its text checked to be JSON.
@@ -158,127 +129,9 @@ impl DatasetRow {
         })
     }
 
-    pub fn item(&self) -> serde_json::Result<Item> {
-        serde_json::from_str(self.body.get())
-    }
-
     pub fn json(&self) -> &str {
         self.body.get()
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobKind {
-    Evaluation,
-    Training,
-}
-
-impl JobKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Evaluation => "evaluation",
-            Self::Training => "training",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "evaluation" => Some(Self::Evaluation),
-            "training" => Some(Self::Training),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum JobStatus {
-    Queued,
-    Running,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
-        Self::Queued,
-        Self::Running,
-        Self::Succeeded,
-        Self::Failed,
-        Self::Cancelled,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Queued => "queued",
-            Self::Running => "running",
-            Self::Succeeded => "succeeded",
-            Self::Failed => "failed",
-            Self::Cancelled => "cancelled",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|status| status.as_str() == s)
-    }
-
-    pub fn is_finished(self) -> bool {
-        matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
-    }
-}
-
-/// What a shard does: `work` shards cover a range of instances; the one `finalize` shard of a
-/// job becomes claimable once every work shard has succeeded, and finishes the job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ShardKind {
-    Work,
-    Finalize,
-}
-
-impl ShardKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Work => "work",
-            Self::Finalize => "finalize",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "work" => Some(Self::Work),
-            "finalize" => Some(Self::Finalize),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct NewShard {
-    pub kind: ShardKind,
-    pub start: i64,
-    pub end: i64,
-}
-
-/// Splits `0..total` into work shards of at most `shard_size` instances, then a finalize shard.
-pub fn plan_shards(total: i64, shard_size: i64) -> Vec<NewShard> {
-    let size = shard_size.max(1);
-    let mut shards: Vec<NewShard> = (0..total)
-        .step_by(size as usize)
-        .map(|start| NewShard {
-            kind: ShardKind::Work,
-            start,
-            end: (start + size).min(total),
-        })
-        .collect();
-    shards.push(NewShard {
-        kind: ShardKind::Finalize,
-        start: 0,
-        end: total,
-    });
-    shards
 }
 
 pub struct Idempotency {
@@ -290,10 +143,10 @@ pub struct Idempotency {
 pub struct NewJob {
     pub kind: JobKind,
     pub name: Option<String>,
-    pub spec: Value,
+    pub spec: Document,
     pub total: i64,
     pub shards: Vec<NewShard>,
-    pub max_attempts: u32,
+    pub max_attempts: std::num::NonZeroU32,
     pub idempotency: Option<Idempotency>,
     /// Sent when the job ends (stored with the job, in the same transaction).
     pub callback: Option<NewCallback>,
@@ -331,18 +184,60 @@ pub struct Job {
     pub kind: JobKind,
     pub name: Option<String>,
     pub status: JobStatus,
-    pub spec: Value,
+    pub spec: Document,
     pub progress_done: i64,
     pub progress_total: i64,
     pub error: Option<String>,
     /// Null in listings, which read `summary` alone.
-    pub report: Option<Value>,
+    pub report: Option<Document>,
     /// The headline of the stored report (evaluations).
-    pub summary: Option<Value>,
-    pub result: Option<Value>,
+    pub summary: Option<Document>,
+    pub result: Option<Document>,
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+}
+
+impl Job {
+    /// The job's spec as its kind stored it.
+    pub fn read_spec<T: DeserializeOwned>(&self) -> StoreResult<T> {
+        self.read("spec", Some(&self.spec)).and_then(|spec| {
+            spec.ok_or_else(|| {
+                StoreError::Corrupt(format!("{} {} has no spec", self.kind.as_str(), self.id))
+            })
+        })
+    }
+
+    pub fn read_report<T: DeserializeOwned>(&self) -> StoreResult<Option<T>> {
+        self.read("report", self.report.as_ref())
+    }
+
+    pub fn read_summary<T: DeserializeOwned>(&self) -> StoreResult<Option<T>> {
+        self.read("summary", self.summary.as_ref())
+    }
+
+    pub fn read_result<T: DeserializeOwned>(&self) -> StoreResult<Option<T>> {
+        self.read("result", self.result.as_ref())
+    }
+
+    /// A stored document that no longer parses is an error naming the job, never a default.
+    fn read<T: DeserializeOwned>(
+        &self,
+        what: &str,
+        document: Option<&Document>,
+    ) -> StoreResult<Option<T>> {
+        document
+            .map(|d| {
+                d.read().map_err(|e| {
+                    StoreError::Corrupt(format!(
+                        "the stored {what} of {} {}: {e}",
+                        self.kind.as_str(),
+                        self.id
+                    ))
+                })
+            })
+            .transpose()
+    }
 }
 
 pub struct Created<T> {
@@ -387,8 +282,8 @@ pub struct Claim {
     pub end: i64,
     /// Instances of this shard already stored by earlier attempts.
     pub done: i64,
-    pub checkpoint: Option<Value>,
-    pub spec: Value,
+    pub checkpoint: Option<Document>,
+    pub spec: Document,
 }
 
 /// What a fenced write found: the claim still holds, another attempt owns the shard now, or the
@@ -402,29 +297,14 @@ pub enum LeaseState {
 
 #[derive(Default)]
 pub struct Completion {
-    pub report: Option<Value>,
-    pub summary: Option<Value>,
-    pub result: Option<Value>,
-}
-
-/// One evaluated instance: both models' outcomes and the flip label.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InstanceRecord {
-    pub idx: i64,
-    pub id: String,
-    pub flip: String,
-    /// Gold label of a multiple-choice instance.
-    pub gold: Option<i64>,
-    pub tags: Value,
-    pub old: Value,
-    pub new: Value,
-    /// Slice names (`answer=1`, `topic=physics`) the instance belongs to, for filtering.
-    pub slices: Vec<String>,
+    pub report: Option<Document>,
+    pub summary: Option<Document>,
+    pub result: Option<Document>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {
-    pub flip: Option<String>,
+    pub flip: Option<Flip>,
     pub slice: Option<String>,
     pub page: PageRequest,
 }
@@ -435,39 +315,4 @@ pub struct QueueStats {
     pub jobs: Vec<(JobKind, JobStatus, i64)>,
     pub queued_shards: i64,
     pub running_shards: i64,
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shards_cover_every_instance_once_then_finalize() {
-        let shards = plan_shards(1001, 500);
-        let ranges: Vec<_> = shards.iter().map(|s| (s.kind, s.start, s.end)).collect();
-        assert_eq!(
-            ranges,
-            vec![
-                (ShardKind::Work, 0, 500),
-                (ShardKind::Work, 500, 1000),
-                (ShardKind::Work, 1000, 1001),
-                (ShardKind::Finalize, 0, 1001),
-            ]
-        );
-    }
-
-    #[test]
-    fn an_empty_job_has_only_the_finalize_shard() {
-        let shards = plan_shards(0, 500);
-        assert_eq!(shards.len(), 1);
-        assert_eq!(shards[0].kind, ShardKind::Finalize);
-    }
-
-    #[test]
-    fn statuses_round_trip() {
-        for status in JobStatus::ALL {
-            assert_eq!(JobStatus::parse(status.as_str()), Some(status));
-        }
-        assert_eq!(JobStatus::parse("done"), None);
-    }
 }

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use super::peft::write_adapter;
 use super::trainer::{RunState, Trainer};
-use crate::store::{JobKind, JobStatus, Store};
+use crate::domain::{JobKind, JobStatus};
+use crate::store::Store;
 
 pub const OPTIMIZER: &str = "optimizer.safetensors";
 pub const STATE: &str = "state.json";
@@ -32,7 +33,7 @@ pub fn remove(data_dir: &Path, job_id: &str) {
 
 /// Removes the checkpoints of trainings that are over or gone: those left by a failure on the
 /// last attempt, which no shard code sees, or by a host that went away.
-pub async fn sweep(data_dir: &Path, store: &dyn Store) {
+pub async fn sweep(data_dir: &Path, store: &Store) {
     let Ok(entries) = std::fs::read_dir(data_dir.join("checkpoints")) else {
         return;
     };
@@ -55,21 +56,19 @@ pub fn epoch_dir(root: &Path, epoch: u32) -> PathBuf {
     root.join(format!("epoch-{epoch}"))
 }
 
-/// The adapter folder of the best epoch recorded in `state`.
-pub fn best_adapter(root: &Path, state: &Value) -> Option<PathBuf> {
-    let epoch = state["best_epoch"].as_u64()?;
-    Some(epoch_dir(root, epoch as u32).join(ADAPTER))
+/// An epoch checkpoint's `state.json`: where the run stands, the optimizer's step count and how
+/// the adapter was initialised.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CheckpointState {
+    #[serde(flatten)]
+    pub run: RunState,
+    pub optimizer_step: u64,
+    pub init: String,
 }
 
-fn state_json(s: &RunState) -> Value {
-    json!({
-        "epochs_done": s.epochs_done,
-        "step": s.step,
-        "history": s.history,
-        "best_epoch": s.best_epoch,
-        "best_validation_ce": s.best_validation_ce,
-        "resumed_from": s.resumed_from,
-    })
+/// The adapter folder of the best epoch recorded in `state`.
+pub fn best_adapter(root: &Path, state: &RunState) -> Option<PathBuf> {
+    Some(epoch_dir(root, state.best_epoch?).join(ADAPTER))
 }
 
 /// Saves the state after the epoch just finished and prunes epochs that are neither the latest
@@ -93,9 +92,11 @@ pub fn save(root: &Path, trainer: &Trainer, base_model: &str) -> Result<PathBuf,
         &trainer.optimizer.state(&trainer.keys),
         &tmp.join(OPTIMIZER),
     )?;
-    let mut state = state_json(&trainer.state);
-    state["optimizer_step"] = json!(trainer.optimizer.step);
-    state["init"] = json!(trainer.lora.init);
+    let state = CheckpointState {
+        run: trainer.state.clone(),
+        optimizer_step: trainer.optimizer.step,
+        init: trainer.lora.init.clone(),
+    };
     std::fs::write(
         tmp.join(STATE),
         serde_json::to_vec_pretty(&state).map_err(|e| e.to_string())?,
@@ -121,7 +122,7 @@ pub fn save(root: &Path, trainer: &Trainer, base_model: &str) -> Result<PathBuf,
     Ok(dir)
 }
 
-pub fn read_state(dir: &Path) -> Result<Value, String> {
+pub fn read_state(dir: &Path) -> Result<CheckpointState, String> {
     let path = dir.join(STATE);
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
@@ -141,18 +142,12 @@ pub fn restore(root: &Path, dir: &Path, trainer: &mut Trainer) -> Result<(), Str
     let adapter = load_tensors(&dir.join(ADAPTER).join(super::peft::WEIGHTS), trainer)?;
     trainer.lora.load(&adapter)?;
     let optimizer = load_tensors(&dir.join(OPTIMIZER), trainer)?;
-    let step = state["optimizer_step"].as_u64().unwrap_or(0);
     let keys = trainer.keys.clone();
-    trainer.optimizer.restore(&keys, &optimizer, step)?;
-    trainer.state = RunState {
-        epochs_done: state["epochs_done"].as_u64().unwrap_or(0) as u32,
-        step: state["step"].as_u64().unwrap_or(0),
-        history: state["history"].as_array().cloned().unwrap_or_default(),
-        best_epoch: state["best_epoch"].as_u64().map(|e| e as u32),
-        best_validation_ce: state["best_validation_ce"].as_f64(),
-        resumed_from: serde_json::from_value(state["resumed_from"].clone()).unwrap_or_default(),
-    };
-    trainer.best_tensors = match best_adapter(root, &state) {
+    trainer
+        .optimizer
+        .restore(&keys, &optimizer, state.optimizer_step)?;
+    trainer.state = state.run;
+    trainer.best_tensors = match best_adapter(root, &trainer.state) {
         Some(best) => Some(load_tensors(&best.join(super::peft::WEIGHTS), trainer)?),
         None => None,
     };

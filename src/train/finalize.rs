@@ -3,16 +3,17 @@
 
 use std::path::Path;
 
-use serde_json::{Map, Value, json};
+use super::result::{EvaluationPair, QueuedEvaluation, QueuedEvaluations, TrainingResult};
 use sha2::{Digest, Sha256};
 
 use super::checkpoint;
+use super::job::StoredTraining;
 use super::output::output_folder;
 use super::peft::{CONFIG, WEIGHTS};
-use super::work::{StoredTraining, TrainRuntime, stored};
+use super::work::TrainRuntime;
 use crate::evaluation::evaluation_job;
 use crate::spec::{DatasetRef, EvaluationSpec, ModelRef, Objective};
-use crate::store::{Completion, Idempotency, Store};
+use crate::store::{Completion, Document, Idempotency, Store};
 use crate::worker::{ShardContext, ShardError, ShardResult};
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -57,8 +58,8 @@ fn copy_adapter(from: &Path, to: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The evaluations a finished run asks for: (key, old side, new side).
-pub fn evaluation_pairs(job: &StoredTraining) -> Vec<(&'static str, ModelRef, ModelRef)> {
+/// The evaluations a finished run asks for: (pair, old side, new side).
+pub fn evaluation_pairs(job: &StoredTraining) -> Vec<(EvaluationPair, ModelRef, ModelRef)> {
     let spec = &job.spec;
     let trained = ModelRef {
         model: spec.new.model.clone(),
@@ -67,22 +68,22 @@ pub fn evaluation_pairs(job: &StoredTraining) -> Vec<(&'static str, ModelRef, Mo
     };
     match (spec.objective, &spec.old) {
         (Objective::Compatibility, Some(old)) => vec![
-            ("old_vs_new", old.clone(), spec.new.clone()),
-            ("old_vs_compat", old.clone(), trained),
+            (EvaluationPair::OldVsNew, old.clone(), spec.new.clone()),
+            (EvaluationPair::OldVsCompat, old.clone(), trained),
         ],
-        _ => vec![("before_vs_after", spec.new.clone(), trained)],
+        _ => vec![(EvaluationPair::BeforeVsAfter, spec.new.clone(), trained)],
     }
 }
 
 /// Queues the evaluations (idempotently: a re-run of this shard finds the same jobs).
 pub async fn submit_evaluations(
     runtime: &TrainRuntime,
-    store: &dyn Store,
+    store: &Store,
     job_id: &str,
     job: &StoredTraining,
-) -> Result<Value, ShardError> {
+) -> Result<Option<QueuedEvaluations>, ShardError> {
     let Some(evaluate) = &job.spec.evaluate else {
-        return Ok(Value::Null);
+        return Ok(None);
     };
     let DatasetRef::Id(dataset_id) = &evaluate.dataset else {
         return Err(ShardError::fatal(
@@ -93,10 +94,10 @@ pub async fn submit_evaluations(
         ShardError::fatal(format!("evaluate.dataset {dataset_id:?} does not exist"))
     })?;
     let label = job.spec.name.clone().unwrap_or_else(|| job_id.to_string());
-    let mut out = Map::new();
-    for (key, old, new) in evaluation_pairs(job) {
+    let mut out = QueuedEvaluations::new();
+    for (pair, old, new) in evaluation_pairs(job) {
         let spec = EvaluationSpec {
-            name: Some(format!("{label}: {}", key.replace('_', " "))),
+            name: Some(format!("{label}: {}", pair.label())),
             old: old.into(),
             new: new.into(),
             dataset: Some(evaluate.dataset.clone()),
@@ -105,25 +106,28 @@ pub async fn submit_evaluations(
             gate: evaluate.gate.clone(),
             callback: None,
         };
-        let mut new_job = evaluation_job(
-            &spec,
-            dataset.rows,
-            runtime.queue.shard_size,
-            runtime.queue.max_attempts,
-        )
-        .map_err(|e| ShardError::fatal(format!("evaluation spec: {e}")))?;
+        let mut new_job = evaluation_job(&spec, dataset.rows, runtime.planning);
         new_job.idempotency = Some(Idempotency {
-            key: format!("training:{job_id}:{key}"),
-            request_hash: hex::encode(Sha256::digest(new_job.spec.to_string().as_bytes())),
+            key: format!("training:{job_id}:{}", pair.key()),
+            request_hash: hex::encode(Sha256::digest(new_job.spec.text().as_bytes())),
         });
         let created = store.create_job(new_job).await?;
-        out.insert(key.to_string(), json!({"id": created.value.id}));
+        out.insert(
+            pair,
+            QueuedEvaluation {
+                id: created.value.id,
+            },
+        );
     }
-    Ok(Value::Object(out))
+    Ok(Some(out))
 }
 
-pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult {
-    let finished = write_adapter(runtime, ctx).await;
+pub async fn finalize(
+    runtime: &TrainRuntime,
+    ctx: &ShardContext,
+    job: &StoredTraining,
+) -> ShardResult {
+    let finished = write_adapter(runtime, ctx, job).await;
     if let Err(ShardError::Failed { retry: false, .. }) = &finished {
         // The job fails: nothing will resume from its checkpoints.
         checkpoint::remove(&runtime.data_dir, &ctx.claim.fence.job_id);
@@ -131,8 +135,11 @@ pub async fn finalize(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult
     finished
 }
 
-async fn write_adapter(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResult {
-    let job = stored(ctx)?;
+async fn write_adapter(
+    runtime: &TrainRuntime,
+    ctx: &ShardContext,
+    job: &StoredTraining,
+) -> ShardResult {
     let job_id = &ctx.claim.fence.job_id;
     let root = checkpoint::job_dir(&runtime.data_dir, job_id);
     let last = checkpoint::epoch_dir(&root, job.spec.hyperparameters.epochs);
@@ -141,26 +148,26 @@ async fn write_adapter(runtime: &TrainRuntime, ctx: &ShardContext) -> ShardResul
             "the final epoch checkpoint cannot be read ({e}); is MUSCLE_DATA_DIR shared by every worker?"
         ))
     })?;
-    let best = checkpoint::best_adapter(&root, &state)
+    let best = checkpoint::best_adapter(&root, &state.run)
         .ok_or_else(|| ShardError::fatal("the final checkpoint names no best epoch"))?;
     // Checked again: the folders on the way may have changed since the submission.
     let output = output_folder(&runtime.resolver, &job.spec.output)
         .map_err(|e| ShardError::fatal(format!("output: {e}")))?;
     install(&best, &output, job_id).map_err(ShardError::fatal)?;
-    let evaluations = submit_evaluations(runtime, ctx.store.as_ref(), job_id, &job).await?;
-    let result = json!({
-        "history": state["history"],
-        "best_epoch": state["best_epoch"],
-        "best_validation_ce": state["best_validation_ce"],
-        "steps": state["step"],
-        "resumed_from_epochs": state["resumed_from"],
-        "init": state["init"],
-        "adapter": job.spec.output,
-        "evaluations": evaluations,
-    });
+    let evaluations = submit_evaluations(runtime, ctx.store.as_ref(), job_id, job).await?;
+    let result = TrainingResult {
+        history: state.run.history,
+        best_epoch: state.run.best_epoch,
+        best_validation_ce: state.run.best_validation_ce,
+        steps: state.run.step,
+        resumed_from_epochs: state.run.resumed_from,
+        init: state.init,
+        adapter: job.spec.output.clone(),
+        evaluations,
+    };
     checkpoint::remove(&runtime.data_dir, job_id);
     Ok(Completion {
-        result: Some(result),
+        result: Some(Document::of(&result)),
         ..Completion::default()
     })
 }

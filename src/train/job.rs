@@ -1,10 +1,29 @@
 //! What a training job is in the queue: its stored spec, step count and shards, and the checks
 //! made before it is queued.
 
-use serde_json::Value;
-
+use crate::callback::CallbackSpec;
+use crate::domain::{JobKind, JobPlanning, NewShard, ShardKind};
 use crate::spec::{Hyperparameters, TrainingSpec};
-use crate::store::{NewShard, ShardKind};
+use crate::store::{Document, NewJob};
+use serde::{Deserialize, Serialize};
+
+/// A training as the queue stores it: its spec and the dataset's size it was planned on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredTraining {
+    pub spec: TrainingSpec,
+    pub dataset_rows: i64,
+    pub steps_per_epoch: i64,
+}
+
+impl StoredTraining {
+    pub fn new(spec: TrainingSpec, rows: i64) -> Self {
+        Self {
+            steps_per_epoch: steps_per_epoch(rows, &spec.hyperparameters),
+            spec,
+            dataset_rows: rows,
+        }
+    }
+}
 
 /// Optimiser steps per epoch for `rows` dataset rows.
 pub fn steps_per_epoch(rows: i64, h: &Hyperparameters) -> i64 {
@@ -15,16 +34,11 @@ pub fn steps_per_epoch(rows: i64, h: &Hyperparameters) -> i64 {
     (train + per_step - 1) / per_step
 }
 
-/// The stored job spec, total optimizer steps and shards of a training over `rows` rows: one
-/// Work shard for the whole run and a Finalize shard.
-pub fn training_job(spec: &TrainingSpec, rows: i64) -> (Value, i64, Vec<NewShard>) {
-    let per_epoch = steps_per_epoch(rows, &spec.hyperparameters);
-    let total = per_epoch * i64::from(spec.hyperparameters.epochs);
-    let stored = serde_json::json!({
-        "spec": spec,
-        "dataset_rows": rows,
-        "steps_per_epoch": per_epoch,
-    });
+/// The job of a training: its total optimizer steps, one Work shard for the whole run and a
+/// Finalize shard.
+pub fn training_job(stored: &StoredTraining, planning: JobPlanning) -> NewJob {
+    let spec = &stored.spec;
+    let total = stored.steps_per_epoch * i64::from(spec.hyperparameters.epochs);
     let shards = vec![
         NewShard {
             kind: ShardKind::Work,
@@ -37,7 +51,18 @@ pub fn training_job(spec: &TrainingSpec, rows: i64) -> (Value, i64, Vec<NewShard
             end: total,
         },
     ];
-    (stored, total, shards)
+    NewJob {
+        kind: JobKind::Training,
+        name: spec.name.clone(),
+        spec: Document::of(stored),
+        total,
+        shards,
+        max_attempts: planning.max_attempts,
+        idempotency: None,
+        callback: spec.callback.as_ref().map(CallbackSpec::to_new),
+        // Refused by a unique index while another training queued or running writes it.
+        output: Some(spec.output.clone()),
+    }
 }
 
 /// Refuses an old/new pair the compatibility loss cannot compare (different tokenizers or

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::history::{EpochEnd, HistoryEntry, TrainStep};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Value, json};
 
 use super::adapter::{LoraShape, TrainableLora};
 use super::data::{Batch, Example, example};
@@ -69,11 +69,11 @@ pub struct TrainInputs {
 }
 
 /// Where a run stands: what an epoch checkpoint stores besides the tensors.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct RunState {
     pub epochs_done: u32,
     pub step: u64,
-    pub history: Vec<Value>,
+    pub history: Vec<HistoryEntry>,
     pub best_epoch: Option<u32>,
     pub best_validation_ce: Option<f64>,
     /// Epochs this run was resumed from (one entry per reclaimed attempt).
@@ -346,7 +346,7 @@ impl Trainer {
     }
 
     /// One optimizer step over `indices` (training examples), in micro-batches of batch_size.
-    pub fn optimizer_step(&mut self, indices: &[usize]) -> Result<Value, TrainError> {
+    pub fn optimizer_step(&mut self, indices: &[usize]) -> Result<TrainStep, TrainError> {
         let h = self.hyperparameters().clone();
         let vars: Vec<&Var> = self.lora.vars().into_iter().map(|(_, v)| v).collect();
         let mut acc = Accumulator::new(vars.len());
@@ -376,20 +376,17 @@ impl Trainer {
         drop(vars);
         self.state.step += 1;
         self.tokens_seen += tokens;
-        let mut entry = json!({
-            "kind": "train",
-            "epoch": self.state.epochs_done + 1,
-            "step": self.state.step,
-            "loss": loss_sum / n,
-            "ce": ce_sum / n,
-            "lr": lr,
-            "grad_norm": norm,
-        });
-        if self.teachers.is_some() {
-            entry["distil"] = json!(distil_sum / n);
-            entry["old_share"] = json!(share_sum / n);
-        }
-        Ok(entry)
+        let teachers = self.teachers.is_some();
+        Ok(TrainStep {
+            epoch: self.state.epochs_done + 1,
+            step: self.state.step,
+            loss: loss_sum / n,
+            ce: ce_sum / n,
+            lr,
+            grad_norm: norm,
+            distil: teachers.then_some(distil_sum / n),
+            old_share: teachers.then_some(share_sum / n),
+        })
     }
 
     /// Mean cross-entropy per loss token over the validation examples (no dropout).
@@ -433,21 +430,20 @@ impl Trainer {
                     return Err(TrainError::Stopped);
                 }
                 let entry = self.optimizer_step(group)?;
-                epoch_loss += entry["loss"].as_f64().unwrap_or(0.0);
+                epoch_loss += entry.loss;
                 steps += 1;
                 if self.state.step.is_multiple_of(log_every) || i + 1 == groups.len() {
-                    self.state.history.push(entry);
+                    self.state.history.push(HistoryEntry::Train(entry));
                 }
                 hooks.on_step(self.state.step);
             }
             let ce = self.validation_ce()?;
             self.state.epochs_done = epoch + 1;
-            self.state.history.push(json!({
-                "kind": "validation",
-                "epoch": epoch + 1,
-                "step": self.state.step,
-                "train_loss": epoch_loss / steps.max(1) as f64,
-                "validation_ce": ce,
+            self.state.history.push(HistoryEntry::Validation(EpochEnd {
+                epoch: epoch + 1,
+                step: self.state.step,
+                train_loss: epoch_loss / steps.max(1) as f64,
+                validation_ce: ce,
             }));
             if self.state.best_validation_ce.is_none_or(|best| ce < best) {
                 self.state.best_validation_ce = Some(ce);

@@ -6,15 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::checkpoint;
+use super::job::StoredTraining;
 use super::trainer::{Hooks, TrainError, TrainInputs, Trainer};
 use crate::engine::DeviceSpec;
 use crate::models::{FolderKind, Resolver};
-use crate::spec::{DatasetRef, ModelRef, TrainingSpec};
+use crate::spec::{DatasetRef, ModelRef};
+use crate::store::Document;
 use crate::worker::{Interruption, ShardContext, ShardError};
 
 /// What a worker host needs to run trainings.
@@ -25,27 +26,7 @@ pub struct TrainRuntime {
     /// MUSCLE_DATA_DIR: epoch checkpoints go under `checkpoints/<job id>/`.
     pub data_dir: PathBuf,
     /// How the evaluations a training queues are planned.
-    pub queue: QueueDefaults,
-}
-
-/// MUSCLE_SHARD_SIZE and MUSCLE_MAX_ATTEMPTS, for jobs a worker queues itself.
-#[derive(Debug, Clone, Copy)]
-pub struct QueueDefaults {
-    pub shard_size: u32,
-    pub max_attempts: u32,
-}
-
-/// The job's stored spec: `{"spec", "dataset_rows", "steps_per_epoch"}`.
-#[derive(Debug, Deserialize)]
-pub struct StoredTraining {
-    pub spec: TrainingSpec,
-    pub dataset_rows: i64,
-    pub steps_per_epoch: i64,
-}
-
-pub fn stored(ctx: &ShardContext) -> Result<StoredTraining, ShardError> {
-    serde_json::from_value(ctx.claim.spec.clone())
-        .map_err(|e| ShardError::fatal(format!("stored spec does not parse: {e}")))
+    pub planning: crate::domain::JobPlanning,
 }
 
 fn resolve(
@@ -121,7 +102,15 @@ pub async fn inputs(
 
 enum Event {
     Step(u64),
-    Epoch(Value),
+    Epoch(EpochCheckpoint),
+}
+
+/// What the queue keeps of the latest epoch checkpoint: a reclaimed shard resumes from `path`.
+#[derive(Debug, Serialize, Deserialize)]
+struct EpochCheckpoint {
+    epoch: u32,
+    step: u64,
+    path: PathBuf,
 }
 
 struct ShardHooks {
@@ -143,19 +132,23 @@ impl Hooks for ShardHooks {
     fn on_epoch(&mut self, trainer: &Trainer) -> Result<(), TrainError> {
         let dir = checkpoint::save(&self.root, trainer, &self.base_model)
             .map_err(|e| TrainError::Runtime(format!("saving the epoch checkpoint: {e}")))?;
-        let _ = self.events.send(Event::Epoch(json!({
-            "epoch": trainer.state.epochs_done,
-            "step": trainer.state.step,
-            "path": dir.display().to_string(),
-        })));
+        let _ = self.events.send(Event::Epoch(EpochCheckpoint {
+            epoch: trainer.state.epochs_done,
+            step: trainer.state.step,
+            path: dir,
+        }));
         Ok(())
     }
 }
 
 /// Runs (or resumes) the training of the shard's job.
-pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
+pub async fn run_work(
+    runtime: &TrainRuntime,
+    ctx: &ShardContext,
+    job: &StoredTraining,
+) -> Result<(), ShardError> {
     checkpoint::sweep(&runtime.data_dir, ctx.store.as_ref()).await;
-    let trained = train_job(runtime, ctx).await;
+    let trained = train_job(runtime, ctx, job).await;
     if let Err(ShardError::Failed { retry: false, .. }) = &trained {
         // The job fails: nothing will resume from its checkpoints.
         checkpoint::remove(&runtime.data_dir, &ctx.claim.fence.job_id);
@@ -163,16 +156,20 @@ pub async fn run_work(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), 
     trained
 }
 
-async fn train_job(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), ShardError> {
-    let job = stored(ctx)?;
-    let inputs = inputs(runtime, ctx, &job).await?;
+async fn train_job(
+    runtime: &TrainRuntime,
+    ctx: &ShardContext,
+    job: &StoredTraining,
+) -> Result<(), ShardError> {
+    let inputs = inputs(runtime, ctx, job).await?;
     let root = checkpoint::job_dir(&runtime.data_dir, &ctx.claim.fence.job_id);
+    // A checkpoint that no longer reads is not resumed from: the run starts again.
     let resume = ctx
         .claim
         .checkpoint
         .as_ref()
-        .and_then(|c| c["path"].as_str())
-        .map(PathBuf::from);
+        .and_then(|c| c.read::<EpochCheckpoint>().ok())
+        .map(|c| c.path);
     let stop = Arc::new(AtomicBool::new(false));
     let (events, mut received) = mpsc::unbounded_channel();
     let hooks = ShardHooks {
@@ -193,7 +190,7 @@ async fn train_job(runtime: &TrainRuntime, ctx: &ShardContext) -> Result<(), Sha
             event = received.recv() => match event {
                 Some(Event::Step(step)) => ctx.set_done(step as i64),
                 Some(Event::Epoch(checkpoint)) => {
-                    if let Err(error) = ctx.save_checkpoint(&checkpoint).await {
+                    if let Err(error) = ctx.save_checkpoint(&Document::of(&checkpoint)).await {
                         stop.store(true, Ordering::SeqCst);
                         store_error.get_or_insert(error);
                     }

@@ -3,7 +3,8 @@ use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 
 use tokio_util::sync::CancellationToken;
 
-use crate::store::{Claim, Completion, InstanceRecord, LeaseState, Store, StoreError};
+use crate::domain::InstanceRecord;
+use crate::store::{Claim, Completion, Document, LeaseState, Store, StoreError};
 
 /// Why a shard's work must stop before it is done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub type ShardResult = Result<Completion, ShardError>;
 /// when the work must stop.
 pub struct ShardContext {
     pub claim: Claim,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub stop: CancellationToken,
     done: Arc<AtomicI64>,
     reason: Arc<AtomicU8>,
@@ -65,7 +66,7 @@ const NONE: u8 = 0;
 impl ShardContext {
     pub(super) fn new(
         claim: Claim,
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         stop: CancellationToken,
         done: Arc<AtomicI64>,
         reason: Arc<AtomicU8>,
@@ -142,7 +143,7 @@ impl ShardContext {
         self.lease(state)
     }
 
-    pub async fn save_checkpoint(&self, checkpoint: &serde_json::Value) -> Result<(), ShardError> {
+    pub async fn save_checkpoint(&self, checkpoint: &Document) -> Result<(), ShardError> {
         let state = self
             .store
             .save_checkpoint(&self.claim.fence, checkpoint)

@@ -35,7 +35,7 @@ pub struct WorkerConfig {
 /// batches and gives it back to the queue.
 pub async fn run_worker(
     id: String,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     executor: Arc<dyn Executor>,
     stats: Arc<Stats>,
     config: WorkerConfig,
@@ -84,7 +84,7 @@ pub async fn run_worker(
 
 async fn run_claim(
     claim: Claim,
-    store: &Arc<dyn Store>,
+    store: &Arc<Store>,
     executor: &dyn Executor,
     stats: &Stats,
     config: &WorkerConfig,

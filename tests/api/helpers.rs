@@ -16,7 +16,7 @@ use super::common::{self, TestDb};
 pub struct TestApp {
     pub base: String,
     pub client: Client,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     pub db: Option<TestDb>,
     stop: tokio_util::sync::CancellationToken,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -74,9 +74,9 @@ impl TestApp {
             allow_model_paths: false,
             queue: QueueArgs {
                 lease_seconds: options.lease_seconds,
-                max_attempts: 3,
+                max_attempts: std::num::NonZeroU32::new(3).unwrap(),
                 poll_ms: 20,
-                shard_size: options.shard_size,
+                shard_size: std::num::NonZeroU32::new(options.shard_size).unwrap(),
             },
             workers: options.workers,
             bind: Some("127.0.0.1:0".parse().unwrap()),

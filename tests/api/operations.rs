@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use muscle::store::{JobKind, JobStatus};
+use muscle::domain::{JobKind, JobStatus};
 use muscle::worker::{Executor, ShardContext, ShardResult};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -8,7 +8,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use super::helpers::*;
-use muscle::store::JobKind;
+use muscle::domain::JobKind;
 
 fn questions(n: usize) -> String {
     (0..n)
@@ -84,7 +84,10 @@ async fn a_cancelled_evaluation_has_its_report_computed_once_and_stored() {
             .await
             .unwrap()
             .unwrap();
-        let stored = job.report.expect("the cancelled job's report is stored");
+        let stored: Value = job
+            .read_report()
+            .unwrap()
+            .expect("the cancelled job's report is stored");
         assert_eq!(&stored, report);
         let again: Value = app.get(&location).await.json().await.unwrap();
         assert_eq!(again["report"], *report);

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use muscle::store::{self, SqlStore};
+use muscle::store::{self, Store};
 use sqlx::Connection;
 
 pub struct TestDb {
@@ -15,7 +15,7 @@ pub struct TestDb {
 }
 
 impl TestDb {
-    pub async fn store(&self) -> Arc<SqlStore> {
+    pub async fn store(&self) -> Arc<Store> {
         Arc::new(
             store::connect(&self.url)
                 .await

@@ -4,12 +4,9 @@ use sqlx::Row;
 
 use super::*;
 
-impl SqlStore {
-    pub(super) async fn due_callbacks_impl(
-        &self,
-        now: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<DueCallback>> {
+impl Store {
+    /// Callbacks of finished jobs whose next attempt is due at `now` (ms), at most `limit`.
+    pub async fn due_callbacks(&self, now: i64, limit: i64) -> StoreResult<Vec<DueCallback>> {
         let rows = sqlx::query(
             "SELECT c.job_id, j.kind, c.url, c.secret_env, c.attempts FROM callbacks c \
              JOIN jobs j ON j.id = c.job_id \
@@ -26,7 +23,9 @@ impl SqlStore {
                 let kind: String = row.try_get("kind")?;
                 Ok(DueCallback {
                     job_id: row.try_get("job_id")?,
-                    kind: JobKind::parse(&kind)
+                    kind: kind
+                        .parse::<JobKind>()
+                        .ok()
                         .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind:?}")))?,
                     url: row.try_get("url")?,
                     secret_env: row.try_get("secret_env")?,
@@ -36,7 +35,9 @@ impl SqlStore {
             .collect()
     }
 
-    pub(super) async fn claim_callback_impl(
+    /// Takes the next attempt of a callback (seen with `attempts` made) for one sender, holding
+    /// it until `hold_until`; false when another sender took it first.
+    pub async fn claim_callback(
         &self,
         job_id: &str,
         attempts: i64,
@@ -55,7 +56,7 @@ impl SqlStore {
         Ok(claimed == 1)
     }
 
-    pub(super) async fn record_callback_impl(
+    pub async fn record_callback(
         &self,
         job_id: &str,
         attempt: &CallbackAttempt,

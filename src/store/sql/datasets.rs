@@ -12,15 +12,18 @@ fn dataset_from_row(row: &AnyRow) -> StoreResult<Dataset> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         rows: row.try_get("row_count")?,
-        kind: DatasetKind::parse(&kind)
+        kind: kind
+            .parse::<DatasetKind>()
+            .ok()
             .ok_or_else(|| StoreError::Corrupt(format!("dataset kind {kind:?}")))?,
         sha256: row.try_get("sha256")?,
         created_at: rfc3339(row.try_get("created_at")?),
     })
 }
 
-impl SqlStore {
-    pub(super) async fn insert_dataset_impl(
+impl Store {
+    /// Stores a dataset and its rows in one transaction, taking the rows as they come.
+    pub async fn insert_dataset(
         &self,
         dataset: &NewDataset,
         rows: &mut (dyn Iterator<Item = DatasetRow> + Send),
@@ -78,7 +81,7 @@ impl SqlStore {
         })
     }
 
-    pub(super) async fn get_dataset_impl(&self, id: &str) -> StoreResult<Option<Dataset>> {
+    pub async fn get_dataset(&self, id: &str) -> StoreResult<Option<Dataset>> {
         let row = sqlx::query(
             "SELECT id, name, kind, row_count, sha256, created_at FROM datasets WHERE id = $1",
         )
@@ -88,11 +91,8 @@ impl SqlStore {
         row.as_ref().map(dataset_from_row).transpose()
     }
 
-    pub(super) async fn datasets_named_impl(
-        &self,
-        name: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<Dataset>> {
+    /// Datasets uploaded under `name`, newest first, at most `limit`.
+    pub async fn datasets_named(&self, name: &str, limit: i64) -> StoreResult<Vec<Dataset>> {
         let rows = sqlx::query(
             "SELECT id, name, kind, row_count, sha256, created_at FROM datasets \
              WHERE name = $1 ORDER BY id DESC LIMIT $2",
@@ -104,7 +104,7 @@ impl SqlStore {
         rows.iter().map(dataset_from_row).collect()
     }
 
-    pub(super) async fn list_datasets_impl(&self, page: PageRequest) -> StoreResult<Page<Dataset>> {
+    pub async fn list_datasets(&self, page: PageRequest) -> StoreResult<Page<Dataset>> {
         let mut sql =
             Sql::new("SELECT id, name, kind, row_count, sha256, created_at FROM datasets");
         if let Some(cursor) = &page.cursor {
@@ -119,7 +119,8 @@ impl SqlStore {
         Ok(paginate(items, page.limit, |d| d.id.clone()))
     }
 
-    pub(super) async fn dataset_rows_impl(
+    /// Rows `start..end` of a dataset in order.
+    pub async fn dataset_rows(
         &self,
         id: &str,
         start: i64,
@@ -137,11 +138,8 @@ impl SqlStore {
         rows.iter().map(dataset_row).collect()
     }
 
-    pub(super) async fn dataset_rows_at_impl(
-        &self,
-        id: &str,
-        indices: &[i64],
-    ) -> StoreResult<Vec<DatasetRow>> {
+    /// The rows of a dataset at these positions (those that exist), in order.
+    pub async fn dataset_rows_at(&self, id: &str, indices: &[i64]) -> StoreResult<Vec<DatasetRow>> {
         let mut out = Vec::with_capacity(indices.len());
         // A bounded number of placeholders per statement, whatever the page size.
         for chunk in indices.chunks(500) {

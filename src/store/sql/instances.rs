@@ -7,24 +7,40 @@ use super::*;
 
 const ROWS_PER_INSERT: usize = 200;
 
-fn instance_from_row(row: &AnyRow) -> StoreResult<InstanceRecord> {
-    let tags: String = row.try_get("tags")?;
-    let old: String = row.try_get("old_side")?;
-    let new: String = row.try_get("new_side")?;
+fn instance_from_row(job_id: &str, row: &AnyRow) -> StoreResult<InstanceRecord> {
+    let id: String = row.try_get("instance_id")?;
+    let corrupt = |column: &str, error: String| {
+        StoreError::Corrupt(format!(
+            "instance {id:?} of job {job_id}: {column}: {error}"
+        ))
+    };
+    let flip: String = row.try_get("flip")?;
+    let flip = flip
+        .parse::<Flip>()
+        .map_err(|_| corrupt("flip", format!("{flip:?} is not a flip")))?;
+    let tags = json_column(row, "tags").map_err(|e| corrupt("tags", e))?;
+    let old = json_column(row, "old_side").map_err(|e| corrupt("old_side", e))?;
+    let new = json_column(row, "new_side").map_err(|e| corrupt("new_side", e))?;
     Ok(InstanceRecord {
         idx: row.try_get("idx")?,
-        id: row.try_get("instance_id")?,
-        flip: row.try_get("flip")?,
+        id,
+        flip,
         gold: row.try_get("gold")?,
-        tags: parse_json("tags", &tags)?,
-        old: parse_json("old_side", &old)?,
-        new: parse_json("new_side", &new)?,
+        tags,
+        old,
+        new,
         slices: Vec::new(),
     })
 }
 
-impl SqlStore {
-    pub(super) async fn write_instances_impl(
+fn json_column<T: serde::de::DeserializeOwned>(row: &AnyRow, column: &str) -> Result<T, String> {
+    let text: String = row.try_get(column).map_err(|e| e.to_string())?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+impl Store {
+    /// Stores per-instance rows and progress, fenced on the claim: a stale attempt writes nothing.
+    pub async fn write_instances(
         &self,
         fence: &Fence,
         rows: &[InstanceRecord],
@@ -53,7 +69,7 @@ impl SqlStore {
                     .push(", ")
                     .bind(row.id.clone())
                     .push(", ")
-                    .bind(row.flip.clone())
+                    .bind(row.flip.as_str())
                     .push(", ")
                     .bind(row.gold)
                     .push(", ")
@@ -100,7 +116,7 @@ impl SqlStore {
         Ok(LeaseState::Held)
     }
 
-    pub(super) async fn list_instances_impl(
+    pub async fn list_instances(
         &self,
         job_id: &str,
         filter: &InstanceFilter,
@@ -111,7 +127,7 @@ impl SqlStore {
         );
         sql.bind(job_id.to_string());
         if let Some(flip) = &filter.flip {
-            sql.push(" AND i.flip = ").bind(flip.clone());
+            sql.push(" AND i.flip = ").bind(flip.as_str());
         }
         if let Some(slice) = &filter.slice {
             sql.push(
@@ -132,12 +148,14 @@ impl SqlStore {
         let rows = sql.query().fetch_all(&self.pool).await?;
         let items = rows
             .iter()
-            .map(instance_from_row)
+            .map(|row| instance_from_row(job_id, row))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, filter.page.limit, |r| r.idx.to_string()))
     }
 
-    pub(super) async fn instance_indices_impl(
+    /// Dataset indices in `start..end` whose instance rows are already stored (a reclaimed shard
+    /// skips them).
+    pub async fn instance_indices(
         &self,
         job_id: &str,
         start: i64,

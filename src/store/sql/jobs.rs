@@ -10,9 +10,9 @@ pub(super) const JOB_COLUMNS: &str = "id, kind, name, status, spec, progress_don
 const LISTED_JOB_COLUMNS: &str = "id, kind, name, status, spec, progress_done, progress_total, \
      error, NULL AS report, summary, result, created_at, started_at, finished_at";
 
-fn optional_json(row: &AnyRow, column: &str) -> StoreResult<Option<Value>> {
+fn optional_document(row: &AnyRow, column: &str) -> StoreResult<Option<Document>> {
     let text: Option<String> = row.try_get(column)?;
-    text.map(|t| parse_json(column, &t)).transpose()
+    text.map(|t| parse_document(column, t)).transpose()
 }
 
 pub(super) fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
@@ -21,18 +21,22 @@ pub(super) fn job_from_row(row: &AnyRow) -> StoreResult<Job> {
     let spec: String = row.try_get("spec")?;
     Ok(Job {
         id: row.try_get("id")?,
-        kind: JobKind::parse(&kind)
+        kind: kind
+            .parse::<JobKind>()
+            .ok()
             .ok_or_else(|| StoreError::Corrupt(format!("job kind {kind:?}")))?,
         name: row.try_get("name")?,
-        status: JobStatus::parse(&status)
+        status: status
+            .parse::<JobStatus>()
+            .ok()
             .ok_or_else(|| StoreError::Corrupt(format!("job status {status:?}")))?,
-        spec: parse_json("spec", &spec)?,
+        spec: parse_document("spec", spec)?,
         progress_done: row.try_get("progress_done")?,
         progress_total: row.try_get("progress_total")?,
         error: row.try_get("error")?,
-        report: optional_json(row, "report")?,
-        summary: optional_json(row, "summary")?,
-        result: optional_json(row, "result")?,
+        report: optional_document(row, "report")?,
+        summary: optional_document(row, "summary")?,
+        result: optional_document(row, "result")?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -43,7 +47,7 @@ fn is_unique_violation(error: &sqlx::Error) -> bool {
     matches!(error, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
-impl SqlStore {
+impl Store {
     async fn job_by_key(&self, kind: JobKind, key: &Idempotency) -> StoreResult<Option<Job>> {
         let mut sql = Sql::new("SELECT ");
         sql.push(JOB_COLUMNS)
@@ -61,7 +65,9 @@ impl SqlStore {
         job_from_row(&row).map(Some)
     }
 
-    pub(super) async fn create_job_impl(&self, job: NewJob) -> StoreResult<Created<Job>> {
+    /// Inserts a job with its shards, or returns the job already stored under the same
+    /// idempotency key (`created` is false then).
+    pub async fn create_job(&self, job: NewJob) -> StoreResult<Created<Job>> {
         if let Some(key) = &job.idempotency
             && let Some(existing) = self.job_by_key(job.kind, key).await?
         {
@@ -124,7 +130,7 @@ impl SqlStore {
         .bind(&id)
         .bind(job.kind.as_str())
         .bind(job.name.clone())
-        .bind(to_json_text(&job.spec))
+        .bind(job.spec.text().to_string())
         .bind(job.idempotency.as_ref().map(|k| k.key.clone()))
         .bind(job.idempotency.as_ref().map(|k| k.request_hash.clone()))
         .bind(job.total)
@@ -158,7 +164,7 @@ impl SqlStore {
                     .push(", ")
                     .bind(shard.end)
                     .push(", 'queued', ")
-                    .bind(i64::from(job.max_attempts.max(1)))
+                    .bind(i64::from(job.max_attempts.get()))
                     .push(", ")
                     .bind(now)
                     .push(")");
@@ -175,7 +181,7 @@ impl SqlStore {
         Ok(created)
     }
 
-    pub(super) async fn get_job_impl(&self, kind: JobKind, id: &str) -> StoreResult<Option<Job>> {
+    pub async fn get_job(&self, kind: JobKind, id: &str) -> StoreResult<Option<Job>> {
         let mut sql = Sql::new("SELECT ");
         sql.push(JOB_COLUMNS)
             .push(" FROM jobs WHERE id = ")
@@ -186,7 +192,8 @@ impl SqlStore {
         row.as_ref().map(job_from_row).transpose()
     }
 
-    pub(super) async fn list_jobs_impl(&self, filter: JobFilter) -> StoreResult<Page<Job>> {
+    /// Jobs newest first; each without its report (`summary` says its headline).
+    pub async fn list_jobs(&self, filter: JobFilter) -> StoreResult<Page<Job>> {
         let mut sql = Sql::new("SELECT ");
         sql.push(LISTED_JOB_COLUMNS)
             .push(" FROM jobs WHERE kind = ")
@@ -210,7 +217,8 @@ impl SqlStore {
         Ok(paginate(items, filter.page.limit, |j| j.id.clone()))
     }
 
-    pub(super) async fn cancel_job_impl(&self, kind: JobKind, id: &str) -> StoreResult<Job> {
+    /// Cancels a queued or running job; a finished one is a [`StoreError::Conflict`].
+    pub async fn cancel_job(&self, kind: JobKind, id: &str) -> StoreResult<Job> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
@@ -235,7 +243,7 @@ impl SqlStore {
         }
         tx.commit().await?;
         let job = self
-            .get_job_impl(kind, id)
+            .get_job(kind, id)
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("{} {id}", kind.as_str())))?;
         if updated == 0 {
@@ -248,18 +256,20 @@ impl SqlStore {
         Ok(job)
     }
 
-    pub(super) async fn store_final_report_impl(
+    /// Stores the report of a cancelled or failed job, once (false when it already has one or
+    /// is not such a job).
+    pub async fn store_final_report(
         &self,
         id: &str,
-        report: &Value,
-        summary: &Value,
+        report: &Document,
+        summary: &Document,
     ) -> StoreResult<bool> {
         let stored = sqlx::query(
             "UPDATE jobs SET report = $1, summary = $2 \
              WHERE id = $3 AND status IN ('cancelled', 'failed') AND report IS NULL",
         )
-        .bind(to_json_text(report))
-        .bind(to_json_text(summary))
+        .bind(report.text().to_string())
+        .bind(summary.text().to_string())
         .bind(id)
         .execute(&self.pool)
         .await?
@@ -267,7 +277,7 @@ impl SqlStore {
         Ok(stored == 1)
     }
 
-    pub(super) async fn queue_stats_impl(&self) -> StoreResult<QueueStats> {
+    pub async fn queue_stats(&self) -> StoreResult<QueueStats> {
         let rows =
             sqlx::query("SELECT kind, status, COUNT(*) AS n FROM jobs GROUP BY kind, status")
                 .fetch_all(&self.pool)
@@ -276,7 +286,10 @@ impl SqlStore {
         for row in &rows {
             let kind: String = row.try_get("kind")?;
             let status: String = row.try_get("status")?;
-            if let (Some(kind), Some(status)) = (JobKind::parse(&kind), JobStatus::parse(&status)) {
+            if let (Some(kind), Some(status)) = (
+                kind.parse::<JobKind>().ok(),
+                status.parse::<JobStatus>().ok(),
+            ) {
                 stats.jobs.push((kind, status, row.try_get("n")?));
             }
         }

@@ -23,7 +23,9 @@ fn predictions_from_row(row: &AnyRow) -> StoreResult<Predictions> {
         name: row.try_get("name")?,
         format: row.try_get("format")?,
         task: row.try_get("task")?,
-        kind: DatasetKind::parse(&kind)
+        kind: kind
+            .parse::<DatasetKind>()
+            .ok()
             .ok_or_else(|| StoreError::Corrupt(format!("predictions kind {kind:?}")))?,
         rows: row.try_get("row_count")?,
         filters: names(row, "filters")?,
@@ -34,8 +36,8 @@ fn predictions_from_row(row: &AnyRow) -> StoreResult<Predictions> {
     })
 }
 
-impl SqlStore {
-    pub(super) async fn insert_predictions_impl(
+impl Store {
+    pub async fn insert_predictions(
         &self,
         new: &NewPredictions,
         rows: &[PredictionRow],
@@ -95,7 +97,7 @@ impl SqlStore {
         })
     }
 
-    pub(super) async fn get_predictions_impl(&self, id: &str) -> StoreResult<Option<Predictions>> {
+    pub async fn get_predictions(&self, id: &str) -> StoreResult<Option<Predictions>> {
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM predictions WHERE id = $1"
         )))
@@ -105,11 +107,8 @@ impl SqlStore {
         row.as_ref().map(predictions_from_row).transpose()
     }
 
-    pub(super) async fn predictions_named_impl(
-        &self,
-        name: &str,
-        limit: i64,
-    ) -> StoreResult<Vec<Predictions>> {
+    /// Recorded runs uploaded under `name`, newest first, at most `limit`.
+    pub async fn predictions_named(&self, name: &str, limit: i64) -> StoreResult<Vec<Predictions>> {
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM predictions WHERE name = $1 ORDER BY id DESC LIMIT $2"
         )))
@@ -120,10 +119,7 @@ impl SqlStore {
         rows.iter().map(predictions_from_row).collect()
     }
 
-    pub(super) async fn list_predictions_impl(
-        &self,
-        page: PageRequest,
-    ) -> StoreResult<Page<Predictions>> {
+    pub async fn list_predictions(&self, page: PageRequest) -> StoreResult<Page<Predictions>> {
         let mut sql = Sql::new("SELECT ");
         sql.push(COLUMNS).push(" FROM predictions");
         if let Some(cursor) = &page.cursor {
@@ -138,11 +134,8 @@ impl SqlStore {
         Ok(paginate(items, page.limit, |p| p.id.clone()))
     }
 
-    pub(super) async fn prediction_rows_impl(
-        &self,
-        id: &str,
-        filter: &str,
-    ) -> StoreResult<Vec<PredictionRow>> {
+    /// Every stored line of a recorded run under `filter`, in file order.
+    pub async fn prediction_rows(&self, id: &str, filter: &str) -> StoreResult<Vec<PredictionRow>> {
         let rows = sqlx::query(
             "SELECT idx, doc_id, filter, body FROM prediction_rows \
              WHERE prediction_id = $1 AND filter = $2 ORDER BY idx",
@@ -154,7 +147,8 @@ impl SqlStore {
         rows.iter().map(prediction_row).collect()
     }
 
-    pub(super) async fn prediction_rows_for_impl(
+    /// The lines of a recorded run under `filter` for these doc_ids (those that exist).
+    pub async fn prediction_rows_for(
         &self,
         id: &str,
         filter: &str,

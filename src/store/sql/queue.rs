@@ -54,7 +54,7 @@ pub(super) struct Touch {
     pub checkpoint: Option<String>,
 }
 
-impl SqlStore {
+impl Store {
     /// Runs the fence update inside `tx`; false when the claim no longer holds.
     pub(super) async fn touch(
         &self,
@@ -135,11 +135,9 @@ impl SqlStore {
         Ok(())
     }
 
-    pub(super) async fn claim_impl(
-        &self,
-        worker_id: &str,
-        lease: Duration,
-    ) -> StoreResult<Option<Claim>> {
+    /// Claims one runnable shard under a lease, or returns None when the queue is empty.
+    /// Expired leases are reclaimed here; shards out of attempts fail their job.
+    pub async fn claim(&self, worker_id: &str, lease: Duration) -> StoreResult<Option<Claim>> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
         let exhausted = sqlx::query_with(
@@ -194,17 +192,21 @@ impl SqlStore {
                 shard: row.try_get("idx")?,
                 attempt: row.try_get("attempt")?,
             },
-            job_kind: JobKind::parse(&job_kind)
+            job_kind: job_kind
+                .parse::<JobKind>()
+                .ok()
                 .ok_or_else(|| StoreError::Corrupt(format!("job kind {job_kind:?}")))?,
-            shard_kind: ShardKind::parse(&shard_kind)
+            shard_kind: shard_kind
+                .parse::<ShardKind>()
+                .ok()
                 .ok_or_else(|| StoreError::Corrupt(format!("shard kind {shard_kind:?}")))?,
             start: row.try_get("range_start")?,
             end: row.try_get("range_end")?,
             done: row.try_get("done")?,
             checkpoint: checkpoint
-                .map(|c| parse_json("checkpoint", &c))
+                .map(|c| parse_document("checkpoint", c))
                 .transpose()?,
-            spec: parse_json("spec", &spec)?,
+            spec: parse_document("spec", spec)?,
         }))
     }
 
@@ -226,7 +228,8 @@ impl SqlStore {
         Ok(LeaseState::Held)
     }
 
-    pub(super) async fn heartbeat_impl(
+    /// Extends the lease and records progress (instances done within the shard).
+    pub async fn heartbeat(
         &self,
         fence: &Fence,
         done: i64,
@@ -244,21 +247,23 @@ impl SqlStore {
         .await
     }
 
-    pub(super) async fn save_checkpoint_impl(
+    /// Stores an opaque checkpoint that a later attempt of the same shard resumes from.
+    pub async fn save_checkpoint(
         &self,
         fence: &Fence,
-        checkpoint: &Value,
+        checkpoint: &Document,
     ) -> StoreResult<LeaseState> {
         let touch = Touch {
             lease_ms: None,
             done: None,
-            checkpoint: Some(to_json_text(checkpoint)),
+            checkpoint: Some(checkpoint.text().to_string()),
         };
         self.fenced(fence, touch, |_| Box::pin(async { Ok(()) }))
             .await
     }
 
-    pub(super) async fn complete_shard_impl(
+    /// Marks the shard done; the final shard also finishes the job with its report or result.
+    pub async fn complete_shard(
         &self,
         fence: &Fence,
         completion: &Completion,
@@ -287,11 +292,11 @@ impl SqlStore {
                  progress_done = progress_total, finished_at = $3, updated_at = $3 \
                  WHERE id = $4 AND status = 'running'",
             )
-            .bind(completion.report.as_ref().map(to_json_text))
-            .bind(completion.result.as_ref().map(to_json_text))
+            .bind(completion.report.as_ref().map(|d| d.text().to_string()))
+            .bind(completion.result.as_ref().map(|d| d.text().to_string()))
             .bind(now)
             .bind(fence.job_id.clone())
-            .bind(completion.summary.as_ref().map(to_json_text))
+            .bind(completion.summary.as_ref().map(|d| d.text().to_string()))
             .execute(&mut *tx)
             .await?;
         } else {
@@ -311,7 +316,9 @@ impl SqlStore {
         Ok(LeaseState::Held)
     }
 
-    pub(super) async fn fail_shard_impl(
+    /// Records a failure: the shard is queued again while attempts remain and `retry` is set,
+    /// otherwise it fails and so does its job.
+    pub async fn fail_shard(
         &self,
         fence: &Fence,
         error: &str,
@@ -346,7 +353,8 @@ impl SqlStore {
         Ok(LeaseState::Held)
     }
 
-    pub(super) async fn release_shard_impl(&self, fence: &Fence) -> StoreResult<LeaseState> {
+    /// Gives the shard back to the queue without counting the attempt (graceful shutdown).
+    pub async fn release_shard(&self, fence: &Fence) -> StoreResult<LeaseState> {
         let released = sqlx::query(
             "UPDATE shards SET status = 'queued', released = released + 1, lease_until = NULL, \
              worker_id = NULL, updated_at = $1 \
