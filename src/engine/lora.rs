@@ -4,17 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
+use super::error::{EngineError, Result};
+use super::folder::{ADAPTER_WEIGHTS, AdapterConfig, TargetModules};
 use candle_core::{DType, Device, Tensor};
 use regex::Regex;
-use serde_json::Value;
-
-use super::error::{EngineError, Result};
 
 const KEY_PREFIX: &str = "base_model.model.";
 
-/// Which modules an adapter targets (PEFT `target_modules`).
+/// Which modules an adapter adapts: its `TargetModules`, compiled.
 #[derive(Debug, Clone)]
-pub enum TargetModules {
+pub enum ModuleFilter {
     /// Exact module names or name suffixes (matched after a '.').
     List(Vec<String>),
     /// A regex that must match the full module name.
@@ -23,7 +22,7 @@ pub enum TargetModules {
     AllLinear,
 }
 
-impl TargetModules {
+impl ModuleFilter {
     pub fn matches(&self, module: &str) -> bool {
         match self {
             Self::List(names) => names
@@ -59,13 +58,13 @@ pub struct LoraAdapter {
     pub factors: BTreeMap<String, LoraFactor>,
 }
 
-/// The subset of `adapter_config.json` this engine interprets.
+/// What the engine applies of an adapter_config.json, checked: the rank, scaling and modules.
 #[derive(Debug, Clone)]
-pub struct AdapterConfig {
+pub struct LoraSettings {
     pub r: usize,
     pub lora_alpha: f64,
     pub use_rslora: bool,
-    pub target_modules: TargetModules,
+    pub target_modules: ModuleFilter,
     pub rank_pattern: Vec<(String, usize)>,
     pub alpha_pattern: Vec<(String, f64)>,
 }
@@ -85,7 +84,7 @@ fn pattern_key<'a, T>(patterns: &'a [(String, T)], module: &str) -> Option<&'a T
     })
 }
 
-impl AdapterConfig {
+impl LoraSettings {
     pub fn scaling(&self, module: &str) -> (usize, f64) {
         let r = pattern_key(&self.rank_pattern, module)
             .copied()
@@ -101,84 +100,65 @@ impl AdapterConfig {
         (r, alpha / denom)
     }
 
-    pub fn parse(v: &Value, path: &Path) -> Result<Self> {
+    /// Reads `<dir>/adapter_config.json` and checks what the engine supports of it.
+    pub fn read(dir: &Path) -> Result<Self> {
+        Self::new(&AdapterConfig::read(dir)?, dir)
+    }
+
+    /// Refuses what the engine does not support of `cfg` (read from the adapter at `path`).
+    pub fn new(cfg: &AdapterConfig, path: &Path) -> Result<Self> {
         let err = |m: String| EngineError::adapter(path, m);
-        if let Some(t) = v.get("peft_type").and_then(Value::as_str)
+        if let Some(t) = &cfg.peft_type
             && t != "LORA"
         {
             return Err(err(format!("peft_type {t:?} is not supported (only LORA)")));
         }
-        if v.get("use_dora").and_then(Value::as_bool) == Some(true) {
+        if cfg.use_dora == Some(true) {
             return Err(err("use_dora (DoRA) is not supported".into()));
         }
-        if let Some(b) = v.get("bias").and_then(Value::as_str)
+        if let Some(b) = &cfg.bias
             && b != "none"
         {
             return Err(err(format!("bias {b:?} is not supported (only \"none\")")));
         }
-        match v.get("modules_to_save") {
-            None | Some(Value::Null) => {}
-            Some(Value::Array(a)) if a.is_empty() => {}
-            Some(m) => return Err(err(format!("modules_to_save {m} is not supported"))),
+        if let Some(m) = &cfg.modules_to_save
+            && !m.is_empty()
+        {
+            return Err(err(format!("modules_to_save {m:?} is not supported")));
         }
-        if v.get("fan_in_fan_out").and_then(Value::as_bool) == Some(true) {
+        if cfg.fan_in_fan_out == Some(true) {
             return Err(err("fan_in_fan_out is not supported".into()));
         }
-        let r = v
-            .get("r")
-            .and_then(Value::as_u64)
+        let r = cfg
+            .r
             .filter(|r| *r > 0)
             .ok_or_else(|| err("missing or invalid \"r\"".into()))? as usize;
-        let lora_alpha = v.get("lora_alpha").and_then(Value::as_f64).unwrap_or(8.0);
-        let target_modules = match v.get("target_modules") {
-            Some(Value::String(s)) if s == "all-linear" => TargetModules::AllLinear,
-            Some(Value::String(s)) => TargetModules::Regex(
+        let target_modules = match &cfg.target_modules {
+            Some(TargetModules::Regex(s)) if s == "all-linear" => ModuleFilter::AllLinear,
+            Some(TargetModules::Regex(s)) => ModuleFilter::Regex(
                 Regex::new(&format!("^(?:{s})$"))
                     .map_err(|e| err(format!("target_modules regex {s:?}: {e}")))?,
             ),
-            Some(Value::Array(a)) => TargetModules::List(
-                a.iter()
-                    .map(|x| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .ok_or_else(|| err(format!("target_modules entry {x} is not a string")))
-                    })
-                    .collect::<Result<_>>()?,
-            ),
-            other => return Err(err(format!("missing or invalid target_modules: {other:?}"))),
+            Some(TargetModules::Names(names)) => ModuleFilter::List(names.clone()),
+            None => return Err(err("missing or invalid target_modules: None".into())),
         };
-        let obj = |key: &str| -> Vec<(String, Value)> {
-            v.get(key)
-                .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-                .unwrap_or_default()
-        };
-        let rank_pattern = obj("rank_pattern")
-            .into_iter()
-            .map(|(k, x)| match x.as_u64() {
-                Some(r) if r > 0 => Ok((k, r as usize)),
-                _ => Err(err(format!(
-                    "rank_pattern[{k:?}] = {x} is not a positive integer"
+        let rank_pattern = cfg
+            .rank_pattern
+            .iter()
+            .map(|(k, r)| match *r {
+                0 => Err(err(format!(
+                    "rank_pattern[{k:?}] = {r} is not a positive integer"
                 ))),
-            })
-            .collect::<Result<_>>()?;
-        let alpha_pattern = obj("alpha_pattern")
-            .into_iter()
-            .map(|(k, x)| match x.as_f64() {
-                Some(a) => Ok((k, a)),
-                None => Err(err(format!("alpha_pattern[{k:?}] = {x} is not a number"))),
+                r => Ok((k.clone(), r as usize)),
             })
             .collect::<Result<_>>()?;
         Ok(Self {
             r,
-            lora_alpha,
-            use_rslora: v
-                .get("use_rslora")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            lora_alpha: cfg.lora_alpha.unwrap_or(8.0),
+            use_rslora: cfg.use_rslora.unwrap_or(false),
             target_modules,
             rank_pattern,
-            alpha_pattern,
+            alpha_pattern: cfg.alpha_pattern.clone(),
         })
     }
 }
@@ -220,12 +200,8 @@ fn classify_key(key: &str, path: &Path) -> Result<(String, bool)> {
 impl LoraAdapter {
     /// Reads and validates an adapter folder. Shapes against the base are checked at merge time.
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let cfg_path = dir.join("adapter_config.json");
-        let text = std::fs::read_to_string(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| EngineError::adapter(&cfg_path, format!("not JSON: {e}")))?;
-        let cfg = AdapterConfig::parse(&v, dir)?;
-        let st_path = dir.join("adapter_model.safetensors");
+        let cfg = LoraSettings::read(dir)?;
+        let st_path = dir.join(ADAPTER_WEIGHTS);
         if !st_path.exists() {
             return Err(EngineError::adapter(
                 dir,
@@ -238,7 +214,7 @@ impl LoraAdapter {
     }
 
     pub fn from_tensors(
-        cfg: &AdapterConfig,
+        cfg: &LoraSettings,
         tensors: HashMap<String, Tensor>,
         path: &Path,
     ) -> Result<Self> {
@@ -265,7 +241,7 @@ impl LoraAdapter {
 /// Pairs the `lora_A` / `lora_B` entries of an adapter file by module, refusing keys that cannot
 /// be merged and modules that target_modules does not select.
 fn pair_by_module<T>(
-    cfg: &AdapterConfig,
+    cfg: &LoraSettings,
     mut entries: Vec<(String, T)>,
     path: &Path,
 ) -> Result<BTreeMap<String, (T, T)>> {
@@ -321,13 +297,8 @@ fn check_rank(module: &str, a: &[usize], b: &[usize], r: usize, path: &Path) -> 
 /// has the configured rank, and every adapted module is a weight of the base whose shape the
 /// factors fit. What a worker would otherwise find only when the job runs.
 pub fn check_fits_base(adapter_dir: &Path, base_dir: &Path) -> Result<()> {
-    let cfg_path = adapter_dir.join("adapter_config.json");
-    let text = std::fs::read_to_string(&cfg_path).map_err(|e| EngineError::io(&cfg_path, e))?;
-    let v: Value = serde_json::from_str(&text)
-        .map_err(|e| EngineError::adapter(&cfg_path, format!("not JSON: {e}")))?;
-    let cfg = AdapterConfig::parse(&v, adapter_dir)?;
-    let file = adapter_dir.join("adapter_model.safetensors");
-    let entries = super::weights::header_shapes(&file)?;
+    let cfg = LoraSettings::read(adapter_dir)?;
+    let entries = super::weights::header_shapes(&adapter_dir.join(ADAPTER_WEIGHTS))?;
     let base = super::weights::model_shapes(base_dir)?;
     for (module, (a, b)) in pair_by_module(&cfg, entries, adapter_dir)? {
         let (r, _) = cfg.scaling(&module);
@@ -362,8 +333,8 @@ pub fn check_fits_base(adapter_dir: &Path, base_dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn cfg(v: Value) -> Result<AdapterConfig> {
-        AdapterConfig::parse(&v, Path::new("ad"))
+    fn cfg(v: serde_json::Value) -> Result<LoraSettings> {
+        LoraSettings::new(&serde_json::from_value(v).unwrap(), Path::new("ad"))
     }
 
     #[test]

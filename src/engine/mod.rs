@@ -9,6 +9,7 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod families;
+pub mod folder;
 pub mod handle;
 pub mod layers;
 pub mod lora;

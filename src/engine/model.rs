@@ -7,10 +7,11 @@ use std::sync::Arc;
 use super::config::ModelConfig;
 use super::decoder::{Decoder, LoraPath};
 use super::error::{EngineError, Result};
+use super::folder::count_parameters;
 use super::lora::LoraAdapter;
 use super::tokenize::TokenizerInfo;
 use super::types::{ModelInfo, ModelSpec};
-use super::weights::{WeightLoader, safetensors_files};
+use super::weights::WeightLoader;
 
 pub struct LoadedModel {
     pub spec: ModelSpec,
@@ -104,21 +105,11 @@ impl LoadedModel {
 /// config.json, the safetensors headers and tokenizer.json (no tensor data is read).
 pub fn describe(dir: &Path) -> Result<ModelInfo> {
     let cfg = ModelConfig::from_dir(dir)?;
-    let files = safetensors_files(dir)?;
-    // SAFETY: read-only mapping; only the headers are inspected.
-    let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(&files) }
-        .map_err(|e| EngineError::config(dir, format!("cannot map safetensors: {e}")))?;
-    let tensors = st.tensors();
-    let parameters = tensors
-        .iter()
-        .map(|(_, v)| v.shape().iter().product::<usize>() as u64)
-        .sum();
-    let dtype = cfg.torch_dtype.clone().unwrap_or_else(|| {
-        tensors
-            .first()
-            .map(|(_, v)| format!("{:?}", v.dtype()).to_lowercase())
-            .unwrap_or_default()
-    });
+    let (parameters, stored) = count_parameters(dir)?;
+    let dtype = cfg
+        .torch_dtype
+        .clone()
+        .unwrap_or_else(|| stored.unwrap_or_default().to_lowercase());
     let tokenizer = TokenizerInfo::load(dir, &cfg)?;
     Ok(ModelInfo {
         architecture: cfg.architecture.clone(),

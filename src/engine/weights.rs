@@ -14,57 +14,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use super::error::{EngineError, Result};
+use super::folder::{SafetensorsHeader, safetensors_files};
 use super::lora::LoraAdapter;
-
-/// The safetensors files of a model folder: `model.safetensors`, or the shards listed in
-/// `model.safetensors.index.json`.
-pub fn safetensors_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let index = dir.join("model.safetensors.index.json");
-    if index.exists() {
-        let text = std::fs::read_to_string(&index).map_err(|e| EngineError::io(&index, e))?;
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| EngineError::config(&index, format!("not JSON: {e}")))?;
-        let map = v
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .ok_or_else(|| EngineError::config(&index, "no weight_map object"))?;
-        let mut files: Vec<String> = map
-            .values()
-            .filter_map(|f| f.as_str().map(str::to_string))
-            .collect();
-        files.sort();
-        files.dedup();
-        // Shards are files of this folder: an absolute name or `..` would read elsewhere.
-        let outside = files.iter().any(|f| {
-            let p = Path::new(f.as_str());
-            p.is_absolute()
-                || p.components()
-                    .any(|c| !matches!(c, std::path::Component::Normal(_)))
-        });
-        if outside {
-            return Err(EngineError::config(
-                &index,
-                "weight_map names a shard by an absolute path or through '..': not a file of the model folder",
-            ));
-        }
-        let files: Vec<PathBuf> = files.into_iter().map(|f| dir.join(f)).collect();
-        if let Some(missing) = files.iter().find(|f| !f.exists()) {
-            return Err(EngineError::config(
-                &index,
-                format!("lists shard {} which does not exist", missing.display()),
-            ));
-        }
-        return Ok(files);
-    }
-    let single = dir.join("model.safetensors");
-    if single.exists() {
-        return Ok(vec![single]);
-    }
-    Err(EngineError::config(
-        dir,
-        "no model.safetensors or model.safetensors.index.json (only safetensors weights are supported)",
-    ))
-}
 
 /// Where a tensor lies in a safetensors file.
 #[derive(Debug, Clone)]
@@ -77,33 +28,15 @@ struct TensorEntry {
     len: usize,
 }
 
-/// Parses the header of a safetensors file: `u64` LE header length, then a JSON object
-/// `{name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {...}}`.
-fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, TensorEntry)>> {
+/// The tensors of a safetensors file as the loader reads them: a dtype it converts from, and data
+/// that fits the shape and lies within the file.
+fn read_entries(path: &Path, file: &File, index: usize) -> Result<Vec<(String, TensorEntry)>> {
     let bad = |m: String| EngineError::config(path, m);
-    let mut n = [0u8; 8];
-    file.read_exact_at(&mut n, 0)
-        .map_err(|e| EngineError::io(path, e))?;
-    let n = u64::from_le_bytes(n);
-    let size = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-    if n > size.saturating_sub(8) || n > 100 << 20 {
-        return Err(bad(format!("not a safetensors file (header length {n})")));
-    }
-    let mut header = vec![0u8; n as usize];
-    file.read_exact_at(&mut header, 8)
-        .map_err(|e| EngineError::io(path, e))?;
-    let v: serde_json::Value = serde_json::from_slice(&header)
-        .map_err(|e| bad(format!("safetensors header is not JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| bad("safetensors header is not an object".into()))?;
-    let data_start = 8 + n;
-    let mut out = Vec::with_capacity(obj.len());
-    for (name, t) in obj {
-        if name == "__metadata__" {
-            continue;
-        }
-        let dtype = match t.get("dtype").and_then(|d| d.as_str()) {
+    let header = SafetensorsHeader::read(path, file)?;
+    let mut out = Vec::with_capacity(header.tensors.len());
+    for t in header.tensors {
+        let name = t.name;
+        let dtype = match t.dtype.as_deref() {
             Some("F32") => DType::F32,
             Some("F16") => DType::F16,
             Some("BF16") => DType::BF16,
@@ -114,28 +47,21 @@ fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, Te
                 )));
             }
         };
-        let shape: Vec<usize> = t
-            .get("shape")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or_else(|| bad(format!("tensor {name} has no shape")))?;
-        let offs: [u64; 2] = t
-            .get("data_offsets")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .ok_or_else(|| bad(format!("tensor {name} has no data_offsets")))?;
+        let (shape, offs) = (t.shape, t.data_offsets);
         let len = (offs[1].saturating_sub(offs[0])) as usize;
         let expected = shape.iter().product::<usize>() * dtype.size_in_bytes();
-        if len != expected || data_start + offs[1] > size {
+        if len != expected || header.data_start + offs[1] > header.file_size {
             return Err(bad(format!(
                 "tensor {name}: data_offsets {offs:?} do not fit shape {shape:?} and the file size"
             )));
         }
         out.push((
-            name.clone(),
+            name,
             TensorEntry {
                 file: index,
                 dtype,
                 shape,
-                offset: data_start + offs[0],
+                offset: header.data_start + offs[0],
                 len,
             },
         ));
@@ -146,7 +72,7 @@ fn read_header(path: &Path, file: &File, index: usize) -> Result<Vec<(String, Te
 /// Names and shapes of the tensors in one safetensors file, from its header.
 pub fn header_shapes(path: &Path) -> Result<Vec<(String, Vec<usize>)>> {
     let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    Ok(read_header(path, &file, 0)?
+    Ok(read_entries(path, &file, 0)?
         .into_iter()
         .map(|(name, e)| (name, e.shape))
         .collect())
@@ -187,7 +113,7 @@ impl<'a> WeightLoader<'a> {
         let mut index = HashMap::new();
         for (i, path) in safetensors_files(dir)?.into_iter().enumerate() {
             let file = File::open(&path).map_err(|e| EngineError::io(&path, e))?;
-            index.extend(read_header(&path, &file, i)?);
+            index.extend(read_entries(&path, &file, i)?);
             files.push((path, file));
         }
         Ok(Self {

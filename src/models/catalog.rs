@@ -1,7 +1,6 @@
 //! What MUSCLE_MODEL_DIR holds: model folders and adapter folders, described from their files
 //! without loading any weights.
 
-use std::io::Read;
 use std::path::Path;
 
 use serde::Serialize;
@@ -9,10 +8,10 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::engine::folder::{ADAPTER_CONFIG, AdapterConfig, TargetModules, count_parameters};
+
 /// How deep under the root folders are looked for (`org/family/model`).
 pub const MAX_DEPTH: usize = 3;
-/// A safetensors header larger than this is not a real one.
-const MAX_HEADER_BYTES: u64 = 100 * 1024 * 1024;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ModelInfo {
@@ -38,17 +37,7 @@ pub struct AdapterInfo {
     pub r: Option<u64>,
     pub lora_alpha: Option<f64>,
     /// As adapter_config.json has it: a list of module names, a regex, or null.
-    #[schema(value_type = Option<TargetModules>)]
-    pub target_modules: Value,
-}
-
-/// PEFT's `target_modules`: module names, or one regular expression.
-#[derive(ToSchema)]
-#[allow(dead_code)]
-#[serde(untagged)]
-pub enum TargetModules {
-    Names(Vec<String>),
-    Regex(String),
+    pub target_modules: Option<TargetModules>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
@@ -94,7 +83,7 @@ fn walk(root: &Path, dir: &Path, depth: usize, catalog: &mut Catalog) {
             .into_owned();
         if real.join("config.json").is_file() {
             catalog.models.push(describe_model(&real, name));
-        } else if real.join("adapter_config.json").is_file() {
+        } else if real.join(ADAPTER_CONFIG).is_file() {
             catalog.adapters.push(describe_adapter(&real, name));
         } else if depth + 1 < MAX_DEPTH {
             walk(root, &real, depth + 1, catalog);
@@ -108,7 +97,7 @@ fn read_json(path: &Path) -> Option<Value> {
 
 pub fn describe_model(folder: &Path, name: String) -> ModelInfo {
     let config = read_json(&folder.join("config.json")).unwrap_or(Value::Null);
-    let (parameters, dtype) = count_parameters(folder).unzip();
+    let (parameters, dtype) = count_parameters(folder).ok().unzip();
     let architecture = config["architectures"][0].as_str();
     let family = crate::engine::families::resolve(architecture, config["model_type"].as_str())
         .ok()
@@ -128,77 +117,14 @@ pub fn describe_model(folder: &Path, name: String) -> ModelInfo {
 }
 
 fn describe_adapter(folder: &Path, name: String) -> AdapterInfo {
-    let config = read_json(&folder.join("adapter_config.json")).unwrap_or(Value::Null);
+    let config = AdapterConfig::read(folder).unwrap_or_default();
     AdapterInfo {
         name,
-        base_model_name_or_path: config["base_model_name_or_path"].as_str().map(String::from),
-        r: config["r"].as_u64(),
-        lora_alpha: config["lora_alpha"].as_f64(),
-        target_modules: config["target_modules"].clone(),
+        base_model_name_or_path: config.base_model_name_or_path,
+        r: config.r,
+        lora_alpha: config.lora_alpha,
+        target_modules: config.target_modules,
     }
-}
-
-/// The safetensors files of a model folder: the shards named by the index, or the single file.
-pub fn weight_files(folder: &Path) -> Vec<std::path::PathBuf> {
-    if let Some(index) = read_json(&folder.join("model.safetensors.index.json")) {
-        let mut files: Vec<String> = index["weight_map"]
-            .as_object()
-            .map(|map| {
-                map.values()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
-        files.sort();
-        files.dedup();
-        return files.into_iter().map(|f| folder.join(f)).collect();
-    }
-    let single = folder.join("model.safetensors");
-    if single.is_file() {
-        vec![single]
-    } else {
-        Vec::new()
-    }
-}
-
-/// Total parameters and the dtype of the first tensor, from the safetensors headers.
-fn count_parameters(folder: &Path) -> Option<(u64, Option<String>)> {
-    let files = weight_files(folder);
-    if files.is_empty() {
-        return None;
-    }
-    let mut total = 0u64;
-    let mut dtype = None;
-    for file in files {
-        let header = read_safetensors_header(&file)?;
-        for (name, tensor) in header.as_object()? {
-            if name == "__metadata__" {
-                continue;
-            }
-            let shape = tensor["shape"].as_array()?;
-            total += shape
-                .iter()
-                .map(|d| d.as_u64().unwrap_or(0))
-                .product::<u64>();
-            if dtype.is_none() {
-                dtype = tensor["dtype"].as_str().map(String::from);
-            }
-        }
-    }
-    Some((total, dtype))
-}
-
-pub fn read_safetensors_header(file: &Path) -> Option<Value> {
-    let mut reader = std::fs::File::open(file).ok()?;
-    let mut length = [0u8; 8];
-    reader.read_exact(&mut length).ok()?;
-    let length = u64::from_le_bytes(length);
-    if length > MAX_HEADER_BYTES {
-        return None;
-    }
-    let mut header = vec![0u8; length as usize];
-    reader.read_exact(&mut header).ok()?;
-    serde_json::from_slice(&header).ok()
 }
 
 #[cfg(test)]
@@ -262,6 +188,25 @@ mod tests {
         );
         assert_eq!(catalog.adapters[0].name, "lora");
         assert_eq!(catalog.adapters[0].r, Some(8));
+    }
+
+    #[test]
+    fn an_index_naming_a_shard_outside_the_folder_is_not_read() {
+        let root = tempfile::tempdir().unwrap();
+        let model = root.path().join("escape");
+        std::fs::create_dir_all(&model).unwrap();
+        std::fs::write(model.join("config.json"), "{}").unwrap();
+        write_safetensors(
+            &root.path().join("outside.safetensors"),
+            &serde_json::json!({"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}),
+        );
+        std::fs::write(
+            model.join("model.safetensors.index.json"),
+            r#"{"weight_map": {"a": "../outside.safetensors"}}"#,
+        )
+        .unwrap();
+        let info = &scan(root.path()).models[0];
+        assert_eq!((info.parameters, info.dtype.as_deref()), (None, None));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 
 use crate::dataset::DatasetFormat;
 use crate::engine::config::ModelConfig;
+use crate::engine::folder::{AdapterConfig, adapter_files, model_files};
 use crate::engine::lora;
 use crate::engine::{DeviceSpec, EngineError};
 use crate::models::{FolderKind, Resolver};
@@ -47,6 +48,7 @@ impl ModelRef {
     pub fn check(&self, field: &str, resolver: &Resolver, errors: &mut Errors) {
         let model = match resolver.resolve(&self.model, FolderKind::Model) {
             Ok(folder) => match model_files(&folder)
+                .map_err(|e| without_paths(&e))
                 .and_then(|files| resolver.files_inside(&self.model, &files))
                 .and_then(|()| ModelConfig::from_dir(&folder).map_err(|e| without_paths(&e)))
             {
@@ -62,15 +64,12 @@ impl ModelRef {
             }
         };
         let Some(adapter) = &self.adapter else { return };
-        let files = |folder: &Path| {
-            ["adapter_config.json", "adapter_model.safetensors"].map(|f| folder.join(f))
-        };
         let adapter_folder =
             match resolver
                 .resolve(adapter, FolderKind::Adapter)
                 .and_then(|folder| {
                     resolver
-                        .files_inside(adapter, &files(&folder))
+                        .files_inside(adapter, &adapter_files(&folder))
                         .map(|()| folder)
                 }) {
                 Ok(folder) => folder,
@@ -86,23 +85,6 @@ impl ModelRef {
             errors.add(format!("{field}.adapter"), without_paths(&e));
         }
     }
-}
-
-/// Every file the engine reads of a model folder: configs, tokenizer, and the weights (the
-/// shards an index names included).
-fn model_files(folder: &Path) -> Result<Vec<std::path::PathBuf>, String> {
-    let mut files: Vec<std::path::PathBuf> = [
-        "config.json",
-        "generation_config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "model.safetensors.index.json",
-    ]
-    .iter()
-    .map(|f| folder.join(f))
-    .collect();
-    files.extend(crate::engine::weights::safetensors_files(folder).map_err(|e| without_paths(&e))?);
-    Ok(files)
 }
 
 /// An engine error's message without the server's file paths.
@@ -122,10 +104,8 @@ fn without_paths(e: &EngineError) -> String {
 /// When the adapter's `base_model_name_or_path` names another model folder under the root,
 /// the adapter was trained on that model, not on this one (same shapes or not).
 fn trained_on_another_base(adapter: &Path, model: &Path, resolver: &Resolver) -> Option<String> {
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(adapter.join("adapter_config.json")).ok()?).ok()?;
-    let named = config.get("base_model_name_or_path")?.as_str()?;
-    let named_folder = resolver.confined(named).ok()?;
+    let named = AdapterConfig::read(adapter).ok()?.base_model_name_or_path?;
+    let named_folder = resolver.confined(&named).ok()?;
     if !named_folder.join("config.json").is_file() {
         return None;
     }

@@ -8,7 +8,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::engine::decoder::{Decoder, LoraPath};
-use crate::engine::lora::{LoraAdapter, TargetModules};
+use crate::engine::lora::{LoraAdapter, ModuleFilter};
 
 /// PEFT's key of a factor: `base_model.model.<module>.lora_A.weight`.
 pub fn peft_key(module: &str, a: bool) -> String {
@@ -77,8 +77,8 @@ impl TrainableLora {
             ));
         }
         let targets = match shape.target_modules {
-            Some(names) => TargetModules::List(names.to_vec()),
-            None => TargetModules::AllLinear,
+            Some(names) => ModuleFilter::List(names.to_vec()),
+            None => ModuleFilter::AllLinear,
         };
         let layers = decoder.linear_modules().map_err(|e| e.to_string())?;
         let selected: Vec<_> = layers
@@ -96,7 +96,7 @@ impl TrainableLora {
             && let Some(unused) = names.iter().find(|n| {
                 !selected
                     .iter()
-                    .any(|(m, _, _)| TargetModules::List(vec![(*n).clone()]).matches(m))
+                    .any(|(m, _, _)| ModuleFilter::List(vec![(*n).clone()]).matches(m))
             })
         {
             return Err(format!(

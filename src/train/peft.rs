@@ -9,8 +9,7 @@ use serde_json::json;
 
 use super::adapter::TrainableLora;
 
-pub const CONFIG: &str = "adapter_config.json";
-pub const WEIGHTS: &str = "adapter_model.safetensors";
+pub use crate::engine::folder::{ADAPTER_CONFIG as CONFIG, ADAPTER_WEIGHTS as WEIGHTS};
 
 /// adapter_config.json for an adapter of this shape.
 pub fn adapter_config(lora: &TrainableLora, base_model: &str) -> serde_json::Value {
