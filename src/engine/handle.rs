@@ -17,7 +17,8 @@ use super::error::{EngineError, Result};
 use super::model::describe;
 use super::scoring;
 use super::types::{
-    GenItem, GenResult, LlRequest, LlResult, McItem, McResult, ModelInfo, ModelSpec, RunOptions,
+    GenItem, GenResult, LlRequest, LlResult, McItem, McResult, ModelDescription, ModelSpec,
+    RunOptions,
 };
 
 /// Sender of `(request index, result)` pairs as batches finish.
@@ -71,7 +72,7 @@ enum Command {
         Progress<GenResult>,
         Reply<Vec<GenResult>>,
     ),
-    Describe(PathBuf, Reply<ModelInfo>),
+    Describe(PathBuf, Reply<ModelDescription>),
     Preload(ModelSpec, Reply<()>),
     Stats(Reply<CacheStats>),
 }
@@ -222,7 +223,7 @@ impl EngineHandle {
     }
 
     /// Architecture, parameters, dtype, vocabulary and tokenizer hash, without loading weights.
-    pub async fn describe_model(&self, path: PathBuf) -> Result<ModelInfo> {
+    pub async fn describe_model(&self, path: PathBuf) -> Result<ModelDescription> {
         self.call(|r| Command::Describe(path, r)).await
     }
 

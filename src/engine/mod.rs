@@ -27,5 +27,5 @@ pub use handle::{EngineConfig, EngineHandle, Progress};
 pub use model::{LoadedModel, describe};
 pub use types::{
     BatchObserver, Bos, CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest,
-    LlResult, McItem, McResult, ModelInfo, ModelSpec, RunOptions, WeightDtype,
+    LlResult, McItem, McResult, ModelDescription, ModelSpec, RunOptions, WeightDtype,
 };

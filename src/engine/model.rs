@@ -10,7 +10,7 @@ use super::error::{EngineError, Result};
 use super::folder::count_parameters;
 use super::lora::LoraAdapter;
 use super::tokenize::TokenizerInfo;
-use super::types::{ModelInfo, ModelSpec};
+use super::types::{ModelDescription, ModelSpec};
 use super::weights::WeightLoader;
 
 pub struct LoadedModel {
@@ -103,7 +103,7 @@ impl LoadedModel {
 
 /// Architecture, parameter count, dtype, vocabulary and tokenizer hash of a base folder, read from
 /// config.json, the safetensors headers and tokenizer.json (no tensor data is read).
-pub fn describe(dir: &Path) -> Result<ModelInfo> {
+pub fn describe(dir: &Path) -> Result<ModelDescription> {
     let cfg = ModelConfig::from_dir(dir)?;
     let (parameters, stored) = count_parameters(dir)?;
     let dtype = cfg
@@ -111,7 +111,7 @@ pub fn describe(dir: &Path) -> Result<ModelInfo> {
         .clone()
         .unwrap_or_else(|| stored.unwrap_or_default().to_lowercase());
     let tokenizer = TokenizerInfo::load(dir, &cfg)?;
-    Ok(ModelInfo {
+    Ok(ModelDescription {
         architecture: cfg.architecture.clone(),
         parameters,
         dtype,

@@ -80,9 +80,10 @@ impl ModelSpec {
     }
 }
 
-/// What `describe_model` reports about a base folder, without loading the weights.
+/// What `describe` reads of a model folder the engine runs, without loading the weights. (The
+/// catalog's `models::ModelInfo` lists any folder, with what can be read of it.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelInfo {
+pub struct ModelDescription {
     pub architecture: String,
     pub parameters: u64,
     /// config.json's torch_dtype, else the dtype of the stored tensors.
