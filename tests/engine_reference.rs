@@ -251,7 +251,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             no_repeat_ngram_size: 0,
         })
         .collect();
-    let got = scoring::generate(
+    let got = generate::generate(
         &model,
         &items,
         batch,
@@ -548,7 +548,7 @@ fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
         max_batch_tokens: 8192,
         max_batch_size: 4,
     };
-    let got = scoring::generate(&model, &items, batch, &options, &mut |_, _| {}).unwrap();
+    let got = generate::generate(&model, &items, batch, &options, &mut |_, _| {}).unwrap();
     for (c, g) in cases.iter().zip(&got) {
         assert_eq!(g.prompt_ids, ids(&c["prompt_ids"]), "prompt ids");
         assert_eq!(
@@ -566,7 +566,7 @@ fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
             ..i.clone()
         })
         .collect();
-    let plain = scoring::generate(&model, &free, batch, &options, &mut |_, _| {}).unwrap();
+    let plain = generate::generate(&model, &free, batch, &options, &mut |_, _| {}).unwrap();
     assert!(
         plain
             .iter()

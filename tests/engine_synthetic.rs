@@ -129,7 +129,7 @@ fn results_do_not_depend_on_the_batch() {
         })
         .collect();
     let opts = RunOptions::default();
-    let g1 = scoring::generate(
+    let g1 = generate::generate(
         &m,
         &items,
         BatchConfig {
@@ -140,7 +140,7 @@ fn results_do_not_depend_on_the_batch() {
         &mut |_, _| {},
     )
     .unwrap();
-    let g8 = scoring::generate(
+    let g8 = generate::generate(
         &m,
         &items,
         BatchConfig {
@@ -164,7 +164,7 @@ fn kv_cache_generation_matches_full_recompute() {
         stop: vec![],
         no_repeat_ngram_size: 0,
     };
-    let g = scoring::generate(
+    let g = generate::generate(
         &m,
         std::slice::from_ref(&item),
         BatchConfig::default(),
@@ -201,7 +201,7 @@ fn stop_strings_cut_the_output() {
         stop: vec![],
         no_repeat_ngram_size: 0,
     };
-    let g = scoring::generate(
+    let g = generate::generate(
         &m,
         &[free],
         BatchConfig::default(),
@@ -218,7 +218,7 @@ fn stop_strings_cut_the_output() {
             stop: vec![stop.clone()],
             no_repeat_ngram_size: 0,
         };
-        let s = scoring::generate(
+        let s = generate::generate(
             &m,
             &[it],
             BatchConfig::default(),

@@ -15,11 +15,11 @@ use super::batching::BatchConfig;
 use super::cache::{CacheStats, ModelCache};
 use super::error::{EngineError, Result};
 use super::model::describe;
-use super::scoring;
 use super::types::{
     GenItem, GenResult, LlRequest, LlResult, McItem, McResult, ModelDescription, ModelSpec,
     RunOptions,
 };
+use super::{generate, scoring};
 
 /// Sender of `(request index, result)` pairs as batches finish.
 pub type Progress<T> = Option<mpsc::UnboundedSender<(usize, T)>>;
@@ -141,7 +141,7 @@ fn run(mut cache: ModelCache, cfg: EngineConfig, mut rx: mpsc::Receiver<Command>
             Command::Generate(spec, items, opts, p, reply) => {
                 let r = guard(|| {
                     cache.get(&spec).and_then(|m| {
-                        scoring::generate(&m, &items, batch(&opts), &opts, &mut send_progress(&p))
+                        generate::generate(&m, &items, batch(&opts), &opts, &mut send_progress(&p))
                     })
                 });
                 let _ = reply.send(r);

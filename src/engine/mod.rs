@@ -10,6 +10,7 @@ pub mod decoder;
 pub mod error;
 pub mod families;
 pub mod folder;
+pub mod generate;
 pub mod handle;
 pub mod layers;
 pub mod lora;

@@ -148,6 +148,14 @@ impl std::fmt::Debug for BatchObserver {
 }
 
 impl RunOptions {
+    /// `EngineError::Cancelled` once the run's cancel flag is set.
+    pub(crate) fn check_cancel(&self) -> Result<()> {
+        match &self.cancel {
+            Some(c) if c.is_cancelled() => Err(EngineError::Cancelled),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn observe(&self, rows: usize, tokens: usize) {
         if let Some(observer) = &self.observer {
             (observer.0)(rows, tokens);
