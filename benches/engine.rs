@@ -204,7 +204,7 @@ async fn run(args: Args) {
             .collect();
         let opts = RunOptions {
             batch: Some(batch(args.batch)),
-            no_prefix_sharing: !args.share,
+            prefix_sharing: args.share,
             ..RunOptions::default()
         };
         // Warm-up (untimed), as for the peers: one instance.

@@ -487,9 +487,9 @@ fn longrope_choices_on_both_sides_of_the_switch_match_transformers() {
             .collect(),
         delimiter: Some(" ".into()),
     };
-    for no_prefix_sharing in [false, true] {
+    for prefix_sharing in [true, false] {
         let opts = RunOptions {
-            no_prefix_sharing,
+            prefix_sharing,
             ..Default::default()
         };
         let got = scoring::multiple_choice(
@@ -504,8 +504,7 @@ fn longrope_choices_on_both_sides_of_the_switch_match_transformers() {
             let want = e["logprob"].as_f64().unwrap();
             assert!(
                 (g - want).abs() <= 1e-4,
-                "sharing {}: {g} vs {want}",
-                !no_prefix_sharing
+                "sharing {prefix_sharing}: {g} vs {want}"
             );
         }
     }

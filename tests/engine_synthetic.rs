@@ -575,9 +575,9 @@ fn shared_prompt_scoring_matches_full_sequences() {
             delimiter: Some(String::new()),
         }))
         .collect();
-    let run = |no_prefix_sharing: bool, max_batch_size: usize| {
+    let run = |prefix_sharing: bool, max_batch_size: usize| {
         let opts = RunOptions {
-            no_prefix_sharing,
+            prefix_sharing,
             ..Default::default()
         };
         let batch = BatchConfig {
@@ -586,9 +586,9 @@ fn shared_prompt_scoring_matches_full_sequences() {
         };
         scoring::multiple_choice(&m, &items, batch, &opts, &mut |_, _| {}).unwrap()
     };
-    let full = run(true, 32);
+    let full = run(false, 32);
     let mut worst = 0f64;
-    for shared in [run(false, 32), run(false, 2)] {
+    for shared in [run(true, 32), run(true, 2)] {
         for (a, b) in full.iter().zip(&shared) {
             for (x, y) in a.logprobs.iter().zip(&b.logprobs) {
                 worst = worst.max((x - y).abs());

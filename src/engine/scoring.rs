@@ -438,7 +438,7 @@ pub fn multiple_choice(
         }
         pairs.push(item_pairs);
     }
-    if !opts.no_prefix_sharing {
+    if opts.prefix_sharing {
         return multiple_choice_shared(model, items, &pairs, batch, opts, progress);
     }
     let mut partial: Vec<Vec<Option<TokenScore>>> = items

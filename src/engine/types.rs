@@ -122,7 +122,7 @@ pub enum Bos {
 }
 
 /// Options of a scoring or generation run.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// BOS handling; in every mode a text that already starts with the BOS token gets no second.
     pub bos: Bos,
@@ -130,9 +130,9 @@ pub struct RunOptions {
     pub batch: Option<BatchConfig>,
     /// Checked between batches.
     pub cancel: Option<CancelFlag>,
-    /// Multiple choice: score every choice as a full sequence instead of computing the shared
-    /// prompt once per instance and reusing its KV cache for the choices (the default).
-    pub no_prefix_sharing: bool,
+    /// Multiple choice: compute the shared prompt once per instance and reuse its KV cache for
+    /// the choices (the default); false scores every choice as a full sequence.
+    pub prefix_sharing: bool,
     /// Told of every forward batch: its sequences and the tokens they hold (no padding).
     pub observer: Option<BatchObserver>,
 }
@@ -144,6 +144,18 @@ pub struct BatchObserver(pub std::sync::Arc<dyn Fn(usize, usize) + Send + Sync>)
 impl std::fmt::Debug for BatchObserver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("BatchObserver")
+    }
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            bos: Bos::default(),
+            batch: None,
+            cancel: None,
+            prefix_sharing: true,
+            observer: None,
+        }
     }
 }
 

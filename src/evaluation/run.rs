@@ -97,7 +97,7 @@ async fn score_side(
             max_batch_size: spec.options.batch_size as usize,
         }),
         cancel: Some(cancel.clone()),
-        no_prefix_sharing: false,
+        prefix_sharing: true,
         observer: Some(runtime.stats.batch_observer()),
     };
     match &spec.task {
