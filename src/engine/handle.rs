@@ -6,7 +6,6 @@
 //! Cancellation: set `RunOptions::cancel`; the run stops before its next batch with
 //! `EngineError::Cancelled` (results already sent through the progress channel stay valid).
 
-use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
@@ -14,12 +13,14 @@ use tokio::sync::{mpsc, oneshot};
 use super::batching::BatchConfig;
 use super::cache::{CacheStats, ModelCache};
 use super::error::{EngineError, Result};
-use super::model::describe;
-use super::types::{
-    GenItem, GenResult, LlRequest, LlResult, McItem, McResult, ModelDescription, ModelSpec,
-    RunOptions,
-};
+use super::types::{GenItem, GenResult, McItem, McResult, ModelSpec, RunOptions};
 use super::{generate, scoring};
+#[cfg(feature = "test-support")]
+use {
+    super::describe::{ModelDescription, describe},
+    super::types::{LlRequest, LlResult},
+    std::path::PathBuf,
+};
 
 /// Sender of `(request index, result)` pairs as batches finish.
 pub type Progress<T> = Option<mpsc::UnboundedSender<(usize, T)>>;
@@ -51,6 +52,7 @@ impl Default for EngineConfig {
 type Reply<T> = oneshot::Sender<Result<T>>;
 
 enum Command {
+    #[cfg(feature = "test-support")]
     Loglikelihood(
         ModelSpec,
         Vec<LlRequest>,
@@ -72,6 +74,7 @@ enum Command {
         Progress<GenResult>,
         Reply<Vec<GenResult>>,
     ),
+    #[cfg(feature = "test-support")]
     Describe(PathBuf, Reply<ModelDescription>),
     Preload(ModelSpec, Reply<()>),
     Stats(Reply<CacheStats>),
@@ -110,6 +113,7 @@ fn run(mut cache: ModelCache, cfg: EngineConfig, mut rx: mpsc::Receiver<Command>
     while let Some(cmd) = rx.blocking_recv() {
         let batch = |o: &RunOptions| o.batch.unwrap_or(cfg.batch);
         match cmd {
+            #[cfg(feature = "test-support")]
             Command::Loglikelihood(spec, reqs, opts, p, reply) => {
                 let r = guard(|| {
                     cache.get(&spec).and_then(|m| {
@@ -146,6 +150,7 @@ fn run(mut cache: ModelCache, cfg: EngineConfig, mut rx: mpsc::Receiver<Command>
                 });
                 let _ = reply.send(r);
             }
+            #[cfg(feature = "test-support")]
             Command::Describe(path, reply) => {
                 let _ = reply.send(guard(|| describe(&path)));
             }
@@ -189,6 +194,8 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::EngineStopped)?
     }
 
+    /// Scores loglikelihood requests (only tests do).
+    #[cfg(feature = "test-support")]
     pub async fn loglikelihood(
         &self,
         model: ModelSpec,
@@ -223,6 +230,7 @@ impl EngineHandle {
     }
 
     /// Architecture, parameters, dtype, vocabulary and tokenizer hash, without loading weights.
+    #[cfg(feature = "test-support")]
     pub async fn describe_model(&self, path: PathBuf) -> Result<ModelDescription> {
         self.call(|r| Command::Describe(path, r)).await
     }

@@ -7,6 +7,8 @@ pub mod batching;
 pub mod cache;
 pub mod config;
 pub mod decoder;
+#[cfg(feature = "test-support")]
+pub mod describe;
 pub mod error;
 pub mod families;
 pub mod folder;
@@ -23,10 +25,12 @@ pub mod weights;
 
 pub use batching::BatchConfig;
 pub use cache::{CacheStats, ModelCache};
+#[cfg(feature = "test-support")]
+pub use describe::{ModelDescription, describe};
 pub use error::{EngineError, Result};
 pub use handle::{EngineConfig, EngineHandle, Progress};
-pub use model::{LoadedModel, describe};
+pub use model::LoadedModel;
 pub use types::{
     BatchObserver, Bos, CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest,
-    LlResult, McItem, McResult, ModelDescription, ModelSpec, RunOptions, WeightDtype,
+    LlResult, McItem, McResult, ModelSpec, RunOptions, WeightDtype,
 };

@@ -1,16 +1,14 @@
 //! A loaded model: decoder + tokenizer, with an adapter merged into its weights or applied
-//! unmerged over a shared base; and `describe` without loading weights.
+//! unmerged over a shared base.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use super::config::ModelConfig;
 use super::decoder::{Decoder, LoraPath};
 use super::error::{EngineError, Result};
-use super::folder::count_parameters;
 use super::lora::LoraAdapter;
 use super::tokenize::TokenizerInfo;
-use super::types::{ModelDescription, ModelSpec};
+use super::types::ModelSpec;
 use super::weights::WeightLoader;
 
 pub struct LoadedModel {
@@ -99,23 +97,4 @@ impl LoadedModel {
     pub fn bytes(&self) -> u64 {
         self.own_bytes
     }
-}
-
-/// Architecture, parameter count, dtype, vocabulary and tokenizer hash of a base folder, read from
-/// config.json, the safetensors headers and tokenizer.json (no tensor data is read).
-pub fn describe(dir: &Path) -> Result<ModelDescription> {
-    let cfg = ModelConfig::from_dir(dir)?;
-    let (parameters, stored) = count_parameters(dir)?;
-    let dtype = cfg
-        .torch_dtype
-        .clone()
-        .unwrap_or_else(|| stored.unwrap_or_default().to_lowercase());
-    let tokenizer = TokenizerInfo::load(dir, &cfg)?;
-    Ok(ModelDescription {
-        architecture: cfg.architecture.clone(),
-        parameters,
-        dtype,
-        vocab_size: cfg.vocab_size,
-        tokenizer_sha256: tokenizer.sha256,
-    })
 }

@@ -11,7 +11,9 @@ use super::batching::{BatchConfig, plan};
 use super::decoder::{Decoder, KvCache, Step, continuation_positions_and_mask, positions_and_mask};
 use super::error::{EngineError, Result};
 use super::model::LoadedModel;
-use super::types::{Bos, LlRequest, LlResult, McItem, McResult, RunOptions};
+#[cfg(feature = "test-support")]
+use super::types::LlResult;
+use super::types::{Bos, LlRequest, McItem, McResult, RunOptions};
 
 /// A tokenised loglikelihood request: `ids` = context + continuation, the last `n_cont` scored.
 #[derive(Debug, Clone)]
@@ -380,6 +382,8 @@ fn tokenize_ll(
     Ok((ctx, cont, req))
 }
 
+/// Scores loglikelihood requests; `progress(i, result)` as soon as request `i`'s batch is done.
+#[cfg(feature = "test-support")]
 pub fn loglikelihood(
     model: &LoadedModel,
     reqs: &[LlRequest],
@@ -601,7 +605,8 @@ fn multiple_choice_shared(
         .collect()
 }
 
-/// Logits (f32) of the next token after `ids`, for tests and diagnostics.
+/// Logits (f32) of the next token after `ids`.
+#[cfg(feature = "test-support")]
 pub fn last_logits(dec: &Decoder, ids: &[u32]) -> Result<Vec<f32>> {
     let t = ids.len();
     if t == 0 {

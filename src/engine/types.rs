@@ -80,18 +80,6 @@ impl ModelSpec {
     }
 }
 
-/// What `describe` reads of a model folder the engine runs, without loading the weights. (The
-/// catalog's `models::ModelInfo` lists any folder, with what can be read of it.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelDescription {
-    pub architecture: String,
-    pub parameters: u64,
-    /// config.json's torch_dtype, else the dtype of the stored tensors.
-    pub dtype: String,
-    pub vocab_size: usize,
-    pub tokenizer_sha256: String,
-}
-
 /// Set it to stop a run between batches; the run then ends with `EngineError::Cancelled`.
 #[derive(Debug, Clone, Default)]
 pub struct CancelFlag(Arc<AtomicBool>);
