@@ -209,12 +209,12 @@ async fn run(args: Args) {
         };
         // Warm-up (untimed), as for the peers: one instance.
         engine
-            .score_multiple_choice(spec.clone(), items[..1].to_vec(), opts.clone(), None)
+            .score_multiple_choice(spec.clone(), items[..1].to_vec(), opts.clone())
             .await
             .expect("warm-up");
         let t = Instant::now();
         let res = engine
-            .score_multiple_choice(spec.clone(), items, opts, None)
+            .score_multiple_choice(spec.clone(), items, opts)
             .await
             .expect("multiple choice");
         let wall = t.elapsed().as_secs_f64();
@@ -258,12 +258,12 @@ async fn run(args: Args) {
         let mut warm = items[..1].to_vec();
         warm[0].max_new_tokens = 2;
         engine
-            .generate(spec.clone(), warm, opts.clone(), None)
+            .generate(spec.clone(), warm, opts.clone())
             .await
             .expect("warm-up");
         let t = Instant::now();
         let res = engine
-            .generate(spec.clone(), items, opts, None)
+            .generate(spec.clone(), items, opts)
             .await
             .expect("generate");
         let wall = t.elapsed().as_secs_f64();

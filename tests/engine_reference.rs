@@ -180,14 +180,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             delimiter: Some(s(&e["delimiter"])),
         })
         .collect();
-    let got = scoring::multiple_choice(
-        &model,
-        &items,
-        batch,
-        &RunOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let got = scoring::multiple_choice(&model, &items, batch, &RunOptions::default()).unwrap();
     for (e, g) in mc.iter().zip(&got) {
         let what = format!("{name} mc {:?}", e["prompt"]);
         let want: Vec<f64> = e["logprobs"]
@@ -251,14 +244,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             no_repeat_ngram_size: 0,
         })
         .collect();
-    let got = generate::generate(
-        &model,
-        &items,
-        batch,
-        &RunOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let got = generate::generate(&model, &items, batch, &RunOptions::default()).unwrap();
     for (e, g) in gen_entries.iter().zip(&got) {
         let what = format!("{name} greedy {:?}", e["prompt"]);
         assert_eq!(g.prompt_ids, ids(&e["prompt_ids"]), "{what}");
@@ -497,7 +483,6 @@ fn longrope_choices_on_both_sides_of_the_switch_match_transformers() {
             std::slice::from_ref(&item),
             BatchConfig::default(),
             &opts,
-            &mut |_, _| {},
         )
         .unwrap();
         for (g, e) in got[0].logprobs.iter().zip(&straddling) {
@@ -547,7 +532,7 @@ fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
         max_batch_tokens: 8192,
         max_batch_size: 4,
     };
-    let got = generate::generate(&model, &items, batch, &options, &mut |_, _| {}).unwrap();
+    let got = generate::generate(&model, &items, batch, &options).unwrap();
     for (c, g) in cases.iter().zip(&got) {
         assert_eq!(g.prompt_ids, ids(&c["prompt_ids"]), "prompt ids");
         assert_eq!(
@@ -565,7 +550,7 @@ fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
             ..i.clone()
         })
         .collect();
-    let plain = generate::generate(&model, &free, batch, &options, &mut |_, _| {}).unwrap();
+    let plain = generate::generate(&model, &free, batch, &options).unwrap();
     assert!(
         plain
             .iter()

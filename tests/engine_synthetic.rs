@@ -137,7 +137,6 @@ fn results_do_not_depend_on_the_batch() {
             max_batch_size: 1,
         },
         &opts,
-        &mut |_, _| {},
     )
     .unwrap();
     let g8 = generate::generate(
@@ -148,7 +147,6 @@ fn results_do_not_depend_on_the_batch() {
             max_batch_size: 8,
         },
         &opts,
-        &mut |_, _| {},
     )
     .unwrap();
     assert_eq!(g1, g8);
@@ -169,7 +167,6 @@ fn kv_cache_generation_matches_full_recompute() {
         std::slice::from_ref(&item),
         BatchConfig::default(),
         &RunOptions::default(),
-        &mut |_, _| {},
     )
     .unwrap()
     .remove(0);
@@ -201,14 +198,8 @@ fn stop_strings_cut_the_output() {
         stop: vec![],
         no_repeat_ngram_size: 0,
     };
-    let g = generate::generate(
-        &m,
-        &[free],
-        BatchConfig::default(),
-        &RunOptions::default(),
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let g =
+        generate::generate(&m, &[free], BatchConfig::default(), &RunOptions::default()).unwrap();
     let words: Vec<&str> = g[0].text.split(' ').collect();
     if g[0].finish == FinishReason::Length && words.len() >= 3 {
         let stop = words[1].to_string();
@@ -218,14 +209,8 @@ fn stop_strings_cut_the_output() {
             stop: vec![stop.clone()],
             no_repeat_ngram_size: 0,
         };
-        let s = generate::generate(
-            &m,
-            &[it],
-            BatchConfig::default(),
-            &RunOptions::default(),
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let s =
+            generate::generate(&m, &[it], BatchConfig::default(), &RunOptions::default()).unwrap();
         assert_eq!(s[0].finish, FinishReason::Stop);
         assert_eq!(s[0].text, g[0].text[..g[0].text.find(&stop).unwrap()]);
     }
@@ -409,7 +394,6 @@ fn multiple_choice_scores_every_choice() {
         std::slice::from_ref(&item),
         BatchConfig::default(),
         &RunOptions::default(),
-        &mut |_, _| {},
     )
     .unwrap()
     .remove(0);
@@ -584,7 +568,7 @@ fn shared_prompt_scoring_matches_full_sequences() {
             max_batch_tokens: 10_000,
             max_batch_size,
         };
-        scoring::multiple_choice(&m, &items, batch, &opts, &mut |_, _| {}).unwrap()
+        scoring::multiple_choice(&m, &items, batch, &opts).unwrap()
     };
     let full = run(false, 32);
     let mut worst = 0f64;

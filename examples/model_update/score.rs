@@ -25,14 +25,8 @@ pub fn correct(base: &Path, adapter: Option<&Path>, items: &[Item]) -> Result<Ve
             Item::Generation { .. } => unreachable!("the task is multiple choice"),
         })
         .collect();
-    let results = multiple_choice(
-        &model,
-        &mc,
-        BatchConfig::default(),
-        &RunOptions::default(),
-        &mut |_, _| {},
-    )
-    .map_err(|e| e.to_string())?;
+    let results = multiple_choice(&model, &mc, BatchConfig::default(), &RunOptions::default())
+        .map_err(|e| e.to_string())?;
     Ok(items
         .iter()
         .zip(results)

@@ -170,7 +170,6 @@ pub fn generate(
     items: &[GenItem],
     batch: BatchConfig,
     opts: &RunOptions,
-    progress: &mut dyn FnMut(usize, &GenResult),
 ) -> Result<Vec<GenResult>> {
     let max_pos = model.decoder.config.max_position_embeddings;
     let prompts = items
@@ -218,7 +217,6 @@ pub fn generate(
                 .sum(),
         );
         for (&i, r) in idx.iter().zip(results) {
-            progress(i, &r);
             out[i] = Some(r);
         }
     }

@@ -1,10 +1,8 @@
 //! The engine thread: one OS thread owns the model cache and does all tensor work; async callers
 //! talk to it through `EngineHandle` (a bounded command channel with oneshot replies).
 //!
-//! Progress: each method takes an optional unbounded sender that receives `(index, result)` for
-//! every request as soon as its batch finishes, so a caller can store rows incrementally.
 //! Cancellation: set `RunOptions::cancel`; the run stops before its next batch with
-//! `EngineError::Cancelled` (results already sent through the progress channel stay valid).
+//! `EngineError::Cancelled`.
 
 use std::thread::JoinHandle;
 
@@ -23,6 +21,7 @@ use {
 };
 
 /// Sender of `(request index, result)` pairs as batches finish.
+#[cfg(feature = "test-support")]
 pub type Progress<T> = Option<mpsc::UnboundedSender<(usize, T)>>;
 
 /// Engine settings.
@@ -60,20 +59,8 @@ enum Command {
         Progress<LlResult>,
         Reply<Vec<LlResult>>,
     ),
-    MultipleChoice(
-        ModelSpec,
-        Vec<McItem>,
-        RunOptions,
-        Progress<McResult>,
-        Reply<Vec<McResult>>,
-    ),
-    Generate(
-        ModelSpec,
-        Vec<GenItem>,
-        RunOptions,
-        Progress<GenResult>,
-        Reply<Vec<GenResult>>,
-    ),
+    MultipleChoice(ModelSpec, Vec<McItem>, RunOptions, Reply<Vec<McResult>>),
+    Generate(ModelSpec, Vec<GenItem>, RunOptions, Reply<Vec<GenResult>>),
     #[cfg(feature = "test-support")]
     Describe(PathBuf, Reply<ModelDescription>),
     Preload(ModelSpec, Reply<()>),
@@ -86,6 +73,7 @@ pub struct EngineHandle {
     tx: mpsc::Sender<Command>,
 }
 
+#[cfg(feature = "test-support")]
 fn send_progress<T: Clone>(p: &Progress<T>) -> impl FnMut(usize, &T) + '_ {
     move |i, r| {
         if let Some(tx) = p {
@@ -128,25 +116,19 @@ fn run(mut cache: ModelCache, cfg: EngineConfig, mut rx: mpsc::Receiver<Command>
                 });
                 let _ = reply.send(r);
             }
-            Command::MultipleChoice(spec, items, opts, p, reply) => {
+            Command::MultipleChoice(spec, items, opts, reply) => {
                 let r = guard(|| {
-                    cache.get(&spec).and_then(|m| {
-                        scoring::multiple_choice(
-                            &m,
-                            &items,
-                            batch(&opts),
-                            &opts,
-                            &mut send_progress(&p),
-                        )
-                    })
+                    cache
+                        .get(&spec)
+                        .and_then(|m| scoring::multiple_choice(&m, &items, batch(&opts), &opts))
                 });
                 let _ = reply.send(r);
             }
-            Command::Generate(spec, items, opts, p, reply) => {
+            Command::Generate(spec, items, opts, reply) => {
                 let r = guard(|| {
-                    cache.get(&spec).and_then(|m| {
-                        generate::generate(&m, &items, batch(&opts), &opts, &mut send_progress(&p))
-                    })
+                    cache
+                        .get(&spec)
+                        .and_then(|m| generate::generate(&m, &items, batch(&opts), &opts))
                 });
                 let _ = reply.send(r);
             }
@@ -194,7 +176,8 @@ impl EngineHandle {
         rx.await.map_err(|_| EngineError::EngineStopped)?
     }
 
-    /// Scores loglikelihood requests (only tests do).
+    /// Scores loglikelihood requests; `progress` receives `(index, result)` for each as soon as
+    /// its batch finishes.
     #[cfg(feature = "test-support")]
     pub async fn loglikelihood(
         &self,
@@ -212,9 +195,8 @@ impl EngineHandle {
         model: ModelSpec,
         items: Vec<McItem>,
         opts: RunOptions,
-        progress: Progress<McResult>,
     ) -> Result<Vec<McResult>> {
-        self.call(|r| Command::MultipleChoice(model, items, opts, progress, r))
+        self.call(|r| Command::MultipleChoice(model, items, opts, r))
             .await
     }
 
@@ -223,9 +205,8 @@ impl EngineHandle {
         model: ModelSpec,
         items: Vec<GenItem>,
         opts: RunOptions,
-        progress: Progress<GenResult>,
     ) -> Result<Vec<GenResult>> {
-        self.call(|r| Command::Generate(model, items, opts, progress, r))
+        self.call(|r| Command::Generate(model, items, opts, r))
             .await
     }
 

@@ -28,7 +28,9 @@ pub use cache::{CacheStats, ModelCache};
 #[cfg(feature = "test-support")]
 pub use describe::{ModelDescription, describe};
 pub use error::{EngineError, Result};
-pub use handle::{EngineConfig, EngineHandle, Progress};
+#[cfg(feature = "test-support")]
+pub use handle::Progress;
+pub use handle::{EngineConfig, EngineHandle};
 pub use model::LoadedModel;
 pub use types::{
     BatchObserver, Bos, CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest,

@@ -2,8 +2,7 @@
 //! `generate`).
 //!
 //! Batches are right-padded (positions 0.. for every row, so a row's numbers do not depend on its
-//! batch). Progress: `progress(index, &result)` is called for each request (or MC instance) as
-//! soon as its batch is done, and `RunOptions::cancel` is checked between batches.
+//! batch). `RunOptions::cancel` is checked between batches.
 
 use candle_core::{D, Tensor};
 
@@ -417,7 +416,6 @@ pub fn multiple_choice(
     items: &[McItem],
     batch: BatchConfig,
     opts: &RunOptions,
-    progress: &mut dyn FnMut(usize, &McResult),
 ) -> Result<Vec<McResult>> {
     let mut token_reqs = Vec::new();
     let mut owner = Vec::new();
@@ -443,7 +441,7 @@ pub fn multiple_choice(
         pairs.push(item_pairs);
     }
     if opts.prefix_sharing {
-        return multiple_choice_shared(model, items, &pairs, batch, opts, progress);
+        return multiple_choice_shared(model, items, &pairs, batch, opts);
     }
     let mut partial: Vec<Vec<Option<TokenScore>>> = items
         .iter()
@@ -462,7 +460,6 @@ pub fn multiple_choice(
         let (i, j) = owner[k];
         partial[i][j] = Some(s);
         if let Some(r) = finish(i, &partial[i]) {
-            progress(i, &r);
             done[i] = Some(r);
         }
     })?;
@@ -486,19 +483,16 @@ fn multiple_choice_shared(
     pairs: &[Vec<(Vec<u32>, Vec<u32>)>],
     batch: BatchConfig,
     opts: &RunOptions,
-    progress: &mut dyn FnMut(usize, &McResult),
 ) -> Result<Vec<McResult>> {
     let dec = &model.decoder;
     let max_len = dec.config.max_position_embeddings;
     let mut out: Vec<Option<McResult>> = vec![None; items.len()];
-    let mut finish = |i: usize, scores: &[TokenScore], out: &mut Vec<Option<McResult>>| {
-        let r = McResult::from_scores(
+    let finish = |i: usize, scores: &[TokenScore], out: &mut Vec<Option<McResult>>| {
+        out[i] = Some(McResult::from_scores(
             &items[i].choices,
             scores.iter().map(|s| s.logprob).collect(),
             scores.iter().map(|s| s.is_greedy).collect(),
-        );
-        progress(i, &r);
-        out[i] = Some(r);
+        ));
     };
     // A LongRoPE model computes a prompt differently for sequences on either side of its
     // switch length, so a prompt is shared only by continuations on one side.

@@ -121,7 +121,7 @@ async fn score_side(
                 .collect();
             let results = runtime
                 .engine
-                .score_multiple_choice(model.clone(), requests, options, None)
+                .score_multiple_choice(model.clone(), requests, options)
                 .await?;
             Ok(results
                 .into_iter()
@@ -157,7 +157,7 @@ async fn score_side(
                 .collect();
             let results = runtime
                 .engine
-                .generate(model.clone(), requests, options, None)
+                .generate(model.clone(), requests, options)
                 .await?;
             let scorer = GenerationScorer::new(&rules)
                 .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
