@@ -2,7 +2,7 @@
 # Builds `muscle` with the `cuda` feature on a machine that has no GPU and no CUDA toolkit, to
 # carry the binary to a GPU host (driver 580 = CUDA 13.0 by default).
 #
-#   scripts/build-cuda.sh                      # -> target/cuda/carry/{muscle,engine_reference,engine_bench}[.xz]
+#   scripts/build-cuda.sh                      # -> target/cuda/carry/{muscle,engine_tests,engine_bench}[.xz]
 #                                              #    for sm_90 (H100/H200)
 #   CUDA_COMPUTE_CAP=80 scripts/build-cuda.sh  # A100
 #
@@ -48,8 +48,8 @@ export PATH=$HOME_DIR/bin:$PATH
 export LIBRARY_PATH=$HOME_DIR/lib64:$HOME_DIR/lib64/stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
 export RUSTFLAGS="${RUSTFLAGS:-} -L $HOME_DIR/lib64 -L $HOME_DIR/lib64/stubs"
 cargo build --release --features cuda --bin muscle --target-dir "$TARGET"
-# The engine's reference tests and the throughput bench as binaries too, for
-# scripts/gpu-check.sh on the GPU host (which has no cargo).
+# The engine's test binary (tests/engine: gpu-check.sh runs its engine_reference tests) and the
+# throughput bench as binaries too, for scripts/gpu-check.sh on the GPU host (which has no cargo).
 executable() {  # the executable cargo built for target $1, from its JSON messages
     python3 -c 'import json, sys
 for line in sys.stdin:
@@ -57,17 +57,17 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["target"]["name"] == sys.argv[1]:
         print(m["executable"])' "$1"
 }
-tests=$(cargo test --release --features cuda --no-run --test engine_reference \
-    --target-dir "$TARGET" --message-format=json 2>/dev/null | executable engine_reference)
+tests=$(cargo test --release --features cuda --no-run --test engine \
+    --target-dir "$TARGET" --message-format=json 2>/dev/null | executable engine)
 bench=$(cargo bench --features cuda --no-run --bench engine \
     --target-dir "$TARGET" --message-format=json 2>/dev/null | executable engine)
 CARRY=$TARGET/carry
 mkdir -p "$CARRY"
 cp "$TARGET/release/muscle" "$CARRY/muscle"
-cp "$tests" "$CARRY/engine_reference"
+cp "$tests" "$CARRY/engine_tests"
 cp "$bench" "$CARRY/engine_bench"
-strip "$CARRY/muscle" "$CARRY/engine_reference" "$CARRY/engine_bench"
+strip "$CARRY/muscle" "$CARRY/engine_tests" "$CARRY/engine_bench"
 # The kernels' PTX makes the binaries large (about 70 and 55 MB); xz brings them to about 17 MB,
 # under the GPU machines' 64 MiB transfer limit. scripts/gpu-check.sh unpacks them.
-xz -T0 -6 -k -f "$CARRY/muscle" "$CARRY/engine_reference" "$CARRY/engine_bench"
+xz -T0 -6 -k -f "$CARRY/muscle" "$CARRY/engine_tests" "$CARRY/engine_bench"
 ls -l "$CARRY"

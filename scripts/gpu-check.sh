@@ -5,7 +5,7 @@
 #
 #   scripts/gpu-check.sh [CARRY_DIR] [OUT_DIR]
 #
-# CARRY_DIR holds what scripts/build-cuda.sh made (muscle, engine_reference, engine_bench,
+# CARRY_DIR holds what scripts/build-cuda.sh made (muscle, engine_tests, engine_bench,
 # plain or .xz); OUT_DIR receives gpu-check.md and the logs (default: $OUT, else ./gpu-check).
 # CHECK_DEVICE=cpu runs the same checks on the CPU (to try the script without a GPU).
 set -uo pipefail
@@ -15,7 +15,7 @@ CARRY=${1:-target/cuda/carry}
 OUT=${2:-${OUT:-gpu-check}}
 DEVICE=${CHECK_DEVICE:-cuda}
 mkdir -p "$OUT/bin"
-for name in muscle engine_reference engine_bench; do
+for name in muscle engine_tests engine_bench; do
     if [ -f "$CARRY/$name.xz" ]; then
         xz -dc "$CARRY/$name.xz" > "$OUT/bin/$name"
     elif [ -f "$CARRY/$name" ]; then
@@ -51,16 +51,17 @@ REPORT=$OUT/gpu-check.md
 row() { echo "| $1 | $2 | $3 |" >> "$REPORT"; }
 
 # 1. The engine against transformers + PEFT + lm-eval numbers, f32 (1e-4) and bf16.
-if [ -x "$BIN/engine_reference" ]; then
+#    (the engine_reference module of the engine test binary, tests/engine)
+if [ -x "$BIN/engine_tests" ]; then
     MUSCLE_TEST_DEVICE=$DEVICE MUSCLE_ENGINE_FIXTURES=$PWD/tests/fixtures/engine \
-        timeout 300 "$BIN/engine_reference" --test-threads 1 > "$OUT/engine_reference.log" 2>&1
+        timeout 300 "$BIN/engine_tests" engine_reference:: --test-threads 1 > "$OUT/engine_reference.log" 2>&1
     code=$?
     while read -r _ name _ outcome; do
-        row "reference: ${name}" "$outcome" "tests/fixtures/engine/reference.json"
+        row "reference: ${name#engine_reference::}" "$outcome" "tests/fixtures/engine/reference.json"
     done < <(grep -E '^test .* \.\.\. (ok|FAILED)' "$OUT/engine_reference.log")
     [ $code -eq 0 ] || row "reference tests" "FAILED (exit $code)" "see engine_reference.log"
 else
-    row "reference tests" "skipped" "no engine_reference binary in $CARRY"
+    row "reference tests" "skipped" "no engine_tests binary in $CARRY"
 fi
 
 # 2. Evaluations end to end (queue, workers, engine, report) in f32 and bf16, and the same f32

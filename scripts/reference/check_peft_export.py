@@ -3,7 +3,7 @@
 
 The adapter (tests/fixtures/train/peft-adapter) was written by our Rust training code:
 
-    MUSCLE_WRITE_FIXTURES=1 cargo test --test train_engine write_peft_fixture -- --ignored
+    MUSCLE_WRITE_FIXTURES=1 cargo test --test engine train_engine::write_peft_fixture -- --ignored
 
 This script loads it with PeftModel.from_pretrained onto the Hugging Face model
 tests/fixtures/engine/models/llama-gqa (not merged) and records float32 logits at every
@@ -15,7 +15,7 @@ requires the same logits within 1e-4.
 It does the same for the adapters our training wrote for every other family
 (tests/fixtures/train/peft-families/<model>, on tests/fixtures/families/models/<model>):
 
-    MUSCLE_WRITE_FIXTURES=1 cargo test --test train_families write_family_peft_fixtures -- --ignored
+    MUSCLE_WRITE_FIXTURES=1 cargo test --test engine train_families::write_family_peft_fixtures -- --ignored
 
 into tests/fixtures/train/peft_families.json, checked by the Rust test
 `peft_loads_every_family_adapter_we_write_to_our_logits`.

@@ -3,7 +3,7 @@
 
 A sibling of make_engine_fixtures.py (the "base" script): same tokenizer (copied from
 tests/fixtures/engine/models/llama-gqa, not retrained), same scoring code, same reference.json
-schema, read by tests/engine_reference.rs. Everything is made locally from fixed seeds, offline;
+schema, read by tests/engine/engine_reference.rs. Everything is made locally from fixed seeds, offline;
 running it twice gives byte-identical files.
 
 How to run (from the repository root, after make_engine_fixtures.py has written

@@ -1,23 +1,26 @@
-//! Helpers for engine tests: tiny handmade model folders and the HF fixture location.
+//! What the engine and training tests share: the fixture locations, tiny handmade model
+//! folders, learnable multiple-choice rows, and logits at every position.
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use muscle::dataset::Item;
+use muscle::engine::decoder::{Decoder, Step, positions_and_mask};
+
+#[path = "../support/files.rs"]
+mod files;
+pub use files::*;
 
 /// Fixture root: $MUSCLE_ENGINE_FIXTURES, else `tests/fixtures/engine` under the manifest dir.
 pub fn fixtures_dir() -> PathBuf {
     match std::env::var_os("MUSCLE_ENGINE_FIXTURES") {
         Some(p) => {
             let p = PathBuf::from(p);
-            if p.is_absolute() {
-                p
-            } else {
-                Path::new(env!("CARGO_MANIFEST_DIR")).join(p)
-            }
+            if p.is_absolute() { p } else { repo().join(p) }
         }
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine"),
+        None => fixtures().join("engine"),
     }
 }
 
@@ -229,4 +232,45 @@ pub fn to_f32(t: &Tensor) -> Vec<f32> {
         .unwrap()
         .to_vec1()
         .unwrap()
+}
+
+/// Multiple-choice rows the fixture tokenizer handles: "what colour is X?" with a fixed answer
+/// per entity, learnable from the prompt.
+pub fn rows(n: usize) -> Vec<Item> {
+    let colours = ["red", "blue", "green"];
+    (0..n)
+        .map(|i| Item::MultipleChoice {
+            prompt: format!("item {} is", i % 7),
+            choices: colours.iter().map(|c| c.to_string()).collect(),
+            answer: (i % 7) % 3,
+            tags: BTreeMap::new(),
+        })
+        .collect()
+}
+
+/// Logits at every position of `ids` (batch of one).
+pub fn logits(decoder: &Decoder, ids: &[u32]) -> Vec<Vec<f32>> {
+    let t = ids.len();
+    let x = Tensor::from_slice(ids, (1, t), &decoder.device).unwrap();
+    let (positions, mask) =
+        positions_and_mask(t, 0, &[0], decoder.sliding_window, &decoder.device).unwrap();
+    let step = Step {
+        ids: &x,
+        positions: &positions,
+        mask: &mask,
+    };
+    let rows: Vec<u32> = (0..t as u32).collect();
+    decoder
+        .logits_at(&step, &rows, None)
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap()
+}
+
+pub fn max_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }

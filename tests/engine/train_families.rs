@@ -3,8 +3,6 @@
 //! loads in PEFT to the logits our engine computes (tests/fixtures/train/peft_families.json,
 //! made by scripts/reference/check_peft_export.py).
 
-mod train_support;
-
 use std::path::PathBuf;
 
 use muscle::engine::{DeviceSpec, LoadedModel, ModelSpec};
@@ -12,11 +10,8 @@ use muscle::spec::TrainingSpec;
 use muscle::train::peft::write_adapter;
 use muscle::train::{TrainInputs, Trainer};
 use serde_json::{Value, json};
-use train_support::{logits, max_diff, rows};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use super::helpers::{fixtures, logits, max_diff, rows};
 
 fn family_model(name: &str) -> PathBuf {
     fixtures().join("families/models").join(name)
@@ -108,7 +103,7 @@ fn peft_dir(model: &str) -> PathBuf {
 }
 
 /// Regenerates the committed adapters (then run scripts/reference/check_peft_export.py):
-/// `MUSCLE_WRITE_FIXTURES=1 cargo test --test train_families write_family_peft_fixtures -- --ignored`
+/// `MUSCLE_WRITE_FIXTURES=1 cargo test --test engine train_families::write_family_peft_fixtures -- --ignored`
 #[test]
 #[ignore]
 fn write_family_peft_fixtures() {

@@ -1,20 +1,15 @@
 //! Training on the tiny fixture model: descent, the compatibility start, refusals, and the
 //! PEFT adapter we write (round trip through our loader, and the committed PEFT reference).
 
-mod train_support;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use muscle::engine::{DeviceSpec, LoadedModel, ModelSpec};
 use muscle::spec::TrainingSpec;
 use muscle::train::peft::write_adapter;
 use muscle::train::{NoHooks, TrainError, TrainInputs, Trainer};
 use serde_json::{Value, json};
-use train_support::{logits, max_diff, rows};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use super::helpers::{copy_dir, fixtures, logits, max_diff, rows};
 
 fn model() -> PathBuf {
     fixtures().join("engine/models/llama-gqa")
@@ -136,14 +131,6 @@ fn compatibility_training_runs_and_reports_the_mask() {
     assert!(entry.loss.is_finite());
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
-
 #[test]
 fn old_and_new_models_with_different_tokenizers_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -233,7 +220,7 @@ fn an_exported_adapter_loads_back_to_the_same_logits() {
 const PEFT_FIXTURE: &str = "train/peft-adapter";
 
 /// Regenerates the committed adapter (then run scripts/reference/check_peft_export.py):
-/// `MUSCLE_WRITE_FIXTURES=1 cargo test --test train_engine write_peft_fixture -- --ignored`
+/// `MUSCLE_WRITE_FIXTURES=1 cargo test --test engine train_engine::write_peft_fixture -- --ignored`
 #[test]
 #[ignore]
 fn write_peft_fixture() {
@@ -283,7 +270,7 @@ fn peft_loads_our_adapter_to_the_same_logits() {
 }
 
 /// Training throughput on this machine (prints; asserts nothing):
-/// `MUSCLE_BENCH=task|compatibility cargo test --release --test train_engine throughput -- --ignored --nocapture`
+/// `MUSCLE_BENCH=task|compatibility cargo test --release --test engine train_engine::throughput -- --ignored --nocapture`
 #[test]
 #[ignore]
 fn throughput() {

@@ -1,16 +1,15 @@
 //! Engine tests on tiny handmade models: fused vs plain kernels, batch independence, KV-cache
 //! generation, LoRA merging, refusal of bad adapters, the model cache and the engine thread.
 
-mod engine_support;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use candle_core::Tensor;
-use engine_support::*;
 use muscle::engine::scoring::last_logits;
 use muscle::engine::*;
+
+use super::helpers::*;
 
 fn tiny_model(name: &str) -> (PathBuf, HashMap<String, Tensor>) {
     let dir = temp_dir(name);

@@ -3,8 +3,6 @@
 //! own backward through plain ops, on every family; and the loss taken a chunk of rows at a time
 //! against the loss on whole logits.
 
-mod train_support;
-
 use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -15,11 +13,8 @@ use muscle::train::head_loss::{TeacherStates, head_cross_entropy, head_loss};
 use muscle::train::loss::{LossConfig, Teachers, cross_entropy, loss};
 use muscle::train::{TrainInputs, Trainer};
 use serde_json::json;
-use train_support::rows;
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use super::helpers::{fixtures, rows};
 
 /// (model folder, adapter folder) of every family the engine runs.
 fn models() -> Vec<(PathBuf, Option<PathBuf>)> {

@@ -12,14 +12,13 @@
 //! compared where the reference margin exceeds twice that tolerance; greedy ids must agree on the
 //! first token only (tiny random models have near-ties, so bf16 sequences drift apart).
 
-mod engine_support;
+use std::path::PathBuf;
 
-use std::path::{Path, PathBuf};
-
-use engine_support::{fixtures_dir, max_abs_diff};
 use muscle::engine::scoring::{self, last_logits};
 use muscle::engine::*;
 use serde_json::Value;
+
+use super::helpers::{fixtures_dir, max_abs_diff, repo};
 
 fn reference() -> Option<(PathBuf, Value)> {
     reference_at(fixtures_dir())
@@ -499,7 +498,7 @@ fn longrope_choices_on_both_sides_of_the_switch_match_transformers() {
 /// (tests/fixtures/lmeval/no_repeat_ngram.json, scripts/reference/make_ngram_fixture.py).
 #[test]
 fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = repo();
     let reference: Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("tests/fixtures/lmeval/no_repeat_ngram.json")).unwrap(),
     )
