@@ -2,7 +2,7 @@
 //! a run to success (adapter folder, result, evaluations), cancel mid-run, and a run resumed
 //! from its epoch checkpoint after its worker went away.
 
-#[path = "common/mod.rs"]
+#[path = "support/db.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -14,16 +14,11 @@ use muscle::store::{InstanceFilter, PageRequest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
-use super::common;
 use super::helpers::*;
 
 const TOKEN: &str = "dashboard-test-token";
 /// The first test items of the shipped update, as tests/model_update_example.rs uses.
 const ITEMS: usize = 240;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn chromium() -> Option<PathBuf> {
     let named = std::env::var_os("MUSCLE_CHROMIUM").map(PathBuf::from);
@@ -138,14 +133,14 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
     // The shipped examples, copied: the training writes its adapter into the model root.
     let models = dir.path().join("models");
     for example in ["model-update", "tiny"] {
-        common::copy_tree(
+        copy_dir(
             &repo().join("examples").join(example),
             &models.join(example),
         );
     }
 
     // A server with a worker: the finished evaluations and the training.
-    let app = TestApp::spawn(common::sqlite_at(&db_path), options(1, &models)).await;
+    let app = TestApp::spawn(sqlite_at(&db_path), options(1, &models)).await;
     let rows: String = std::fs::read_to_string(repo().join("examples/model-update/test.jsonl"))
         .unwrap()
         .lines()
@@ -244,7 +239,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
 
     // The same database behind a server without workers: the running evaluation's only worker
     // is this test, on "another host", writing real instance rows through the store.
-    let app = TestApp::spawn(common::sqlite_at(&db_path), options(0, &models)).await;
+    let app = TestApp::spawn(sqlite_at(&db_path), options(0, &models)).await;
     let running = post_json(
         &app,
         "/v1/evaluations",
@@ -376,7 +371,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
 async fn dashboard_files_are_served_with_their_type_policy_and_a_validator() {
     let dir = tempfile::tempdir().unwrap();
     let app = TestApp::spawn(
-        common::sqlite_at(&dir.path().join("muscle.db")),
+        sqlite_at(&dir.path().join("muscle.db")),
         Options::api_only(),
     )
     .await;
@@ -418,7 +413,7 @@ async fn swagger_ui_works_under_its_content_security_policy_in_a_real_chromium()
         return;
     };
     node_modules().expect("the browser driver installs");
-    let app = TestApp::spawn(common::sqlite_db().await, Options::api_only()).await;
+    let app = TestApp::spawn(sqlite_db().await, Options::api_only()).await;
     let run = tokio::process::Command::new("node")
         .arg(repo().join("tests/ui/docs.mjs"))
         .arg(&chromium)

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::common;
 use super::helpers::*;
 use super::own_postgres::Cluster;
 
@@ -35,11 +34,7 @@ async fn a_stopped_database_is_503_and_the_server_recovers_when_it_returns() {
             return;
         }
     };
-    let app = TestApp::spawn(
-        common::owned_at("postgres", cluster.url()),
-        Options::api_only(),
-    )
-    .await;
+    let app = TestApp::spawn(owned_at("postgres", cluster.url()), Options::api_only()).await;
     let kept = app.upload_ok(MC_ROWS).await;
 
     cluster.stop();

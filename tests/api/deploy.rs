@@ -1,13 +1,11 @@
 //! What can be checked of the deployment without a Docker engine: the compose file validates,
 //! and the container entrypoint runs and health-checks the real binary.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::helpers::repo;
 
 /// docker-compose (v1, Debian's package) or the v2 plugin, whichever is installed. A plain
 /// `docker` client without the compose plugin reads `compose` as an unknown command and `-f` as

@@ -8,7 +8,6 @@ use std::process::Command;
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use super::common::{self, TestDb};
 use super::helpers::*;
 use super::own_postgres::Cluster;
 
@@ -182,7 +181,7 @@ async fn a_full_disk_under_sqlite_refuses_writes_and_loses_no_acknowledged_one()
     };
     let db_path = disk.path().join("muscle.db");
     fill_then_recover(
-        || common::sqlite_at(&db_path),
+        || sqlite_at(&db_path),
         &disk.path().join("filler"),
         1024 * 1024,
         || {},
@@ -200,7 +199,7 @@ async fn a_full_disk_under_postgres_refuses_writes_and_loses_no_acknowledged_one
     };
     let url = cluster.url();
     fill_then_recover(
-        || common::owned_at("postgres", url.clone()),
+        || owned_at("postgres", url.clone()),
         &disk.path().join("filler"),
         2 * 1024 * 1024,
         || cluster.ensure_running(),

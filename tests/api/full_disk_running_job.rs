@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::common::{self, TestDb};
 use super::full_disk::{Tmpfs, free_bytes};
 use super::helpers::*;
 
@@ -212,7 +211,7 @@ async fn a_disk_filling_under_a_running_job_on_sqlite_loses_no_acknowledged_writ
     };
     let db_path = disk.path().join("muscle.db");
     fill_while_a_job_writes(
-        || common::sqlite_at(&db_path),
+        || sqlite_at(&db_path),
         &disk.path().join("filler"),
         256 * 1024,
         || {},
@@ -230,7 +229,7 @@ async fn a_disk_filling_under_a_running_job_on_postgres_loses_no_acknowledged_wr
     };
     let url = cluster.url();
     fill_while_a_job_writes(
-        || common::owned_at("postgres", url.clone()),
+        || owned_at("postgres", url.clone()),
         &disk.path().join("filler"),
         2 * 1024 * 1024,
         || cluster.ensure_running(),

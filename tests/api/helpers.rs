@@ -1,3 +1,7 @@
+//! What the API tests share: the app on port 0 against a fresh database, requests and problem
+//! answers, fixture rows and specs; fresh databases (tests/support/db.rs, shared with the store
+//! tests) and the fixture paths (tests/support/files.rs, shared with the engine tests).
+
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +15,12 @@ use muscle::worker::Executor;
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
 
-use super::common::{self, TestDb};
+#[path = "../support/db.rs"]
+mod db;
+#[path = "../support/files.rs"]
+mod files;
+pub use db::*;
+pub use files::*;
 
 pub struct TestApp {
     pub base: String,
@@ -24,7 +33,7 @@ pub struct TestApp {
 
 /// The committed fixture folder: models under `models/`, adapters under `adapters/`.
 pub fn model_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine")
+    fixtures().join("engine")
 }
 
 pub struct Options {
@@ -195,7 +204,7 @@ where
     F: Fn(TestApp) -> Fut,
     Fut: std::future::Future<Output = TestApp>,
 {
-    for db in common::test_databases().await {
+    for db in test_databases().await {
         eprintln!("-- on {}", db.backend);
         let app = TestApp::spawn(db, options()).await;
         let app = scenario(app).await;

@@ -1,8 +1,6 @@
 //! API tests: the app on port 0 against a fresh database (SQLite always, Postgres when
 //! MUSCLE_TEST_DATABASE_URL is set), with the real engine on the committed fixture models.
 
-#[path = "../common/mod.rs"]
-mod common;
 mod helpers;
 
 mod auth_and_cors;

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sqlx::Row;
 
-use super::common;
 use super::helpers::*;
 
 struct Worker(Child);
@@ -59,7 +58,7 @@ async fn running_shard_owners(pool: &sqlx::AnyPool) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_share_the_queue_and_survive_a_sigkill() {
     const N: usize = 600;
-    for db in common::test_databases().await {
+    for db in test_databases().await {
         eprintln!("-- on {}", db.backend);
         let url = db.url.clone();
         let app = TestApp::spawn(db, Options::api_only()).await;

@@ -7,7 +7,6 @@ use muscle::worker::{Executor, ShardContext, ShardResult};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::common;
 use super::helpers::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,7 +89,7 @@ async fn health_readiness_metrics_docs() {
 
 #[tokio::test]
 async fn an_api_only_server_is_ready_with_its_database_alone() {
-    let db = common::sqlite_db().await;
+    let db = sqlite_db().await;
     let app = TestApp::spawn(db, Options::api_only()).await;
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
@@ -229,7 +228,7 @@ impl Executor for Endless {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_gives_running_work_back_to_the_queue() {
-    for db in common::test_databases().await {
+    for db in test_databases().await {
         let options = Options {
             executor: Some(Arc::new(Endless)),
             ..Options::default()
@@ -280,7 +279,7 @@ async fn shutdown_gives_running_work_back_to_the_queue() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn models_lists_the_model_root() {
-    let db = common::sqlite_db().await;
+    let db = sqlite_db().await;
     let app = TestApp::spawn(db, Options::api_only()).await;
     let catalog: Value = app.get("/v1/models").await.json().await.unwrap();
     let models = catalog["models"].as_array().unwrap();

@@ -1,5 +1,3 @@
-use std::path::Path;
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -116,14 +114,6 @@ async fn bad_training_specs_name_every_field() {
         app
     })
     .await;
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
 }
 
 /// A model root of its own: the fixture Llama and its adapters, a file, a dangling symbolic

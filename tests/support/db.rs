@@ -1,5 +1,6 @@
 //! Fresh databases for tests: a SQLite file always, and a Postgres schema of its own whenever
-//! MUSCLE_TEST_DATABASE_URL names a Postgres database (CI sets it).
+//! MUSCLE_TEST_DATABASE_URL names a Postgres database (CI sets it). Shared by the api and store
+//! test binaries (each includes this file through its helpers module).
 #![allow(dead_code)]
 
 use std::sync::Arc;
@@ -102,19 +103,5 @@ pub fn owned_at(backend: &'static str, url: String) -> TestDb {
         url,
         admin: None,
         _dir: None,
-    }
-}
-
-/// Copies a folder tree (files and sub-folders) to `to`.
-pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
     }
 }

@@ -1,8 +1,6 @@
 //! The store and queue story, run on SQLite always and on Postgres when
 //! MUSCLE_TEST_DATABASE_URL is set.
 
-mod common;
-
 use std::collections::HashSet;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -13,6 +11,8 @@ use muscle::domain::*;
 use muscle::store::*;
 use serde_json::json;
 
+use super::helpers::test_databases;
+
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Runs one scenario on every available backend.
@@ -20,7 +20,7 @@ macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
         async fn $name() {
-            for db in common::test_databases().await {
+            for db in test_databases().await {
                 eprintln!("{} on {}", stringify!($name), db.backend);
                 let store = db.store().await;
                 scenarios::$name(store).await;
