@@ -17,7 +17,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use super::helpers::*;
 
 const TOKEN: &str = "dashboard-test-token";
-/// The first test items of the shipped update, as tests/model_update_example.rs uses.
+/// The first test items of the shipped update, as tests/api/model_update_example.rs uses.
 const ITEMS: usize = 240;
 
 fn chromium() -> Option<PathBuf> {

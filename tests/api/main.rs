@@ -1,5 +1,6 @@
-//! API tests: the app on port 0 against a fresh database (SQLite always, Postgres when
-//! MUSCLE_TEST_DATABASE_URL is set), with the real engine on the committed fixture models.
+//! API, CLI and end-to-end tests: the app on port 0 against a fresh database (SQLite always,
+//! Postgres when MUSCLE_TEST_DATABASE_URL is set), with the real engine on the committed fixture
+//! models; the `muscle` commands; trainings through the queue; the shipped model update.
 
 mod helpers;
 
@@ -18,9 +19,12 @@ mod full_disk;
 mod full_disk_running_job;
 mod lmeval;
 mod load;
+mod model_update_example;
 mod multi_worker;
 mod operations;
 mod own_postgres;
 mod reports_once;
 mod slow_bodies;
+mod train_api;
+mod train_cli;
 mod trainings;

@@ -2,10 +2,6 @@
 //! a run to success (adapter folder, result, evaluations), cancel mid-run, and a run resumed
 //! from its epoch checkpoint after its worker went away.
 
-#[path = "support/db.rs"]
-mod common;
-
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use muscle::app::{App, Settings};
@@ -15,17 +11,7 @@ use muscle::http::HttpOptions;
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
+use super::helpers::*;
 
 /// A model root of its own (outputs are written into it) and a data dir for checkpoints.
 struct Dirs {
@@ -36,12 +22,12 @@ struct Dirs {
 fn dirs() -> Dirs {
     let models = tempfile::tempdir().unwrap();
     copy_dir(
-        &fixtures().join("models/llama-gqa"),
+        &model_dir().join("models/llama-gqa"),
         &models.path().join("models/llama-gqa"),
     );
     for adapter in ["llama-gqa-lora-list", "llama-gqa-lora-all"] {
         copy_dir(
-            &fixtures().join("adapters").join(adapter),
+            &model_dir().join("adapters").join(adapter),
             &models.path().join("adapters").join(adapter),
         );
     }
@@ -59,7 +45,7 @@ struct Running {
 }
 
 impl Running {
-    async fn start(db: &common::TestDb, dirs: &Dirs) -> Self {
+    async fn start(db: &TestDb, dirs: &Dirs) -> Self {
         let settings = Settings {
             database_url: db.url.clone(),
             model_dir: dirs.models.path().to_path_buf(),
@@ -183,7 +169,7 @@ fn compat(dataset: &str, output: &str, hyper: Value) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_compatibility_training_runs_through_the_queue_and_evaluates() {
-    let db = common::sqlite_db().await;
+    let db = sqlite_db().await;
     let dirs = dirs();
     let app = Running::start(&db, &dirs).await;
     let dataset = app.upload(rows(10)).await;
@@ -299,7 +285,7 @@ async fn a_compatibility_training_runs_through_the_queue_and_evaluates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_is_cancelled_between_steps() {
-    let db = common::sqlite_db().await;
+    let db = sqlite_db().await;
     let dirs = dirs();
     let app = Running::start(&db, &dirs).await;
     let dataset = app.upload(rows(40)).await;
@@ -359,7 +345,7 @@ async fn a_training_is_cancelled_between_steps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reclaimed_training_resumes_from_its_last_epoch_checkpoint() {
-    let db = common::sqlite_db().await;
+    let db = sqlite_db().await;
     let dirs = dirs();
     let app = Running::start(&db, &dirs).await;
     let dataset = app.upload(rows(40)).await;
@@ -423,7 +409,7 @@ async fn a_reclaimed_training_resumes_from_its_last_epoch_checkpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_training_that_fails_at_the_end_leaves_no_partial_folder_nor_checkpoints() {
-    let db = common::sqlite_db().await;
+    let db = sqlite_db().await;
     let dirs = dirs();
     // Left by a run that can no longer resume (its job is gone): removed when a training starts.
     let stale = dirs.data.path().join("checkpoints/0190-gone/epoch-1");

@@ -1,21 +1,11 @@
 //! `muscle train SPEC.json` end to end: the result JSON and the exit codes.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/engine")
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
-    }
-}
+use super::helpers::*;
 
 fn run(dir: &Path, spec: &Value) -> (i32, String, String) {
     let path = dir.join("spec.json");
@@ -39,12 +29,12 @@ fn muscle_train_runs_evaluates_and_sets_the_exit_code() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     copy_dir(
-        &fixtures().join("models/llama-gqa"),
+        &model_dir().join("models/llama-gqa"),
         &models.join("llama-gqa"),
     );
     for adapter in ["llama-gqa-lora-list", "llama-gqa-lora-all"] {
         copy_dir(
-            &fixtures().join("adapters").join(adapter),
+            &model_dir().join("adapters").join(adapter),
             &models.join(adapter),
         );
     }
@@ -101,7 +91,7 @@ fn muscle_train_refuses_an_output_it_could_not_write_or_list() {
     let dir = tempfile::tempdir().unwrap();
     let models = dir.path().join("models");
     copy_dir(
-        &fixtures().join("models/llama-gqa"),
+        &model_dir().join("models/llama-gqa"),
         &models.join("llama-gqa"),
     );
     std::fs::write(models.join("notes.txt"), "a file").unwrap();

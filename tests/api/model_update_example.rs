@@ -2,18 +2,20 @@
 //! their bases, and a quick evaluation on the first test items gives what the regeneration
 //! program recorded in `expected.json` (accuracy per model and negative flips old -> new).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use muscle::dataset::Item;
 
+use super::helpers::repo;
+
 /// The regeneration program's own scoring, so the test checks what the program recorded the
 /// same way it was computed.
-#[path = "../examples/model_update/score.rs"]
+#[path = "../../examples/model_update/score.rs"]
 #[allow(dead_code)]
 mod score;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/model-update")
+    repo().join("examples/model-update")
 }
 
 fn correct(base: &str, adapter: &str, items: &[Item]) -> Vec<bool> {
