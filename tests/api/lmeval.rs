@@ -11,9 +11,7 @@ use serde_json::{Value, json};
 use super::helpers::*;
 
 fn samples(side: &str, task: &str) -> (String, Vec<Value>) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/lmeval/{side}/samples_{task}.jsonl"));
-    let text = std::fs::read_to_string(path).unwrap();
+    let text = std::fs::read_to_string(fixture_path(side, task)).unwrap();
     let lines = text
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -267,14 +265,12 @@ async fn a_bad_samples_file_is_refused_line_by_line() {
 }
 
 fn fixture_path(side: &str, task: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/lmeval/{side}/samples_{task}.jsonl"))
+    fixtures().join(format!("lmeval/{side}/samples_{task}.jsonl"))
 }
 
 /// lm-eval's aggregate for one side, from its own results.json.
 fn aggregate(side: &str, task: &str, key: &str) -> f64 {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join(format!("tests/fixtures/lmeval/{side}/results.json"));
+    let path = fixtures().join(format!("lmeval/{side}/results.json"));
     let results: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     results["results"][task][key].as_f64().unwrap()
 }
