@@ -379,7 +379,7 @@ fn fmt_p(p: f64) -> String {
 /// Test items the shipped-model test evaluates.
 const EXPECTED_ITEMS: usize = 240;
 
-/// What tests/model_update_example.rs checks: per model, correct answers and negative flips
+/// What tests/api/model_update_example.rs checks: per model, correct answers and negative flips
 /// (against old-task) on the first EXPECTED_ITEMS test items.
 fn write_expected(out: &Path, old: &[bool], models: &[(&str, &Vec<bool>)]) -> std::io::Result<()> {
     let n = EXPECTED_ITEMS.min(old.len());
