@@ -170,7 +170,7 @@ pub async fn prepare_recorded(
         None => None,
     };
     let mut ordered: Vec<&RecordedInstance> = base_rows.values().collect();
-    ordered.sort_by_key(|r| r.doc_id.parse::<i64>().unwrap_or(i64::MAX));
+    ordered.sort_by(|a, b| doc_id_order(&a.doc_id).cmp(&doc_id_order(&b.doc_id)));
     let mut rows = Vec::new();
     for recorded in ordered {
         if other
@@ -235,6 +235,12 @@ pub async fn prepare_recorded(
     Ok(Some(dataset))
 }
 
+/// The order documents are compared and listed in: numeric doc_ids by number, then the others
+/// by their text (never by a hash map's order, which changes from one process to the next).
+fn doc_id_order(id: &str) -> (i64, &str) {
+    (id.parse::<i64>().unwrap_or(i64::MAX), id)
+}
+
 /// What the report says about two recorded runs that do not line up: doc_ids on one side only,
 /// and documents whose recorded prompt or document differ.
 pub fn alignment_warnings(
@@ -242,7 +248,7 @@ pub fn alignment_warnings(
     new: &HashMap<String, RecordedInstance>,
 ) -> Vec<String> {
     fn listed(mut ids: Vec<&String>) -> String {
-        ids.sort_by_key(|id| id.parse::<i64>().unwrap_or(i64::MAX));
+        ids.sort_by(|a, b| doc_id_order(a).cmp(&doc_id_order(b)));
         let shown: Vec<&str> = ids.iter().take(10).map(|s| s.as_str()).collect();
         let more = ids.len().saturating_sub(10);
         if more > 0 {
@@ -295,4 +301,16 @@ pub fn alignment_warnings(
         }
     }
     warnings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_are_ordered_by_number_then_by_text() {
+        let mut ids = vec!["q2", "10", "q1", "2", "q10"];
+        ids.sort_by(|a, b| doc_id_order(a).cmp(&doc_id_order(b)));
+        assert_eq!(ids, ["2", "10", "q1", "q10", "q2"]);
+    }
 }
