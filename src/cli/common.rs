@@ -9,11 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::de::DeserializeOwned;
 
-use crate::callback::CallbackSpec;
 use crate::config::CommonArgs;
 use crate::dataset::{ParsedDataset, Rows, parse_dataset};
-use crate::domain::JobKind;
+use crate::domain::{JobKind, JobPlanning};
 use crate::engine::DeviceSpec;
+use crate::kinds::submit::{Callbacks, Rejected, Submitter};
 use crate::spec::{DatasetRef, parse_body};
 use crate::store::{self, Job, NewDataset, Store};
 use crate::validation::FieldError;
@@ -32,6 +32,16 @@ pub enum Failure {
 impl From<anyhow::Error> for Failure {
     fn from(error: anyhow::Error) -> Self {
         Self::Runtime(error)
+    }
+}
+
+impl Failure {
+    /// A submission the kind's checks refused, reported against the spec file `source`.
+    pub fn rejected(source: &Path, rejected: Rejected) -> Self {
+        match rejected {
+            Rejected::Invalid(errors) => Self::Invalid(source.display().to_string(), errors),
+            Rejected::Store(error) => Self::Runtime(error.into()),
+        }
     }
 }
 
@@ -82,18 +92,24 @@ pub fn check_device(common: &CommonArgs) -> Result<DeviceSpec, Failure> {
     })
 }
 
-/// Reads and parses a SPEC file.
-/// Callbacks are sent by a server; the CLI tells its caller by its exit code.
-pub fn refuse_callback(callback: &Option<CallbackSpec>) -> Vec<FieldError> {
-    match callback {
-        Some(_) => vec![FieldError::field(
-            "callback",
-            "is sent by `muscle serve` when a job it queued ends; the CLI reports by its exit code",
-        )],
-        None => Vec::new(),
+/// What the CLI lends a submission: its private store, the model folders it may read, one
+/// attempt per shard, no callbacks, and the device it runs models on.
+pub fn cli_submitter<'a>(
+    store: &'a Store,
+    resolver: &'a crate::models::Resolver,
+    planning: JobPlanning,
+    device: Option<DeviceSpec>,
+) -> Submitter<'a> {
+    Submitter {
+        store,
+        resolver,
+        planning,
+        callbacks: Callbacks::Refused,
+        device,
     }
 }
 
+/// Reads and parses a SPEC file.
 pub fn read_spec<T: DeserializeOwned>(path: &Path) -> Result<T, Failure> {
     let bytes =
         std::fs::read(path).map_err(|e| Failure::invalid_field(path, "(file)", e.to_string()))?;
@@ -158,16 +174,20 @@ pub async fn load_dataset(
     }
 }
 
-/// Stores the dataset in the private database; its id and row count.
+/// Stores the dataset in the private database under `name` (once: a file named twice by a spec
+/// is one dataset); the reference a spec names it by, its name, which errors then show.
 pub async fn store_dataset(
     store: &Store,
     name: String,
     parsed: &ParsedDataset,
-) -> anyhow::Result<(String, i64)> {
-    let dataset = store
+) -> anyhow::Result<DatasetRef> {
+    if !store.datasets_named(&name, 1).await?.is_empty() {
+        return Ok(DatasetRef::Id(name));
+    }
+    store
         .insert_dataset(
             &NewDataset {
-                name,
+                name: name.clone(),
                 kind: parsed.kind,
                 sha256: parsed.sha256.clone(),
             },
@@ -175,7 +195,7 @@ pub async fn store_dataset(
         )
         .await
         .context("storing the dataset")?;
-    Ok((dataset.id, dataset.rows))
+    Ok(DatasetRef::Id(name))
 }
 
 /// Waits for a job to finish, drawing a progress bar of `unit` when stderr is a terminal.

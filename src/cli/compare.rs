@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use super::common::{Failure, private_app};
+use super::common::{Failure, cli_submitter, private_app};
 use super::eval::run_evaluation;
 use crate::config::CompareArgs;
-use crate::evaluation::prepare_recorded;
+use crate::kinds::submit;
 use crate::lmeval::{SamplesKind, parse_samples, recorded_rows};
 use crate::metrics::GateCheck;
+use crate::models::Resolver;
 use crate::spec::{
     EvalOptions, EvaluationSpec, GenerationMetric, McScore, PredictionsRef, Side, TaskSpec,
     check_gate,
@@ -136,7 +137,7 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
             )],
         ));
     }
-    let mut spec = EvaluationSpec {
+    let spec = EvaluationSpec {
         name: Some(format!("{} vs {}", args.old.display(), args.new.display())),
         old: Side::Predictions(PredictionsRef { predictions: old }),
         new: Side::Predictions(PredictionsRef { predictions: new }),
@@ -149,21 +150,10 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
         gate,
         callback: None,
     };
-    let mut errors = Vec::new();
-    let dataset = prepare_recorded(store.as_ref(), &mut spec, &mut errors)
+    let resolver = Resolver::cli(&args.common.model_dir);
+    let submitter = cli_submitter(&store, &resolver, app.planning(), None);
+    let job = submit::evaluation(&submitter, spec)
         .await
-        .context("preparing the comparison")?;
-    let dataset = match dataset {
-        Some(dataset) if errors.is_empty() => dataset,
-        _ => return Err(Failure::Invalid("muscle compare".into(), errors)),
-    };
-    spec.dataset = Some(crate::spec::DatasetRef::Id(dataset.id.clone()));
-    run_evaluation(
-        app,
-        spec,
-        dataset.rows,
-        args.out.as_deref(),
-        args.instances.as_deref(),
-    )
-    .await
+        .map_err(|e| Failure::rejected(Path::new("muscle compare"), e))?;
+    run_evaluation(app, job, args.out.as_deref(), args.instances.as_deref()).await
 }

@@ -10,17 +10,18 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::common::{
-    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, refuse_callback,
+    Failure, GATE_FAILED, check_device, cli_submitter, load_dataset, private_app, read_spec,
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::EvalArgs;
 use crate::domain::{JobKind, JobStatus};
-use crate::evaluation::{InstanceView, evaluation_job, inputs_of};
+use crate::engine::DeviceSpec;
+use crate::evaluation::{InstanceView, inputs_of};
+use crate::kinds::submit;
 use crate::metrics::Report;
 use crate::models::Resolver;
-use crate::spec::{DatasetRef, EvaluationSpec, refused_dtypes};
-use crate::store::{InstanceFilter, Job, PageRequest, Store};
-use crate::validation::FieldError;
+use crate::spec::EvaluationSpec;
+use crate::store::{InstanceFilter, Job, NewJob, PageRequest, Store};
 
 pub async fn run(args: EvalArgs) -> ExitCode {
     let device = match check_device(&args.common) {
@@ -31,23 +32,16 @@ pub async fn run(args: EvalArgs) -> ExitCode {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),
     };
-    let resolver = Resolver::cli(&args.common.model_dir);
-    let mut errors = spec.check(&resolver).err().unwrap_or_default();
-    errors.extend(refuse_callback(&spec.callback));
-    errors.extend(refused_dtypes(
-        [("old", spec.old.model()), ("new", spec.new.model())],
-        device,
-    ));
-    if !errors.is_empty() {
-        return Failure::Invalid(args.spec.display().to_string(), errors).report();
-    }
-    execute(&args, spec).await.unwrap_or_else(Failure::report)
+    execute(&args, device, spec)
+        .await
+        .unwrap_or_else(Failure::report)
 }
 
-async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, Failure> {
-    let (app, _scratch) = private_app(&args.common).await?;
-    let store = app.store();
-
+async fn execute(
+    args: &EvalArgs,
+    device: DeviceSpec,
+    mut spec: EvaluationSpec,
+) -> Result<ExitCode, Failure> {
     let Some(dataset) = spec.dataset.clone() else {
         return Err(Failure::invalid_field(
             &args.spec,
@@ -62,45 +56,29 @@ async fn execute(args: &EvalArgs, mut spec: EvaluationSpec) -> Result<ExitCode, 
             "recorded runs are compared by `muscle compare OLD NEW` or through the server",
         ));
     }
-    let (dataset_source, rows) =
-        load_dataset(&args.common, &args.spec, &dataset, "dataset").await?;
-    if rows.kind != spec.task.dataset_kind() {
-        return Err(Failure::Invalid(
-            dataset_source,
-            vec![FieldError::field(
-                "task.type",
-                format!(
-                    "is {} but the dataset holds {} rows",
-                    spec.task.dataset_kind().as_str(),
-                    rows.kind.as_str()
-                ),
-            )],
-        ));
-    }
-    let (dataset_id, total) = store_dataset(store.as_ref(), dataset_source, &rows).await?;
-    spec.dataset = Some(DatasetRef::Id(dataset_id));
-    run_evaluation(
-        app,
-        spec,
-        total,
-        args.out.as_deref(),
-        args.instances.as_deref(),
-    )
-    .await
+    let (app, _scratch) = private_app(&args.common).await?;
+    let store = app.store();
+    let (source, rows) = load_dataset(&args.common, &args.spec, &dataset, "dataset").await?;
+    spec.dataset = Some(store_dataset(&store, source, &rows).await?);
+    let resolver = Resolver::cli(&args.common.model_dir);
+    let submitter = cli_submitter(&store, &resolver, app.planning(), Some(device));
+    let job = submit::evaluation(&submitter, spec)
+        .await
+        .map_err(|e| Failure::rejected(&args.spec, e))?;
+    run_evaluation(app, job, args.out.as_deref(), args.instances.as_deref()).await
 }
 
 /// Queues the evaluation on the private app, runs it, writes the report and instances, and
 /// says the verdict.
 pub(super) async fn run_evaluation(
     app: crate::app::App,
-    spec: EvaluationSpec,
-    total: i64,
+    job: NewJob,
     out: Option<&std::path::Path>,
     instances: Option<&std::path::Path>,
 ) -> Result<ExitCode, Failure> {
     let store = app.store();
     let job = store
-        .create_job(evaluation_job(&spec, total, app.planning()))
+        .create_job(job)
         .await
         .context("queueing the evaluation")?
         .value;
@@ -122,7 +100,7 @@ pub(super) async fn run_evaluation(
         .context("the finished job has no report")?;
     write_json(out, &report)?;
     if let Some(path) = instances {
-        write_instances(store.as_ref(), &finished, &spec, path).await?;
+        write_instances(store.as_ref(), &finished, &finished.read_spec()?, path).await?;
     }
     let gate = &report.gate;
     // On stderr, so that a pipeline sees why it exits 1 also when the report goes to --out.

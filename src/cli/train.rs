@@ -10,86 +10,55 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::common::{
-    Failure, GATE_FAILED, check_device, load_dataset, private_app, read_spec, refuse_callback,
+    Failure, GATE_FAILED, check_device, cli_submitter, load_dataset, private_app, read_spec,
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::TrainArgs;
-use crate::domain::{DatasetKind, JobKind, JobStatus};
+use crate::domain::{JobKind, JobStatus};
+use crate::engine::DeviceSpec;
+use crate::kinds::submit;
 use crate::metrics::Report;
 use crate::models::Resolver;
-use crate::spec::{DatasetRef, TrainingSpec, refused_dtypes};
+use crate::spec::TrainingSpec;
 use crate::store::Store;
-use crate::train::job::{StoredTraining, check_vocabularies, training_job};
 use crate::train::result::TrainingResult;
 use crate::train::view::EvaluationsView;
-use crate::validation::FieldError;
 
 pub async fn run(args: TrainArgs) -> ExitCode {
     let device = match check_device(&args.common) {
         Ok(device) => device,
         Err(failure) => return failure.report(),
     };
-    let mut spec: TrainingSpec = match read_spec(&args.spec) {
+    let spec: TrainingSpec = match read_spec(&args.spec) {
         Ok(spec) => spec,
         Err(failure) => return failure.report(),
     };
-    let resolver = Resolver::cli(&args.common.model_dir);
-    spec.normalize();
-    let mut errors = spec.check(&resolver).err().unwrap_or_default();
-    errors.extend(check_vocabularies(&spec, &resolver));
-    errors.extend(refuse_callback(&spec.callback));
-    errors.extend(refused_dtypes(
-        [("old", spec.old.as_ref()), ("new", Some(&spec.new))],
-        device,
-    ));
-    if !errors.is_empty() {
-        return Failure::Invalid(args.spec.display().to_string(), errors).report();
-    }
-    execute(&args, spec).await.unwrap_or_else(Failure::report)
+    execute(&args, device, spec)
+        .await
+        .unwrap_or_else(Failure::report)
 }
 
-async fn execute(args: &TrainArgs, mut spec: TrainingSpec) -> Result<ExitCode, Failure> {
+async fn execute(
+    args: &TrainArgs,
+    device: DeviceSpec,
+    mut spec: TrainingSpec,
+) -> Result<ExitCode, Failure> {
     let (app, _scratch) = private_app(&args.common).await?;
     let store = app.store();
-
+    // The files (or the server's datasets) the spec names go into the private database first.
     let (name, parsed) = load_dataset(&args.common, &args.spec, &spec.dataset, "dataset").await?;
-    let (id, rows) = store_dataset(store.as_ref(), name, &parsed).await?;
-    spec.dataset = DatasetRef::Id(id);
-    if rows < 2 {
-        return Err(Failure::Invalid(
-            args.spec.display().to_string(),
-            vec![FieldError::field(
-                "dataset",
-                "needs at least 2 rows to split into training and validation",
-            )],
-        ));
-    }
+    spec.dataset = store_dataset(&store, name, &parsed).await?;
     if let Some(evaluate) = spec.evaluate.as_mut() {
-        let (name, parsed) = load_dataset(
-            &args.common,
-            &args.spec,
-            &evaluate.dataset,
-            "evaluate.dataset",
-        )
-        .await?;
-        let want: DatasetKind = evaluate.task.dataset_kind();
-        if parsed.kind != want {
-            return Err(Failure::Invalid(
-                name,
-                vec![FieldError::field(
-                    "evaluate.task.type",
-                    format!(
-                        "is {} but the dataset holds {} rows",
-                        want.as_str(),
-                        parsed.kind.as_str()
-                    ),
-                )],
-            ));
-        }
-        let (id, _) = store_dataset(store.as_ref(), name, &parsed).await?;
-        evaluate.dataset = DatasetRef::Id(id);
+        let field = "evaluate.dataset";
+        let (name, parsed) =
+            load_dataset(&args.common, &args.spec, &evaluate.dataset, field).await?;
+        evaluate.dataset = store_dataset(&store, name, &parsed).await?;
     }
-    let job = training_job(&StoredTraining::new(spec, rows), app.planning());
+    let resolver = Resolver::cli(&args.common.model_dir);
+    let submitter = cli_submitter(&store, &resolver, app.planning(), Some(device));
+    let job = submit::training(&submitter, spec)
+        .await
+        .map_err(|e| Failure::rejected(&args.spec, e))?;
     let job = store
         .create_job(job)
         .await

@@ -114,6 +114,14 @@ impl ApiError {
         }
     }
 
+    /// A submission the kind's checks refused: 422 with every field at fault.
+    pub fn rejected(detail: &str, rejected: crate::kinds::submit::Rejected) -> Self {
+        match rejected {
+            crate::kinds::submit::Rejected::Invalid(errors) => Self::invalid(detail, errors),
+            crate::kinds::submit::Rejected::Store(error) => error.into(),
+        }
+    }
+
     pub fn invalid_field(field: &str, message: impl Into<String>) -> Self {
         let error = FieldError::field(field, message);
         Self::invalid(format!("{}: {}", error.field, error.message), vec![error])

@@ -10,16 +10,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
-use super::jobs::{
-    ListParams, WaitParams, accepted, check_callback, job_after_wait, job_filter, not_found,
-    resolve_dataset, submit,
-};
+use super::jobs::{ListParams, WaitParams, accepted, job_after_wait, job_filter, not_found, queue};
 use crate::domain::JobKind;
-use crate::evaluation::{evaluation_job, prepare_recorded};
-use crate::kinds::{Evaluation, Evaluations, Kind};
-use crate::spec::{DatasetRef, EvaluationSpec, parse_body};
+use crate::kinds::{Evaluation, Evaluations, Kind, submit};
+use crate::spec::{EvaluationSpec, parse_body};
 use crate::store::{Job, StoreResult};
-use crate::validation::FieldError;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -56,45 +51,12 @@ async fn create_evaluation(
     Body(body): Body,
 ) -> ApiResult<Response> {
     require_media_type(&headers, &["application/json"])?;
-    let mut spec: EvaluationSpec =
+    let spec: EvaluationSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the evaluation spec is invalid", e))?;
-    let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
-    errors.extend(check_callback(&state, &spec.callback));
-    let recorded = prepare_recorded(state.store.as_ref(), &mut spec, &mut errors).await?;
-    let dataset = match (&recorded, &spec.dataset) {
-        (Some(_), _) => recorded,
-        (None, Some(reference))
-            if spec.old.predictions().is_none() && spec.new.predictions().is_none() =>
-        {
-            let reference = reference.clone();
-            resolve_dataset(
-                &state,
-                &reference,
-                "dataset",
-                Some(spec.task.dataset_kind()),
-                "task.type",
-                &mut errors,
-            )
-            .await?
-        }
-        (None, None) if spec.old.predictions().is_none() && spec.new.predictions().is_none() => {
-            errors.push(FieldError::field(
-                "dataset",
-                "is required unless a side is a recorded run ({\"predictions\": ID})",
-            ));
-            None
-        }
-        (None, _) => None,
-    };
-    let dataset = match dataset {
-        Some(dataset) if errors.is_empty() => dataset,
-        _ => return Err(ApiError::invalid("the evaluation spec is invalid", errors)),
-    };
-    // A dataset named by its name is stored by its id: later uploads under the name change
-    // nothing for this job.
-    spec.dataset = Some(DatasetRef::Id(dataset.id.clone()));
-    let job = evaluation_job(&spec, dataset.rows, state.planning);
-    let (job, created) = submit(&state, &headers, &body, job).await?;
+    let job = submit::evaluation(&state.submitter(), spec)
+        .await
+        .map_err(|e| ApiError::rejected("the evaluation spec is invalid", e))?;
+    let (job, created) = queue(&state, &headers, &body, job).await?;
     Ok(accepted(
         format!("/v1/evaluations/{}", job.id),
         created,

@@ -9,13 +9,8 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::{ApiError, ApiResult};
-use crate::callback::CallbackSpec;
-use crate::domain::{DatasetKind, JobKind, JobStatus};
-use crate::spec::DatasetRef;
-use crate::store::{
-    Dataset, DatasetLookup, Idempotency, Job, JobFilter, NewJob, PageRequest, lookup_dataset,
-};
-use crate::validation::FieldError;
+use crate::domain::{JobKind, JobStatus};
+use crate::store::{Idempotency, Job, JobFilter, NewJob, PageRequest};
 
 pub const DEFAULT_LIMIT: i64 = 50;
 pub const MAX_LIMIT: i64 = 500;
@@ -111,59 +106,6 @@ pub fn job_filter(kind: JobKind, params: ListParams) -> ApiResult<JobFilter> {
     })
 }
 
-/// Looks up the dataset a spec names, checking its kind when one is required.
-pub async fn resolve_dataset(
-    state: &AppState,
-    reference: &DatasetRef,
-    field: &str,
-    kind: Option<DatasetKind>,
-    kind_field: &str,
-    errors: &mut Vec<FieldError>,
-) -> ApiResult<Option<Dataset>> {
-    let id = match reference {
-        DatasetRef::Id(id) => id,
-        DatasetRef::Path { .. } => {
-            errors.push(FieldError::field(
-                field,
-                "file paths are accepted by the muscle CLI only; upload the file with \
-                 POST /v1/datasets and pass its id",
-            ));
-            return Ok(None);
-        }
-    };
-    let dataset = match lookup_dataset(state.store.as_ref(), id).await? {
-        DatasetLookup::Found(dataset) => dataset,
-        other => {
-            errors.push(FieldError::field(
-                field,
-                other.problem(id).unwrap_or_default(),
-            ));
-            return Ok(None);
-        }
-    };
-    if let Some(kind) = kind
-        && dataset.kind != kind
-    {
-        errors.push(FieldError::field(
-            kind_field,
-            format!(
-                "is {} but dataset {id} holds {} rows",
-                kind.as_str(),
-                dataset.kind.as_str()
-            ),
-        ));
-    }
-    Ok(Some(dataset))
-}
-
-/// The problems of a spec's `callback` on this server (its hosts, its secrets).
-pub fn check_callback(state: &AppState, callback: &Option<CallbackSpec>) -> Vec<FieldError> {
-    callback
-        .as_ref()
-        .map(|c| c.check(&state.callbacks, "callback"))
-        .unwrap_or_default()
-}
-
 /// What an Idempotency-Key is bound to: the body's JSON with object keys sorted and no
 /// insignificant whitespace, so the same document serialised another way is the same request.
 fn request_hash(body: &[u8]) -> String {
@@ -207,7 +149,7 @@ fn request_hash(body: &[u8]) -> String {
 }
 
 /// Stores the job (or finds the one stored under the same Idempotency-Key).
-pub async fn submit(
+pub async fn queue(
     state: &AppState,
     headers: &HeaderMap,
     body: &[u8],

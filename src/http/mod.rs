@@ -41,6 +41,7 @@ use crate::callback::CallbackPolicy;
 use crate::domain::JobPlanning;
 use crate::evaluation::PartialReports;
 use crate::kinds::Readers;
+use crate::kinds::submit::{Callbacks, Submitter};
 use crate::models::Resolver;
 use crate::stats::{RouteLabels, Stats};
 use crate::store::Store;
@@ -66,6 +67,17 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// What a submission through the API is checked and planned with.
+    pub fn submitter(&self) -> Submitter<'_> {
+        Submitter {
+            store: &self.store,
+            resolver: &self.resolver,
+            planning: self.planning,
+            callbacks: Callbacks::Allowed(&self.callbacks),
+            device: None,
+        }
+    }
+
     /// What the kinds' documents are read with.
     pub fn readers(&self) -> Readers {
         Readers {

@@ -10,15 +10,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiError, ApiResult, Problem};
 use super::extract::{ApiQuery, Body, require_media_type};
-use super::jobs::{
-    ListParams, WaitParams, accepted, check_callback, job_after_wait, job_filter, resolve_dataset,
-    submit,
-};
+use super::jobs::{ListParams, WaitParams, accepted, job_after_wait, job_filter, queue};
 use crate::domain::JobKind;
-use crate::kinds::{Kind, Training, Trainings};
-use crate::spec::{DatasetRef, TrainingSpec, parse_body};
+use crate::kinds::{Kind, Training, Trainings, submit};
+use crate::spec::{TrainingSpec, parse_body};
 use crate::store::StoreResult;
-use crate::train::job::{StoredTraining, check_vocabularies, training_job};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -55,49 +51,12 @@ async fn create_training(
     Body(body): Body,
 ) -> ApiResult<Response> {
     require_media_type(&headers, &["application/json"])?;
-    let mut spec: TrainingSpec =
+    let spec: TrainingSpec =
         parse_body(&body).map_err(|e| ApiError::invalid("the training spec is invalid", e))?;
-    spec.normalize();
-    let mut errors = spec.check(&state.resolver).err().unwrap_or_default();
-    errors.extend(check_vocabularies(&spec, &state.resolver));
-    errors.extend(check_callback(&state, &spec.callback));
-    let dataset = resolve_dataset(
-        &state,
-        &spec.dataset,
-        "dataset",
-        None,
-        "dataset",
-        &mut errors,
-    )
-    .await?;
-    if let Some(evaluate) = &mut spec.evaluate {
-        let found = resolve_dataset(
-            &state,
-            &evaluate.dataset,
-            "evaluate.dataset",
-            Some(evaluate.task.dataset_kind()),
-            "evaluate.task.type",
-            &mut errors,
-        )
-        .await?;
-        // Stored by id, whatever later uploads under the same name.
-        if let Some(found) = found {
-            evaluate.dataset = DatasetRef::Id(found.id);
-        }
-    }
-    let dataset = match dataset {
-        Some(dataset) if errors.is_empty() => dataset,
-        _ => return Err(ApiError::invalid("the training spec is invalid", errors)),
-    };
-    spec.dataset = DatasetRef::Id(dataset.id.clone());
-    if dataset.rows < 2 {
-        return Err(ApiError::invalid_field(
-            "dataset",
-            "needs at least 2 rows to split into training and validation",
-        ));
-    }
-    let job = training_job(&StoredTraining::new(spec, dataset.rows), state.planning);
-    let (job, created) = submit(&state, &headers, &body, job).await?;
+    let job = submit::training(&state.submitter(), spec)
+        .await
+        .map_err(|e| ApiError::rejected("the training spec is invalid", e))?;
+    let (job, created) = queue(&state, &headers, &body, job).await?;
     Ok(accepted(
         format!("/v1/trainings/{}", job.id),
         created,

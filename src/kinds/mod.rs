@@ -4,6 +4,7 @@
 //! find the kind's code through [`registry`], the one place that lists the kinds.
 
 mod evaluation;
+pub mod submit;
 mod training;
 mod view;
 
