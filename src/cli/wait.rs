@@ -7,13 +7,16 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use reqwest::StatusCode;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::common::{FAILED, GATE_FAILED, INVALID};
 use crate::config::WaitArgs;
+use crate::domain::JobStatus;
 use crate::metrics::GateResult;
+use crate::train::view::EvaluationsView;
 
 pub const TIMED_OUT: u8 = 4;
 
@@ -65,10 +68,39 @@ fn problem(status: StatusCode, body: &Value) -> anyhow::Error {
     anyhow::anyhow!("the server answered {status}: {detail}")
 }
 
-/// Where a job stands: finished (its JSON), or still queued/running at the deadline.
+/// What `muscle wait` reads of a job as the API answers it: an evaluation or a training.
+#[derive(Debug, Deserialize)]
+struct Watched {
+    status: JobStatus,
+    #[serde(default)]
+    error: Option<String>,
+    progress: Progress,
+    /// An evaluation's report (its gate is all that is read).
+    #[serde(default)]
+    report: Option<GateOf>,
+    /// A training's adapter and the evaluations it queued.
+    #[serde(default)]
+    adapter: Option<String>,
+    #[serde(default)]
+    evaluations: Option<EvaluationsView>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Progress {
+    Instances { done: i64, total: i64 },
+    Steps { step: i64, total_steps: i64 },
+}
+
+#[derive(Debug, Deserialize)]
+struct GateOf {
+    gate: GateResult,
+}
+
+/// Where a job stands: finished, or still queued/running at the deadline.
 enum Outcome {
-    Finished(Value),
-    TimedOut(Value),
+    Finished(Watched),
+    TimedOut(Watched),
 }
 
 /// Holds `GET /v1/<kind>/<id>?wait=` requests until the job finishes or the deadline passes.
@@ -81,46 +113,61 @@ async fn follow(
     loop {
         let left = deadline.saturating_duration_since(Instant::now()).as_secs();
         let hold = left.min(HOLD_SECONDS);
-        let (status, job) = server
+        let (status, body) = server
             .get(&format!("/v1/{kind}/{id}?wait={hold}"), hold)
             .await?;
         if status != StatusCode::OK {
-            return Err(problem(status, &job));
+            return Err(problem(status, &body));
         }
-        match job["status"].as_str() {
-            Some("queued" | "running") if left == 0 => return Ok(Outcome::TimedOut(job)),
-            Some("queued" | "running") => continue,
-            Some(_) => return Ok(Outcome::Finished(job)),
-            None => bail!("the server's answer has no status: {job}"),
+        let job: Watched = serde_json::from_value(body)
+            .with_context(|| format!("the server's answer for {kind}/{id}"))?;
+        match job.status {
+            JobStatus::Queued | JobStatus::Running if left == 0 => {
+                return Ok(Outcome::TimedOut(job));
+            }
+            JobStatus::Queued | JobStatus::Running => continue,
+            _ => return Ok(Outcome::Finished(job)),
         }
     }
 }
 
-fn timed_out(args: &WaitArgs, what: &str, job: &Value) -> ExitCode {
+fn timed_out(args: &WaitArgs, what: &str, job: &Watched) -> ExitCode {
+    let (done, total) = match job.progress {
+        Progress::Instances { done, total } => (done, total),
+        Progress::Steps { step, total_steps } => (step, total_steps),
+    };
     say!(
-        "timed out after {} s: {what} {} is still {} ({} of {} done)",
+        "timed out after {} s: {what} {} is still \"{}\" ({done} of {total} done)",
         args.timeout,
         args.id,
-        job["status"],
-        job["progress"]["done"],
-        job["progress"]["total"]
+        job.status.as_str(),
     );
     ExitCode::from(TIMED_OUT)
 }
 
-/// The verdict of a finished evaluation; None when it did not succeed (said on stderr).
-fn verdict(what: &str, job: &Value) -> anyhow::Result<Option<GateResult>> {
-    if job["status"] != "succeeded" {
+/// Says why a job did not succeed; true when it did.
+fn succeeded(what: &str, job: &Watched) -> bool {
+    if job.status != JobStatus::Succeeded {
         say!(
             "{what} {}: {}",
-            job["status"].as_str().unwrap_or("?"),
-            job["error"].as_str().unwrap_or("(no error given)")
+            job.status.as_str(),
+            job.error.as_deref().unwrap_or("(no error given)")
         );
+        return false;
+    }
+    true
+}
+
+/// The verdict of a finished evaluation; None when it did not succeed (said on stderr).
+fn verdict(what: &str, job: &Watched) -> anyhow::Result<Option<GateResult>> {
+    if !succeeded(what, job) {
         return Ok(None);
     }
-    let gate: GateResult = serde_json::from_value(job["report"]["gate"].clone())
-        .context("the finished evaluation's report has no gate")?;
-    Ok(Some(gate))
+    let report = job
+        .report
+        .as_ref()
+        .context("the finished evaluation has no report")?;
+    Ok(Some(report.gate.clone()))
 }
 
 async fn wait(args: &WaitArgs) -> anyhow::Result<ExitCode> {
@@ -169,37 +216,63 @@ async fn wait(args: &WaitArgs) -> anyhow::Result<ExitCode> {
         Outcome::Finished(job) => job,
         Outcome::TimedOut(job) => return Ok(timed_out(args, "training", &job)),
     };
-    if training["status"] != "succeeded" {
-        say!(
-            "training {}: {}",
-            training["status"].as_str().unwrap_or("?"),
-            training["error"].as_str().unwrap_or("(no error given)")
-        );
+    if !succeeded("training", &training) {
         return Ok(ExitCode::from(FAILED));
     }
-    say!("training succeeded: adapter {}", training["adapter"]);
+    let adapter = serde_json::to_string(&training.adapter).context("the adapter")?;
+    say!("training succeeded: adapter {adapter}");
     // The evaluations it queued: the trained adapter's gate decides, as for `muscle train`.
     let mut code = ExitCode::SUCCESS;
-    let evaluations = training["evaluations"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
-    for (key, entry) in &evaluations {
-        let Some(eval_id) = entry["id"].as_str() else {
-            continue;
-        };
-        let job = match follow(&server, "evaluations", eval_id, deadline).await? {
+    let pairs = training.evaluations.map(|e| e.pairs).unwrap_or_default();
+    for (pair, state) in &pairs {
+        let job = match follow(&server, "evaluations", &state.id, deadline).await? {
             Outcome::Finished(job) => job,
             Outcome::TimedOut(job) => return Ok(timed_out(args, "evaluation", &job)),
         };
-        let Some(gate) = verdict(&format!("{key}:"), &job)? else {
+        let Some(gate) = verdict(&format!("{}:", pair.key()), &job)? else {
             return Ok(ExitCode::from(FAILED));
         };
-        say!("{key}: {}", gate.verdict());
-        let trained = key == "old_vs_compat" || key == "before_vs_after";
-        if trained && !gate.passed {
+        say!("{}: {}", pair.key(), gate.verdict());
+        if pair.judges_the_adapter() && !gate.passed {
             code = ExitCode::from(GATE_FAILED);
         }
     }
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::result::EvaluationPair;
+
+    #[test]
+    fn a_training_document_is_read_with_its_evaluations_and_their_change() {
+        let training: Watched = serde_json::from_value(serde_json::json!({
+            "status": "succeeded",
+            "progress": {"step": 8, "total_steps": 8, "epoch": 2},
+            "adapter": "trained/compat",
+            "evaluations": {
+                "old_vs_new": {"id": "e1", "status": "succeeded"},
+                "old_vs_compat": {"id": "e2", "status": "running"},
+                "nfr_change": {"absolute": -0.01, "relative": null},
+                "accuracy_change": 0.02
+            }
+        }))
+        .unwrap();
+        let evaluations = training.evaluations.unwrap();
+        let ids: Vec<(EvaluationPair, &str)> = evaluations
+            .pairs
+            .iter()
+            .map(|(pair, state)| (*pair, state.id.as_str()))
+            .collect();
+        assert_eq!(
+            ids,
+            [
+                (EvaluationPair::OldVsNew, "e1"),
+                (EvaluationPair::OldVsCompat, "e2")
+            ]
+        );
+        assert_eq!(evaluations.accuracy_change, Some(0.02));
+        assert!(matches!(training.progress, Progress::Steps { step: 8, .. }));
+    }
 }

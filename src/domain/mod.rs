@@ -7,4 +7,4 @@ mod vocabulary;
 
 pub use instance::{InstanceRecord, SideResult, Tags};
 pub use shards::{DEFAULT_SHARD_SIZE, JobPlanning, NewShard, plan_shards};
-pub use vocabulary::{DatasetKind, JobKind, JobStatus, ShardKind};
+pub use vocabulary::{DatasetKind, JobKind, JobStatus, ShardKind, SideName};

@@ -99,6 +99,18 @@ pub enum ShardKind {
     Finalize,
 }
 
+/// Which model of an evaluation: the one in use, or its update. Its name is the spec's field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, IntoStaticStr, EnumIter)]
+#[strum(serialize_all = "snake_case")]
+pub enum SideName {
+    Old,
+    New,
+}
+
+impl SideName {
+    pub const BOTH: [SideName; 2] = [SideName::Old, SideName::New];
+}
+
 macro_rules! as_str {
     ($($name:ty),*) => {$(
         impl $name {
@@ -109,7 +121,7 @@ macro_rules! as_str {
         }
     )*};
 }
-as_str!(DatasetKind, JobKind, JobStatus, ShardKind);
+as_str!(DatasetKind, JobKind, JobStatus, ShardKind, SideName);
 
 #[cfg(test)]
 mod tests {

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::{chosen_filter, load_recorded, metric_name};
 use crate::dataset::Item;
 use crate::domain::DatasetKind;
+use crate::domain::SideName;
 use crate::lmeval::RecordedInstance;
 use crate::spec::{EvaluationSpec, PredictionsRef, Side};
 use crate::store::{
@@ -20,10 +21,11 @@ use crate::validation::FieldError;
 async fn recorded_side(
     store: &Store,
     spec: &EvaluationSpec,
-    side: &str,
+    side: SideName,
     reference: &str,
     errors: &mut Vec<FieldError>,
 ) -> StoreResult<Option<(Predictions, String)>> {
+    let side = side.as_str();
     let predictions = match lookup_predictions(store, reference).await? {
         Lookup::Found(p) => p,
         other => {
@@ -148,7 +150,7 @@ pub async fn prepare_recorded(
         ));
     }
     let mut sides = Vec::new();
-    for (side, reference) in [("old", &old_ref), ("new", &new_ref)] {
+    for (side, reference) in SideName::BOTH.into_iter().zip([&old_ref, &new_ref]) {
         if let Some(reference) = reference {
             sides.push((
                 side,
@@ -159,7 +161,7 @@ pub async fn prepare_recorded(
     if !errors.is_empty() || sides.iter().any(|(_, s)| s.is_none()) {
         return Ok(None);
     }
-    let sides: Vec<(&str, Predictions, String)> = sides
+    let sides: Vec<(SideName, Predictions, String)> = sides
         .into_iter()
         .filter_map(|(side, found)| found.map(|(p, f)| (side, p, f)))
         .collect();
@@ -201,10 +203,7 @@ pub async fn prepare_recorded(
         let reference = Side::Predictions(PredictionsRef {
             predictions: predictions.id.clone(),
         });
-        match *side {
-            "old" => spec.old = reference,
-            _ => spec.new = reference,
-        }
+        *spec.side_mut(*side) = reference;
     }
     let mut hash = Sha256::new();
     for (_, predictions, filter) in &sides {
@@ -264,7 +263,11 @@ pub fn alignment_warnings(
     ) -> Vec<&'a String> {
         a.keys().filter(|k| !b.contains_key(*k)).collect()
     }
-    for (side, ids) in [("old", only(old, new)), ("new", only(new, old))] {
+    for (side, ids) in SideName::BOTH
+        .into_iter()
+        .zip([only(old, new), only(new, old)])
+    {
+        let side = side.as_str();
         if !ids.is_empty() {
             warnings.push(format!(
                 "{} doc_id(s) only in the {side} run, not compared: {}",

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::report::task_kind;
 use super::{chosen_filter, load_recorded_for, recorded_result};
 use crate::dataset::Item;
-use crate::domain::InstanceRecord;
 use crate::domain::SideResult;
+use crate::domain::{InstanceRecord, SideName};
 use crate::engine::{
     BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
     RunOptions, WeightDtype,
@@ -297,10 +297,10 @@ impl Runner {
         runtime: &EvalRuntime,
         ctx: &ShardContext,
         spec: &EvaluationSpec,
-        side: &Side,
-        field: &str,
+        side: SideName,
     ) -> Result<Self, ShardError> {
-        match side {
+        let field = side.as_str();
+        match spec.side(side) {
             Side::Model(model) => Ok(Self::Model(runtime.model_spec(model, field)?)),
             Side::Predictions(p) => {
                 let predictions = ctx
@@ -332,8 +332,9 @@ impl Runner {
         rows: &[DatasetRow],
         items: &[Item],
         cancel: &CancelFlag,
-        field: &str,
+        side: SideName,
     ) -> Result<Vec<SideResult>, ShardError> {
+        let field = side.as_str();
         match self {
             Self::Model(model) => score_side(runtime, model, spec, items, cancel)
                 .await
@@ -370,8 +371,8 @@ pub async fn run_shard(
     let Some(crate::spec::DatasetRef::Id(dataset_id)) = &spec.dataset else {
         return Err(ShardError::fatal("the job names no uploaded dataset"));
     };
-    let old = Runner::of(runtime, ctx, spec, &spec.old, "old").await?;
-    let new = Runner::of(runtime, ctx, spec, &spec.new, "new").await?;
+    let old = Runner::of(runtime, ctx, spec, SideName::Old).await?;
+    let new = Runner::of(runtime, ctx, spec, SideName::New).await?;
     let (start, end) = (ctx.claim.start, ctx.claim.end);
     let stored: HashSet<i64> = ctx
         .store
@@ -411,7 +412,7 @@ pub async fn run_shard(
                 })
                 .collect::<Result<Vec<_>, _>>()?;
             let mut old_results = old
-                .results(runtime, ctx, spec, rows, &items, &cancel, "old")
+                .results(runtime, ctx, spec, rows, &items, &cancel, SideName::Old)
                 .await?;
             if spec.options.noise_floor
                 && let Runner::Model(model) = &old
@@ -424,7 +425,7 @@ pub async fn run_shard(
                 }
             }
             let new_results = new
-                .results(runtime, ctx, spec, rows, &items, &cancel, "new")
+                .results(runtime, ctx, spec, rows, &items, &cancel, SideName::New)
                 .await?;
             let records: Vec<InstanceRecord> = rows
                 .iter()

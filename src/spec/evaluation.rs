@@ -4,7 +4,7 @@ use utoipa::ToSchema;
 use super::harness::check_regex;
 use super::{DatasetRef, ExactMatchRules, Extract, Preset, Side, check_name};
 use crate::callback::CallbackSpec;
-use crate::domain::DatasetKind;
+use crate::domain::{DatasetKind, SideName};
 use crate::engine::Bos;
 use crate::metrics::{GateCheck, validate_gate};
 use crate::models::Resolver;
@@ -264,6 +264,20 @@ impl AddBos {
 }
 
 impl EvaluationSpec {
+    pub fn side(&self, side: SideName) -> &Side {
+        match side {
+            SideName::Old => &self.old,
+            SideName::New => &self.new,
+        }
+    }
+
+    pub fn side_mut(&mut self, side: SideName) -> &mut Side {
+        match side {
+            SideName::Old => &mut self.old,
+            SideName::New => &mut self.new,
+        }
+    }
+
     /// Every check that needs no database: fields, bounds, the gate, the model folders.
     pub fn check(&self, resolver: &Resolver) -> Result<(), Vec<FieldError>> {
         let mut errors = Errors::default();

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::result::{EvaluationPair, QueuedEvaluations};
@@ -13,7 +13,7 @@ use crate::metrics::Report;
 use crate::store::{Store, StoreResult};
 
 /// The headline numbers of an evaluation's report.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Headline {
     pub n: u64,
     pub accuracy_old: Option<f64>,
@@ -41,7 +41,7 @@ impl Headline {
 }
 
 /// Where an evaluation a training queued stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum EvaluationStatus {
     Queued,
@@ -67,19 +67,19 @@ impl From<JobStatus> for EvaluationStatus {
 
 /// One evaluation a training queued: its id, and when read with the training its status,
 /// headline and error.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EvaluationState {
     pub id: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<EvaluationStatus>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub headline: Option<Headline>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
 
 /// The change in nfr from `old_vs_new` to `old_vs_compat`.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NfrChange {
     pub absolute: f64,
     /// Null when the nfr without the adapter was 0.
@@ -88,13 +88,13 @@ pub struct NfrChange {
 
 /// The evaluations of a training by pair, and with both compatibility evaluations done the
 /// change in nfr and in the new side's accuracy.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct EvaluationsView {
     #[serde(flatten)]
     pub pairs: BTreeMap<EvaluationPair, EvaluationState>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nfr_change: Option<NfrChange>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy_change: Option<f64>,
 }
 
