@@ -147,7 +147,10 @@ async fn every_bad_line_is_listed_and_nothing_is_stored() {
 
         let too_big = MC_ROWS.repeat(2000);
         assert!(too_big.len() > 1 << 20);
-        problem(app.upload(&too_big).await, StatusCode::PAYLOAD_TOO_LARGE).await;
+        let refused = app.upload(&too_big).await;
+        // The rest of the body is never read: the connection is not kept for another request.
+        assert_eq!(refused.headers()["connection"], "close");
+        problem(refused, StatusCode::PAYLOAD_TOO_LARGE).await;
 
         let body = problem(
             app.get("/v1/datasets?limit=0").await,
