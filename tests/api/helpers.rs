@@ -36,6 +36,22 @@ pub fn model_dir() -> PathBuf {
     fixtures().join("engine")
 }
 
+/// A model root of its own (tests write into it): the fixture Llama and its two adapters.
+pub fn own_model_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    copy_dir(
+        &model_dir().join("models/llama-gqa"),
+        &root.path().join("models/llama-gqa"),
+    );
+    for adapter in ["llama-gqa-lora-list", "llama-gqa-lora-all"] {
+        copy_dir(
+            &model_dir().join("adapters").join(adapter),
+            &root.path().join("adapters").join(adapter),
+        );
+    }
+    root
+}
+
 pub struct Options {
     pub workers: usize,
     pub http: HttpOptions,

@@ -20,17 +20,7 @@ struct Dirs {
 }
 
 fn dirs() -> Dirs {
-    let models = tempfile::tempdir().unwrap();
-    copy_dir(
-        &model_dir().join("models/llama-gqa"),
-        &models.path().join("models/llama-gqa"),
-    );
-    for adapter in ["llama-gqa-lora-list", "llama-gqa-lora-all"] {
-        copy_dir(
-            &model_dir().join("adapters").join(adapter),
-            &models.path().join("adapters").join(adapter),
-        );
-    }
+    let models = own_model_root();
     Dirs {
         models,
         data: tempfile::tempdir().unwrap(),

@@ -119,17 +119,7 @@ async fn bad_training_specs_name_every_field() {
 /// A model root of its own: the fixture Llama and its adapters, a file, a dangling symbolic
 /// link, and hidden folders holding adapters.
 fn model_root() -> tempfile::TempDir {
-    let root = tempfile::tempdir().unwrap();
-    copy_dir(
-        &model_dir().join("models/llama-gqa"),
-        &root.path().join("models/llama-gqa"),
-    );
-    for adapter in ["llama-gqa-lora-list", "llama-gqa-lora-all"] {
-        copy_dir(
-            &model_dir().join("adapters").join(adapter),
-            &root.path().join("adapters").join(adapter),
-        );
-    }
+    let root = own_model_root();
     std::fs::write(root.path().join("notes.txt"), "a file").unwrap();
     std::os::unix::fs::symlink(root.path().join("gone"), root.path().join("dangling")).unwrap();
     for hidden in ["trained/.0190-job.partial", ".cache/lora"] {
