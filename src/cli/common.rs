@@ -36,10 +36,11 @@ impl From<anyhow::Error> for Failure {
 }
 
 impl Failure {
-    /// A submission the kind's checks refused, reported against the spec file `source`.
-    pub fn rejected(source: &Path, rejected: Rejected) -> Self {
+    /// A submission the kind's checks refused, reported against `source` (the spec file, or
+    /// the command whose arguments made the spec).
+    pub fn rejected(source: String, rejected: Rejected) -> Self {
         match rejected {
-            Rejected::Invalid(errors) => Self::Invalid(source.display().to_string(), errors),
+            Rejected::Invalid(errors) => Self::Invalid(source, errors),
             Rejected::Store(error) => Self::Runtime(error.into()),
         }
     }

@@ -154,6 +154,6 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
     let submitter = cli_submitter(&store, &resolver, app.planning(), None);
     let job = submit::evaluation(&submitter, spec)
         .await
-        .map_err(|e| Failure::rejected(Path::new("muscle compare"), e))?;
+        .map_err(|e| Failure::rejected("muscle compare".into(), e))?;
     run_evaluation(app, job, args.out.as_deref(), args.instances.as_deref()).await
 }

@@ -64,7 +64,7 @@ async fn execute(
     let submitter = cli_submitter(&store, &resolver, app.planning(), Some(device));
     let job = submit::evaluation(&submitter, spec)
         .await
-        .map_err(|e| Failure::rejected(&args.spec, e))?;
+        .map_err(|e| Failure::rejected(args.spec.display().to_string(), e))?;
     run_evaluation(app, job, args.out.as_deref(), args.instances.as_deref()).await
 }
 
@@ -100,7 +100,7 @@ pub(super) async fn run_evaluation(
         .context("the finished job has no report")?;
     write_json(out, &report)?;
     if let Some(path) = instances {
-        write_instances(store.as_ref(), &finished, &finished.read_spec()?, path).await?;
+        write_instances(store.as_ref(), &finished, path).await?;
     }
     let gate = &report.gate;
     // On stderr, so that a pipeline sees why it exits 1 also when the report goes to --out.
@@ -112,12 +112,8 @@ pub(super) async fn run_evaluation(
     })
 }
 
-async fn write_instances(
-    store: &Store,
-    job: &Job,
-    spec: &EvaluationSpec,
-    path: &std::path::Path,
-) -> anyhow::Result<()> {
+async fn write_instances(store: &Store, job: &Job, path: &std::path::Path) -> anyhow::Result<()> {
+    let spec: EvaluationSpec = job.read_spec()?;
     let mut out = std::io::BufWriter::new(
         std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
     );
@@ -131,7 +127,7 @@ async fn write_instances(
             ..Default::default()
         };
         let page = store.list_instances(&job.id, &filter).await?;
-        let mut inputs = inputs_of(store, spec, &page.items).await?;
+        let mut inputs = inputs_of(store, &spec, &page.items).await?;
         for record in page.items {
             let input = inputs.remove(&record.idx);
             serde_json::to_writer(&mut out, &InstanceView::of(record, input))?;

@@ -58,7 +58,7 @@ async fn execute(
     let submitter = cli_submitter(&store, &resolver, app.planning(), Some(device));
     let job = submit::training(&submitter, spec)
         .await
-        .map_err(|e| Failure::rejected(&args.spec, e))?;
+        .map_err(|e| Failure::rejected(args.spec.display().to_string(), e))?;
     let job = store
         .create_job(job)
         .await
@@ -105,7 +105,8 @@ async fn follow(store: &Store, id: &str) -> Result<(Value, ExitCode), Failure> {
                 code = ExitCode::from(GATE_FAILED);
             }
         }
-        let view = EvaluationsView::read(store, queued)
+        let view = EvaluationsView::queued(queued)
+            .read(store)
             .await
             .context("reading the evaluations")?;
         out["evaluations"] = serde_json::to_value(view).context("the evaluations")?;

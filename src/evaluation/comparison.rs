@@ -8,8 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{chosen_filter, load_recorded, metric_name};
 use crate::dataset::Item;
-use crate::domain::DatasetKind;
-use crate::domain::SideName;
+use crate::domain::{DatasetKind, SideName};
 use crate::lmeval::RecordedInstance;
 use crate::spec::{EvaluationSpec, PredictionsRef, Side};
 use crate::store::{

@@ -7,7 +7,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{JobProgress, JobTimes, Kind, Readers, Workers};
-use crate::domain::{JobKind, JobPlanning, JobStatus};
+use crate::domain::{JobPlanning, JobStatus};
 use crate::evaluation::{self, EvaluationSummary, evaluation_job};
 use crate::metrics::Report;
 use crate::spec::EvaluationSpec;
@@ -18,7 +18,6 @@ pub struct Evaluations;
 
 #[async_trait]
 impl Kind for Evaluations {
-    const KIND: JobKind = JobKind::Evaluation;
     type Spec = EvaluationSpec;
     type Document = Evaluation;
 

@@ -42,7 +42,6 @@ pub struct Readers {
 
 #[async_trait]
 pub trait Kind: Send + Sync + 'static {
-    const KIND: JobKind;
     /// The spec stored with the job, read once per claim.
     type Spec: Serialize + DeserializeOwned + Send + Sync;
     /// What GET /v1/{kind}s/{id} answers and the job-end callback carries.

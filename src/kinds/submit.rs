@@ -61,13 +61,6 @@ impl From<StoreError> for Rejected {
     }
 }
 
-fn invalid_unless_empty(errors: Vec<FieldError>) -> Result<(), Rejected> {
-    match errors.is_empty() {
-        true => Ok(()),
-        false => Err(Rejected::Invalid(errors)),
-    }
-}
-
 /// An evaluation's job, its dataset stored by id (later uploads under its name change nothing).
 pub async fn evaluation(s: &Submitter<'_>, mut spec: EvaluationSpec) -> Result<NewJob, Rejected> {
     let mut errors = spec.check(s.resolver).err().unwrap_or_default();
@@ -153,7 +146,9 @@ pub async fn training(s: &Submitter<'_>, mut spec: TrainingSpec) -> Result<NewJo
             "needs at least 2 rows to split into training and validation",
         ));
     }
-    invalid_unless_empty(errors)?;
+    if !errors.is_empty() {
+        return Err(Rejected::Invalid(errors));
+    }
     let stored = StoredTraining::new(spec, dataset.rows);
     Ok(Trainings::plan(&stored, dataset.rows, s.planning))
 }

@@ -6,7 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::{JobTimes, Kind, Readers, Workers};
-use crate::domain::{JobKind, JobPlanning, JobStatus};
+use crate::domain::{JobPlanning, JobStatus};
 use crate::spec::TrainingSpec;
 use crate::store::{Job, NewJob, StoreResult};
 use crate::train::job::{StoredTraining, training_job};
@@ -19,7 +19,6 @@ pub struct Trainings;
 
 #[async_trait]
 impl Kind for Trainings {
-    const KIND: JobKind = JobKind::Training;
     type Spec = StoredTraining;
     type Document = Training;
 
@@ -41,11 +40,8 @@ impl Kind for Trainings {
 
     async fn document(readers: &Readers, job: &Job) -> StoreResult<Training> {
         let mut training = Training::of(job)?;
-        if let Some(queued) = job
-            .read_result::<TrainingResult>()?
-            .and_then(|r| r.evaluations)
-        {
-            training.evaluations = Some(EvaluationsView::read(&readers.store, &queued).await?);
+        if let Some(queued) = training.evaluations.take() {
+            training.evaluations = Some(queued.read(&readers.store).await?);
         }
         Ok(training)
     }

@@ -2,6 +2,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use crate::engine::folder::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FolderKind {
     Model,
@@ -13,7 +15,7 @@ impl FolderKind {
     pub fn required_files(self) -> &'static [&'static str] {
         match self {
             Self::Model => &["config.json"],
-            Self::Adapter => &["adapter_config.json", "adapter_model.safetensors"],
+            Self::Adapter => &[ADAPTER_CONFIG, ADAPTER_WEIGHTS],
         }
     }
 }

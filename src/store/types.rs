@@ -201,42 +201,39 @@ pub struct Job {
 impl Job {
     /// The job's spec as its kind stored it.
     pub fn read_spec<T: DeserializeOwned>(&self) -> StoreResult<T> {
-        self.read("spec", Some(&self.spec)).and_then(|spec| {
-            spec.ok_or_else(|| {
-                StoreError::Corrupt(format!("{} {} has no spec", self.kind.as_str(), self.id))
-            })
-        })
+        self.read("spec", &self.spec)
     }
 
     pub fn read_report<T: DeserializeOwned>(&self) -> StoreResult<Option<T>> {
-        self.read("report", self.report.as_ref())
+        self.report
+            .as_ref()
+            .map(|d| self.read("report", d))
+            .transpose()
     }
 
     pub fn read_summary<T: DeserializeOwned>(&self) -> StoreResult<Option<T>> {
-        self.read("summary", self.summary.as_ref())
+        self.summary
+            .as_ref()
+            .map(|d| self.read("summary", d))
+            .transpose()
     }
 
     pub fn read_result<T: DeserializeOwned>(&self) -> StoreResult<Option<T>> {
-        self.read("result", self.result.as_ref())
+        self.result
+            .as_ref()
+            .map(|d| self.read("result", d))
+            .transpose()
     }
 
     /// A stored document that no longer parses is an error naming the job, never a default.
-    fn read<T: DeserializeOwned>(
-        &self,
-        what: &str,
-        document: Option<&Document>,
-    ) -> StoreResult<Option<T>> {
-        document
-            .map(|d| {
-                d.read().map_err(|e| {
-                    StoreError::Corrupt(format!(
-                        "the stored {what} of {} {}: {e}",
-                        self.kind.as_str(),
-                        self.id
-                    ))
-                })
-            })
-            .transpose()
+    fn read<T: DeserializeOwned>(&self, what: &str, document: &Document) -> StoreResult<T> {
+        document.read().map_err(|e| {
+            StoreError::Corrupt(format!(
+                "the stored {what} of {} {}: {e}",
+                self.kind.as_str(),
+                self.id
+            ))
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
+use crate::engine::folder::ADAPTER_CONFIG;
 use crate::models::Resolver;
 use crate::models::catalog::MAX_DEPTH;
 
@@ -88,7 +89,7 @@ pub fn output_folder(resolver: &Resolver, name: &str) -> Result<PathBuf, String>
                 "{shown:?} is a model folder; an adapter inside it would not be listed"
             ));
         }
-        if ancestor.join("adapter_config.json").exists() {
+        if ancestor.join(ADAPTER_CONFIG).exists() {
             return Err(format!(
                 "{shown:?} is an adapter folder; an adapter inside it would not be listed"
             ));

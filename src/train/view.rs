@@ -121,9 +121,8 @@ impl EvaluationsView {
     }
 
     /// Each evaluation's status and headline read now.
-    pub async fn read(store: &Store, queued: &QueuedEvaluations) -> StoreResult<Self> {
-        let mut view = Self::queued(queued);
-        for state in view.pairs.values_mut() {
+    pub async fn read(mut self, store: &Store) -> StoreResult<Self> {
+        for state in self.pairs.values_mut() {
             state.status = Some(EvaluationStatus::Missing);
             if let Some(job) = store.get_job(JobKind::Evaluation, &state.id).await? {
                 state.status = Some(job.status.into());
@@ -132,7 +131,7 @@ impl EvaluationsView {
             }
         }
         let headline = |pair| {
-            view.pairs
+            self.pairs
                 .get(&pair)
                 .and_then(|state: &EvaluationState| state.headline.clone())
         };
@@ -141,15 +140,15 @@ impl EvaluationsView {
             headline(EvaluationPair::OldVsCompat),
         ) {
             if let (Some(nb), Some(na)) = (before.nfr, after.nfr) {
-                view.nfr_change = Some(NfrChange {
+                self.nfr_change = Some(NfrChange {
                     absolute: na - nb,
                     relative: (nb > 0.0).then(|| (na - nb) / nb),
                 });
             }
             if let (Some(ab), Some(aa)) = (before.accuracy_new, after.accuracy_new) {
-                view.accuracy_change = Some(aa - ab);
+                self.accuracy_change = Some(aa - ab);
             }
         }
-        Ok(view)
+        Ok(self)
     }
 }
