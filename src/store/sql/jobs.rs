@@ -221,6 +221,19 @@ impl Store {
     pub async fn cancel_job(&self, kind: JobKind, id: &str) -> StoreResult<Job> {
         let now = now_ms();
         let mut tx = self.pool.begin().await?;
+        // The shard rows first, then the job's: the order every worker's write takes them in.
+        // The other order deadlocked on Postgres against a worker storing instances (shard
+        // row, then the job's progress), which aborted the cancel.
+        sqlx::query(
+            "UPDATE shards SET status = 'cancelled', lease_until = NULL, updated_at = $1 \
+             WHERE job_id = $2 AND status IN ('queued', 'running') AND EXISTS (SELECT 1 FROM \
+             jobs WHERE id = $2 AND kind = $3 AND status IN ('queued', 'running'))",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(kind.as_str())
+        .execute(&mut *tx)
+        .await?;
         let updated = sqlx::query(
             "UPDATE jobs SET status = 'cancelled', finished_at = $1, updated_at = $1 \
              WHERE id = $2 AND kind = $3 AND status IN ('queued', 'running')",
@@ -232,16 +245,11 @@ impl Store {
         .await?
         .rows_affected();
         if updated == 1 {
-            sqlx::query(
-                "UPDATE shards SET status = 'cancelled', lease_until = NULL, updated_at = $1 \
-                 WHERE job_id = $2 AND status IN ('queued', 'running')",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+            tx.commit().await?;
+        } else {
+            // Finished meanwhile: nothing of it changes.
+            tx.rollback().await?;
         }
-        tx.commit().await?;
         let job = self
             .get_job(kind, id)
             .await?
