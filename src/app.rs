@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::callback::deliver_callbacks;
 use crate::config::{CommonArgs, QueueArgs};
+use crate::endpoint::{EndpointPolicy, Endpoints};
 use crate::engine::{DeviceSpec, EngineConfig, EngineHandle};
 use crate::evaluation::{EvalRuntime, PartialReports};
 use crate::http::{self, AppState, HttpOptions};
@@ -40,6 +41,8 @@ pub struct Settings {
     /// None: workers only, no HTTP listener.
     pub bind: Option<SocketAddr>,
     pub http: HttpOptions,
+    /// Which inference servers endpoint sides may reach, and the keys they may use.
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl Settings {
@@ -59,6 +62,9 @@ impl Settings {
             workers,
             bind: None,
             http: HttpOptions::default(),
+            endpoints: Arc::new(Endpoints::new(
+                EndpointPolicy::from_env(&common.endpoint_hosts).map_err(anyhow::Error::msg)?,
+            )),
         })
     }
 }
@@ -90,6 +96,7 @@ pub struct App {
     store: Arc<Store>,
     connections: http::ConnectionLimits,
     planning: crate::domain::JobPlanning,
+    endpoints: Arc<Endpoints>,
 }
 
 impl App {
@@ -135,6 +142,7 @@ impl App {
                             resolver: resolver.clone(),
                             device: settings.device,
                             stats: stats.clone(),
+                            endpoints: settings.endpoints.clone(),
                         },
                         training: TrainRuntime {
                             resolver: resolver.clone(),
@@ -183,6 +191,7 @@ impl App {
                     reports: Arc::new(PartialReports::new(stats.reports_computed.clone())),
                     readiness: Default::default(),
                     callbacks: settings.http.callbacks.clone(),
+                    endpoints: settings.endpoints.clone(),
                 };
                 // The API sends callbacks: it checked their hosts and secrets at submission.
                 // With no host allowed none can be sent (pending ones wait for a server that
@@ -207,6 +216,7 @@ impl App {
             store,
             connections: settings.http.connections,
             planning: settings.queue.planning(),
+            endpoints: settings.endpoints.clone(),
         })
     }
 
@@ -221,6 +231,11 @@ impl App {
     /// How this app's jobs are split and retried (MUSCLE_SHARD_SIZE, MUSCLE_MAX_ATTEMPTS).
     pub fn planning(&self) -> crate::domain::JobPlanning {
         self.planning
+    }
+
+    /// The inference servers this app's endpoint sides may reach.
+    pub fn endpoints(&self) -> &Endpoints {
+        &self.endpoints
     }
 
     /// Serves until `signal` resolves, then stops claiming, lets running shards reach a batch

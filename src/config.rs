@@ -84,6 +84,12 @@ pub struct CommonArgs {
     /// Memory budget of the loaded-model cache in bytes (models stay loaded between jobs).
     #[arg(long, env = "MUSCLE_MODEL_CACHE_BYTES", default_value_t = 16 << 30)]
     pub model_cache_bytes: u64,
+
+    /// Comma-separated inference servers (`host:port`, `[ipv6]:port`) that evaluation sides
+    /// `{"endpoint": ...}` may reach; none by default. Their bearer tokens are read at start
+    /// from MUSCLE_ENDPOINT_KEY* variables, named by each side's `api_key_env`.
+    #[arg(long, env = "MUSCLE_ENDPOINT_HOSTS", value_delimiter = ',')]
+    pub endpoint_hosts: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

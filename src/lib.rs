@@ -1,11 +1,13 @@
 //! `muscle`: tells an ML team whether a model update is safe for its users.
 
+pub mod allowlist;
 pub mod app;
 pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod dataset;
 pub mod domain;
+pub mod endpoint;
 pub mod engine;
 pub mod evaluation;
 pub mod http;

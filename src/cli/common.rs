@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::config::CommonArgs;
 use crate::dataset::{ParsedDataset, Rows, parse_dataset};
-use crate::domain::{JobKind, JobPlanning};
+use crate::domain::JobKind;
 use crate::engine::DeviceSpec;
 use crate::kinds::submit::{Callbacks, Rejected, Submitter};
 use crate::spec::{DatasetRef, parse_body};
@@ -96,16 +96,17 @@ pub fn check_device(common: &CommonArgs) -> Result<DeviceSpec, Failure> {
 /// What the CLI lends a submission: its private store, the model folders it may read, one
 /// attempt per shard, no callbacks, and the device it runs models on.
 pub fn cli_submitter<'a>(
+    app: &'a crate::app::App,
     store: &'a Store,
     resolver: &'a crate::models::Resolver,
-    planning: JobPlanning,
     device: Option<DeviceSpec>,
 ) -> Submitter<'a> {
     Submitter {
         store,
         resolver,
-        planning,
+        planning: app.planning(),
         callbacks: Callbacks::Refused,
+        endpoints: app.endpoints(),
         device,
     }
 }

@@ -151,7 +151,7 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
         callback: None,
     };
     let resolver = Resolver::cli(&args.common.model_dir);
-    let submitter = cli_submitter(&store, &resolver, app.planning(), None);
+    let submitter = cli_submitter(&app, &store, &resolver, None);
     let job = submit::evaluation(&submitter, spec)
         .await
         .map_err(|e| Failure::rejected("muscle compare".into(), e))?;

@@ -61,7 +61,7 @@ async fn execute(
     let (source, rows) = load_dataset(&args.common, &args.spec, &dataset, "dataset").await?;
     spec.dataset = Some(store_dataset(&store, source, &rows).await?);
     let resolver = Resolver::cli(&args.common.model_dir);
-    let submitter = cli_submitter(&store, &resolver, app.planning(), Some(device));
+    let submitter = cli_submitter(&app, &store, &resolver, Some(device));
     let job = submit::evaluation(&submitter, spec)
         .await
         .map_err(|e| Failure::rejected(args.spec.display().to_string(), e))?;

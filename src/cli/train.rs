@@ -55,7 +55,7 @@ async fn execute(
         evaluate.dataset = store_dataset(&store, name, &parsed).await?;
     }
     let resolver = Resolver::cli(&args.common.model_dir);
-    let submitter = cli_submitter(&store, &resolver, app.planning(), Some(device));
+    let submitter = cli_submitter(&app, &store, &resolver, Some(device));
     let job = submit::training(&submitter, spec)
         .await
         .map_err(|e| Failure::rejected(args.spec.display().to_string(), e))?;

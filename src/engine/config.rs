@@ -27,7 +27,7 @@ pub struct ModelConfig {
     pub path: PathBuf,
 }
 
-fn token_ids(v: Option<&Value>) -> Vec<u32> {
+pub(crate) fn token_ids(v: Option<&Value>) -> Vec<u32> {
     match v {
         Some(Value::Number(n)) => n.as_u64().map(|x| vec![x as u32]).unwrap_or_default(),
         Some(Value::Array(a)) => a

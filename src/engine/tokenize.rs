@@ -7,7 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
-use super::config::{ModelConfig, generation_eos_ids};
+use super::config::{ModelConfig, generation_eos_ids, token_ids};
 use super::error::{EngineError, Result};
 use super::types::Bos;
 
@@ -32,6 +32,34 @@ fn special_token(v: Option<&Value>) -> Option<String> {
 
 impl TokenizerInfo {
     pub fn load(dir: &Path, cfg: &ModelConfig) -> Result<Self> {
+        Self::load_with(dir, cfg.bos_token_id, cfg.eos_token_ids.clone())
+    }
+
+    /// The tokenizer of a model served elsewhere: tokenizer.json, with BOS and EOS from the
+    /// folder's config.json when it has one (read loosely: the model itself is never loaded
+    /// here, so its architecture need not be one the engine runs). Also the context length
+    /// config.json gives, if any.
+    pub fn load_standalone(dir: &Path) -> Result<(Self, Option<usize>)> {
+        let path = dir.join("config.json");
+        let config: Value = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map_err(|e| EngineError::config(&path, format!("not JSON: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Value::Null,
+            Err(e) => return Err(EngineError::io(&path, e)),
+        };
+        let bos = config
+            .get("bos_token_id")
+            .and_then(Value::as_u64)
+            .map(|id| id as u32);
+        let eos = token_ids(config.get("eos_token_id"));
+        let context = config
+            .get("max_position_embeddings")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        Ok((Self::load_with(dir, bos, eos)?, context))
+    }
+
+    fn load_with(dir: &Path, bos_token_id: Option<u32>, eos_token_ids: Vec<u32>) -> Result<Self> {
         let path = dir.join("tokenizer.json");
         let bytes = std::fs::read(&path).map_err(|e| EngineError::io(&path, e))?;
         let tokenizer = Tokenizer::from_bytes(&bytes)
@@ -42,8 +70,8 @@ impl TokenizerInfo {
             .and_then(|t| serde_json::from_str(&t).ok())
             .unwrap_or(Value::Null);
         let id_of = |key: &str| special_token(tc.get(key)).and_then(|t| tokenizer.token_to_id(&t));
-        let bos = id_of("bos_token").or(cfg.bos_token_id);
-        let mut eos = cfg.eos_token_ids.clone();
+        let bos = id_of("bos_token").or(bos_token_id);
+        let mut eos = eos_token_ids;
         eos.extend(generation_eos_ids(dir));
         eos.extend(id_of("eos_token"));
         eos.sort_unstable();

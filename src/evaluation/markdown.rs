@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::InstanceInput;
 use crate::domain::{InstanceRecord, SideResult};
-use crate::metrics::{Interval, Report, is_known_gate_metric};
+use crate::metrics::{Interval, Report, SideProvenance, is_known_gate_metric};
 use crate::store::Job;
 
 const WORST_SLICES: usize = 5;
@@ -71,6 +71,39 @@ fn side_answer(side: &SideResult, choices: Option<&[String]>) -> String {
             None => format!("choice {p}"),
         },
         None => "n/a".into(),
+    }
+}
+
+/// Where a side's numbers came from, in one cell.
+fn side_source(side: &SideProvenance) -> String {
+    match side {
+        SideProvenance::Model { model, adapter } => match adapter {
+            Some(adapter) => format!("model {} with adapter {}", cell(model), cell(adapter)),
+            None => format!("model {}", cell(model)),
+        },
+        SideProvenance::Predictions { predictions } => {
+            format!("recorded run {}", cell(predictions))
+        }
+        SideProvenance::Endpoint(served) => {
+            let mut text = format!(
+                "{} served at {}",
+                cell(&served.model),
+                cell(&served.endpoint)
+            );
+            if let Some(server) = &served.server {
+                let _ = write!(text, " by {}", cell(server));
+            }
+            if let Some(parent) = served.listed.as_ref().and_then(|l| l.parent.as_ref()) {
+                let _ = write!(text, ", a LoRA module on {}", cell(parent));
+            }
+            if let Some(fingerprint) = &served.system_fingerprint {
+                let _ = write!(text, ", system\\_fingerprint {}", cell(fingerprint));
+            }
+            if served.unavailable.is_some() {
+                text.push_str(" (the server could not be asked when the report was made)");
+            }
+            text
+        }
     }
 }
 
@@ -230,6 +263,12 @@ pub fn render(
                 side_answer(&record.old, choices),
                 side_answer(&record.new, choices)
             );
+        }
+    }
+    if let Some(provenance) = &report.provenance {
+        let _ = writeln!(out, "\n### Sides\n\n| side | what ran |\n|---|---|");
+        for (name, side) in [("old", &provenance.old), ("new", &provenance.new)] {
+            let _ = writeln!(out, "| {name} | {} |", side_source(side));
         }
     }
     if !report.warnings.is_empty() {

@@ -4,14 +4,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+
 use super::report::task_kind;
 use super::{chosen_filter, load_recorded_for, recorded_result};
 use crate::dataset::Item;
 use crate::domain::SideResult;
 use crate::domain::{InstanceRecord, SideName};
+use crate::endpoint::{EndpointError, Endpoints, ServedModel, listed_model};
 use crate::engine::{
-    BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, ModelSpec,
-    RunOptions, WeightDtype,
+    BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, McResult,
+    ModelSpec, RunOptions, WeightDtype,
 };
 use crate::metrics::{
     AnswerFilter, ExactMatchOptions, HarnessExactMatch, InstanceOutcome, classify, rouge_l_f,
@@ -19,7 +22,8 @@ use crate::metrics::{
 };
 use crate::models::{FolderKind, Resolver};
 use crate::spec::{
-    Dtype, EvaluationSpec, GenerationMetric, GenerationRules, McScore, ModelRef, Side, TaskSpec,
+    Dtype, EndpointSpec, EvaluationSpec, GenerationMetric, GenerationRules, McScore, ModelRef,
+    Side, TaskSpec,
 };
 use crate::stats::Stats;
 use crate::store::DatasetRow;
@@ -32,6 +36,8 @@ pub struct EvalRuntime {
     pub resolver: Resolver,
     pub device: DeviceSpec,
     pub stats: Arc<Stats>,
+    /// Servers that endpoint sides reach.
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl EvalRuntime {
@@ -102,47 +108,12 @@ async fn score_side(
     };
     match &spec.task {
         TaskSpec::MultipleChoice { delimiter, score } => {
-            let requests: Vec<McItem> = items
-                .iter()
-                .map(|item| match item {
-                    Item::MultipleChoice {
-                        prompt, choices, ..
-                    } => McItem {
-                        prompt: prompt.clone(),
-                        choices: choices.clone(),
-                        delimiter: Some(delimiter.clone()),
-                    },
-                    Item::Generation { prompt, .. } => McItem {
-                        prompt: prompt.clone(),
-                        choices: Vec::new(),
-                        delimiter: None,
-                    },
-                })
-                .collect();
+            let requests = choice_requests(items, delimiter);
             let results = runtime
                 .engine
                 .score_multiple_choice(model.clone(), requests, options)
                 .await?;
-            Ok(results
-                .into_iter()
-                .zip(items)
-                .map(|(result, item)| {
-                    let prediction = match score {
-                        McScore::Acc => result.acc_pred,
-                        McScore::AccNorm => result.acc_norm_pred,
-                    };
-                    let correct = matches!(item, Item::MultipleChoice { answer, .. } if *answer == prediction);
-                    SideResult {
-                        prediction: Some(prediction),
-                        correct: Some(correct),
-                        scores: Some(result.logprobs),
-                        output: None,
-                        answer: None,
-                        score: if correct { 1.0 } else { 0.0 },
-                        rerun_score: None,
-                    }
-                })
-                .collect())
+            Ok(choice_results(results, items, *score))
         }
         TaskSpec::Generation { .. } => {
             let rules = spec.task.generation_rules().expect("a generation task");
@@ -161,27 +132,143 @@ async fn score_side(
                 .await?;
             let scorer = GenerationScorer::new(&rules)
                 .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
-            Ok(results
-                .into_iter()
-                .zip(items)
-                .map(|(result, item)| {
-                    let targets: &[String] = match item {
-                        Item::Generation { targets, .. } => targets,
-                        Item::MultipleChoice { .. } => &[],
-                    };
-                    let (answer, score) = scorer.score(&result.text, targets);
-                    SideResult {
-                        prediction: None,
-                        correct: Some(score >= 1.0),
-                        scores: None,
-                        output: Some(result.text),
-                        answer,
-                        score,
-                        rerun_score: None,
-                    }
-                })
-                .collect())
+            Ok(generated_results(
+                &scorer,
+                results.into_iter().map(|r| r.text),
+                items,
+            ))
         }
+    }
+}
+
+/// The engine's requests for multiple-choice items.
+fn choice_requests(items: &[Item], delimiter: &str) -> Vec<McItem> {
+    items
+        .iter()
+        .map(|item| match item {
+            Item::MultipleChoice {
+                prompt, choices, ..
+            } => McItem {
+                prompt: prompt.clone(),
+                choices: choices.clone(),
+                delimiter: Some(delimiter.to_string()),
+            },
+            Item::Generation { prompt, .. } => McItem {
+                prompt: prompt.clone(),
+                choices: Vec::new(),
+                delimiter: None,
+            },
+        })
+        .collect()
+}
+
+/// Each item's result from its choices' scores, wherever they were computed.
+fn choice_results(results: Vec<McResult>, items: &[Item], score: McScore) -> Vec<SideResult> {
+    results
+        .into_iter()
+        .zip(items)
+        .map(|(result, item)| {
+            let prediction = match score {
+                McScore::Acc => result.acc_pred,
+                McScore::AccNorm => result.acc_norm_pred,
+            };
+            let correct =
+                matches!(item, Item::MultipleChoice { answer, .. } if *answer == prediction);
+            SideResult {
+                prediction: Some(prediction),
+                correct: Some(correct),
+                scores: Some(result.logprobs),
+                output: None,
+                answer: None,
+                score: if correct { 1.0 } else { 0.0 },
+                rerun_score: None,
+            }
+        })
+        .collect()
+}
+
+/// Each item's result from its generated text, wherever it was generated.
+fn generated_results(
+    scorer: &GenerationScorer,
+    texts: impl IntoIterator<Item = String>,
+    items: &[Item],
+) -> Vec<SideResult> {
+    texts
+        .into_iter()
+        .zip(items)
+        .map(|(text, item)| {
+            let targets: &[String] = match item {
+                Item::Generation { targets, .. } => targets,
+                Item::MultipleChoice { .. } => &[],
+            };
+            let (answer, score) = scorer.score(&text, targets);
+            SideResult {
+                prediction: None,
+                correct: Some(score >= 1.0),
+                scores: None,
+                output: Some(text),
+                answer,
+                score,
+                rerun_score: None,
+            }
+        })
+        .collect()
+}
+
+/// One served model's results on a chunk of rows, in row order.
+async fn score_served(
+    runtime: &EvalRuntime,
+    served: &ServedModel,
+    spec: &EvaluationSpec,
+    items: &[Item],
+    stop: &CancellationToken,
+) -> Result<Vec<SideResult>, EndpointError> {
+    let bos = spec.options.add_bos.engine();
+    match &spec.task {
+        TaskSpec::MultipleChoice { delimiter, score } => {
+            let scored = served
+                .multiple_choice(&choice_requests(items, delimiter), bos, stop)
+                .await?;
+            runtime.stats.tokens_scored.inc_by(scored.tokens);
+            Ok(choice_results(scored.results, items, *score))
+        }
+        TaskSpec::Generation { .. } => {
+            let rules = spec.task.generation_rules().expect("a generation task");
+            let scorer =
+                GenerationScorer::new(&rules).map_err(|e| EndpointError::Refused(e.to_string()))?;
+            let prompts: Vec<String> = items.iter().map(|i| i.prompt().to_string()).collect();
+            let scored = served
+                .generate(
+                    &prompts,
+                    rules.max_new_tokens,
+                    &rules.stop,
+                    rules.no_repeat_ngram_size,
+                    bos,
+                    stop,
+                )
+                .await?;
+            runtime.stats.tokens_scored.inc_by(scored.tokens);
+            Ok(generated_results(
+                &scorer,
+                scored.results.into_iter().map(|g| g.text),
+                items,
+            ))
+        }
+    }
+}
+
+/// A served side's failure as the shard's: a server that kept failing may answer another
+/// attempt; one that refused the request will refuse it again.
+fn endpoint_failure(ctx: &ShardContext, error: EndpointError, field: &str) -> ShardError {
+    if let Err(stop) = ctx.check() {
+        return stop;
+    }
+    match error {
+        EndpointError::Cancelled => ShardError::Interrupted(crate::worker::Interruption::Cancelled),
+        EndpointError::Unavailable(why) => {
+            ShardError::retryable(format!("{field} endpoint: {why}"))
+        }
+        EndpointError::Refused(why) => ShardError::fatal(format!("{field} endpoint: {why}")),
     }
 }
 
@@ -230,19 +317,33 @@ impl GenerationScorer {
     }
 }
 
-/// The old model again, in reversed order and another batch size: the noise floor's second run.
+/// The old model again, in reversed order and (run here) another batch size: the noise
+/// floor's second run.
+#[allow(clippy::too_many_arguments)]
 async fn rerun_scores(
+    runner: &Runner,
     runtime: &EvalRuntime,
-    model: &ModelSpec,
+    ctx: &ShardContext,
     spec: &EvaluationSpec,
+    rows: &[DatasetRow],
     items: &[Item],
     cancel: &CancelFlag,
-) -> Result<Vec<f64>, EngineError> {
+) -> Result<Vec<f64>, ShardError> {
     let mut other = spec.clone();
     let size = spec.options.batch_size;
     other.options.batch_size = if size < 1024 { size * 2 } else { size / 2 };
     let reversed: Vec<Item> = items.iter().rev().cloned().collect();
-    let mut scores: Vec<f64> = score_side(runtime, model, &other, &reversed, cancel)
+    let reversed_rows: Vec<DatasetRow> = rows.iter().rev().cloned().collect();
+    let mut scores: Vec<f64> = runner
+        .results(
+            runtime,
+            ctx,
+            &other,
+            &reversed_rows,
+            &reversed,
+            cancel,
+            SideName::Old,
+        )
         .await?
         .into_iter()
         .map(|side| side.score)
@@ -282,9 +383,11 @@ fn record(
     }
 }
 
-/// How a side's results come: from running its model, or from its recorded run.
+/// How a side's results come: from running its model here, from its server, or from its
+/// recorded run.
 enum Runner {
     Model(ModelSpec),
+    Endpoint(Box<ServedModel>),
     /// A recorded run's id and the filter read; lines are fetched per chunk of rows.
     Recorded {
         predictions: String,
@@ -292,7 +395,49 @@ enum Runner {
     },
 }
 
+/// A served side ready for this shard: admitted by this worker's policy, its tokenizer read,
+/// and its model still listed by the server (whose context length it takes).
+async fn served_model(
+    runtime: &EvalRuntime,
+    ctx: &ShardContext,
+    spec: &EndpointSpec,
+    field: &str,
+) -> Result<ServedModel, ShardError> {
+    let client = runtime.endpoints.client(spec, field).map_err(|errors| {
+        let problems: Vec<String> = errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        ShardError::fatal(problems.join("; "))
+    })?;
+    let tokenizer = runtime
+        .endpoints
+        .tokenizer(&runtime.resolver, spec)
+        .map_err(|e| ShardError::fatal(format!("{field}.endpoint.tokenizer: {e}")))?;
+    let (listed, _) = listed_model(&client, &spec.model, &ctx.stop)
+        .await
+        .map_err(|e| endpoint_failure(ctx, e, field))?;
+    let listed = listed.ok_or_else(|| {
+        ShardError::fatal(format!(
+            "{field} endpoint: the server no longer lists {:?}",
+            spec.model
+        ))
+    })?;
+    Ok(ServedModel::new(
+        client,
+        spec.clone(),
+        tokenizer,
+        listed.max_model_len,
+    ))
+}
+
 impl Runner {
+    /// Whether the side is a model run for this evaluation (which can be run twice), not a
+    /// recorded run.
+    fn runs_a_model(&self) -> bool {
+        matches!(self, Self::Model(_) | Self::Endpoint(_))
+    }
+
     async fn of(
         runtime: &EvalRuntime,
         ctx: &ShardContext,
@@ -302,6 +447,10 @@ impl Runner {
         let field = side.as_str();
         match spec.side(side) {
             Side::Model(model) => Ok(Self::Model(runtime.model_spec(model, field)?)),
+            Side::Endpoint(e) => {
+                let served = served_model(runtime, ctx, &e.endpoint, field).await?;
+                Ok(Self::Endpoint(Box::new(served)))
+            }
             Side::Predictions(p) => {
                 let predictions = ctx
                     .store
@@ -339,6 +488,9 @@ impl Runner {
             Self::Model(model) => score_side(runtime, model, spec, items, cancel)
                 .await
                 .map_err(|e| engine_failure(ctx, e, &format!("{field} model"))),
+            Self::Endpoint(served) => score_served(runtime, served, spec, items, &ctx.stop)
+                .await
+                .map_err(|e| endpoint_failure(ctx, e, field)),
             Self::Recorded {
                 predictions,
                 filter,
@@ -414,12 +566,8 @@ pub async fn run_shard(
             let mut old_results = old
                 .results(runtime, ctx, spec, rows, &items, &cancel, SideName::Old)
                 .await?;
-            if spec.options.noise_floor
-                && let Runner::Model(model) = &old
-            {
-                let rerun = rerun_scores(runtime, model, spec, &items, &cancel)
-                    .await
-                    .map_err(|e| engine_failure(ctx, e, "old model (second run)"))?;
+            if spec.options.noise_floor && old.runs_a_model() {
+                let rerun = rerun_scores(&old, runtime, ctx, spec, rows, &items, &cancel).await?;
                 for (side, score) in old_results.iter_mut().zip(rerun) {
                     side.rerun_score = Some(score);
                 }

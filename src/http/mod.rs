@@ -39,6 +39,7 @@ use utoipa_axum::router::OpenApiRouter;
 
 use crate::callback::CallbackPolicy;
 use crate::domain::JobPlanning;
+use crate::endpoint::Endpoints;
 use crate::evaluation::PartialReports;
 use crate::kinds::Readers;
 use crate::kinds::submit::{Callbacks, Submitter};
@@ -64,6 +65,7 @@ pub struct AppState {
     /// /readyz's database write probe, shared by its callers.
     pub readiness: Arc<health::WriteProbe>,
     pub callbacks: CallbackPolicy,
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl AppState {
@@ -74,6 +76,7 @@ impl AppState {
             resolver: &self.resolver,
             planning: self.planning,
             callbacks: Callbacks::Allowed(&self.callbacks),
+            endpoints: &self.endpoints,
             device: None,
         }
     }

@@ -34,7 +34,7 @@ impl Kind for Evaluations {
     }
 
     async fn finalize(workers: &Workers, ctx: &ShardContext, spec: &EvaluationSpec) -> ShardResult {
-        evaluation::finalize(&workers.resolver, ctx, spec).await
+        evaluation::finalize(&workers.evaluation, ctx, spec).await
     }
 
     async fn document(readers: &Readers, job: &Job) -> StoreResult<Evaluation> {

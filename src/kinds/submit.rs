@@ -5,7 +5,8 @@
 
 use super::{Evaluations, Kind, Trainings};
 use crate::callback::{CallbackPolicy, CallbackSpec};
-use crate::domain::{DatasetKind, JobPlanning};
+use crate::domain::{DatasetKind, JobPlanning, SideName};
+use crate::endpoint::{Endpoints, check_served};
 use crate::engine::DeviceSpec;
 use crate::evaluation::prepare_recorded;
 use crate::models::Resolver;
@@ -20,6 +21,8 @@ pub struct Submitter<'a> {
     pub resolver: &'a Resolver,
     pub planning: JobPlanning,
     pub callbacks: Callbacks<'a>,
+    /// The inference servers endpoint sides may reach.
+    pub endpoints: &'a Endpoints,
     /// The device the job will run on, when the front end knows it (the CLI runs its own
     /// jobs): a dtype it does not run is refused at once.
     pub device: Option<DeviceSpec>,
@@ -71,6 +74,10 @@ pub async fn evaluation(s: &Submitter<'_>, mut spec: EvaluationSpec) -> Result<N
             device,
         ));
     }
+    // A server is asked only about a spec that is otherwise sound.
+    if errors.is_empty() {
+        errors.extend(check_servers(s, &spec).await);
+    }
     let recorded = prepare_recorded(s.store, &mut spec, &mut errors).await?;
     let no_recorded_side = spec.old.predictions().is_none() && spec.new.predictions().is_none();
     let dataset = match (recorded, &spec.dataset) {
@@ -103,6 +110,28 @@ pub async fn evaluation(s: &Submitter<'_>, mut spec: EvaluationSpec) -> Result<N
     };
     spec.dataset = Some(DatasetRef::Id(dataset.id));
     Ok(Evaluations::plan(&spec, dataset.rows, s.planning))
+}
+
+/// Each served side's server: allowed, listing the model and, for multiple choice, aligned.
+async fn check_servers(s: &Submitter<'_>, spec: &EvaluationSpec) -> Vec<FieldError> {
+    let multiple_choice = spec.task.dataset_kind() == DatasetKind::MultipleChoice;
+    let mut errors = Vec::new();
+    for side in [SideName::Old, SideName::New] {
+        if let Some(endpoint) = spec.side(side).endpoint() {
+            errors.extend(
+                check_served(
+                    s.endpoints,
+                    s.resolver,
+                    endpoint,
+                    side.as_str(),
+                    multiple_choice,
+                    spec.options.add_bos.engine(),
+                )
+                .await,
+            );
+        }
+    }
+    errors
 }
 
 /// A training's job, its datasets stored by id.

@@ -79,6 +79,9 @@ pub struct Report {
     pub slices_omitted: u64,
     pub gate: GateResult,
     pub warnings: Vec<String>,
+    /// Where each side's numbers came from (the final report only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<super::Provenance>,
 }
 
 /// Computes the report of `instances` (pooled counts, never averages of batch ratios).
@@ -141,6 +144,7 @@ pub fn compute_report(
         slices_omitted,
         gate: GateResult::default(),
         warnings,
+        provenance: None,
     };
     report.gate = evaluate_gate(&report, &options.gate);
     report

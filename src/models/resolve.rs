@@ -8,6 +8,8 @@ use crate::engine::folder::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
 pub enum FolderKind {
     Model,
     Adapter,
+    /// The tokenizer of a model served elsewhere (an endpoint side).
+    Tokenizer,
 }
 
 impl FolderKind {
@@ -16,6 +18,7 @@ impl FolderKind {
         match self {
             Self::Model => &["config.json"],
             Self::Adapter => &[ADAPTER_CONFIG, ADAPTER_WEIGHTS],
+            Self::Tokenizer => &["tokenizer.json"],
         }
     }
 }
@@ -135,6 +138,7 @@ fn check_folder(folder: &Path, name: &str, kind: FolderKind) -> Result<PathBuf, 
     let what = match kind {
         FolderKind::Model => "model",
         FolderKind::Adapter => "adapter",
+        FolderKind::Tokenizer => "tokenizer",
     };
     if !folder.is_dir() {
         return Err(format!("no {what} folder named {name:?}"));

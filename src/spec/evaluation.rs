@@ -2,7 +2,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::harness::check_regex;
-use super::{DatasetRef, ExactMatchRules, Extract, Preset, Side, check_name};
+use super::{DatasetRef, EndpointApi, ExactMatchRules, Extract, Preset, Side, check_name};
 use crate::callback::CallbackSpec;
 use crate::domain::{DatasetKind, SideName};
 use crate::engine::Bos;
@@ -285,6 +285,18 @@ impl EvaluationSpec {
         self.old.check("old", resolver, &mut errors);
         self.new.check("new", resolver, &mut errors);
         check_task(&self.task, "task", &mut errors);
+        for side in [SideName::Old, SideName::New] {
+            if let Some(endpoint) = self.side(side).endpoint()
+                && endpoint.api == EndpointApi::Chat
+                && matches!(self.task, TaskSpec::MultipleChoice { .. })
+            {
+                errors.add(
+                    format!("{}.endpoint.api", side.as_str()),
+                    "\"chat\" answers carry no log-probabilities of the prompt, which multiple \
+                     choice scores; use \"completions\" (token ids with echo), or a generation task",
+                );
+            }
+        }
         let options = &self.options;
         if !(1..=1024).contains(&options.batch_size) {
             errors.add("options.batch_size", "must be from 1 to 1024");

@@ -1,6 +1,7 @@
 //! Job specifications: the bodies of POST /v1/evaluations and POST /v1/trainings (and the SPEC
 //! files of `muscle eval` / `muscle train`), with defaults filled in and every field checked.
 
+mod endpoint;
 mod evaluation;
 mod harness;
 mod side;
@@ -20,6 +21,7 @@ use crate::engine::{DeviceSpec, EngineError};
 use crate::models::{FolderKind, Resolver};
 use crate::validation::{Errors, FieldError};
 
+pub use endpoint::*;
 pub use evaluation::*;
 pub use harness::{ExactMatchRules, Extract, GSM8K_FLEXIBLE, GSM8K_STRICT, Preset};
 pub use side::{PredictionsRef, Side};

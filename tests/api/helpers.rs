@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use muscle::app::{App, Settings};
 use muscle::config::QueueArgs;
+use muscle::endpoint::Endpoints;
 use muscle::engine::DeviceSpec;
 use muscle::http::HttpOptions;
 use muscle::store::Store;
@@ -60,6 +61,8 @@ pub struct Options {
     pub shard_size: u32,
     /// MUSCLE_MODEL_DIR of the app.
     pub model_dir: PathBuf,
+    /// MUSCLE_ENDPOINT_HOSTS and the MUSCLE_ENDPOINT_KEY* variables of the app.
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl Default for Options {
@@ -74,6 +77,7 @@ impl Default for Options {
             lease_seconds: 30,
             shard_size: 500,
             model_dir: model_dir(),
+            endpoints: Arc::default(),
         }
     }
 }
@@ -106,6 +110,7 @@ impl TestApp {
             workers: options.workers,
             bind: Some("127.0.0.1:0".parse().unwrap()),
             http: options.http,
+            endpoints: options.endpoints,
         };
         let app = App::build_with(settings, options.executor)
             .await

@@ -13,6 +13,7 @@ mod dashboard;
 mod database_down;
 mod datasets;
 mod deploy;
+mod endpoint_client;
 mod evaluations;
 mod exports;
 mod full_disk;

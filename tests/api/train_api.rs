@@ -55,6 +55,7 @@ impl Running {
                 max_body_bytes: 1 << 20,
                 ..Default::default()
             },
+            endpoints: Default::default(),
         };
         let app = App::build(settings).await.expect("app builds");
         let base = format!("http://{}", app.address().unwrap());

@@ -41,15 +41,28 @@ export async function evaluationPage(view, params, ctx) {
 
 function header(e) {
   const s = e.spec;
-  const side = (x) => (x.model ? `${x.model}${x.adapter ? ` + ${x.adapter}` : ""}` : `recorded run ${x.predictions}`);
+  const side = (x) => x.endpoint
+    ? `${x.endpoint.model} served at ${x.endpoint.url}`
+    : x.model ? `${x.model}${x.adapter ? ` + ${x.adapter}` : ""}` : `recorded run ${x.predictions}`;
+  const provenance = e.report && e.report.provenance;
+  const served = (name) => {
+    const p = provenance && provenance[name];
+    if (!p || p.kind !== "endpoint") return null;
+    const parts = [p.server ? `server: ${p.server}` : "server: not named",
+      p.system_fingerprint ? `system_fingerprint: ${p.system_fingerprint}` : null,
+      p.listed && p.listed.parent ? `LoRA module on ${p.listed.parent}` : null,
+      p.listed && p.listed.max_model_len ? `context ${p.listed.max_model_len}` : null,
+      p.unavailable ? `not reachable when the report was made: ${p.unavailable}` : null].filter(Boolean);
+    return h("div", { class: "small muted", id: `provenance-${name}` }, parts.join(" · "));
+  };
   return h("div", {},
     h("p", { class: "small" }, h("a", { href: "#/evaluations" }, "← Evaluations")),
     h("h1", {}, e.name || e.id),
     h("dl", { class: "kv" },
       h("dt", {}, "Status"), h("dd", { id: "status" }, statusBadge(e.status), " ",
         e.status === "running" || e.status === "queued" ? [progressBar(e.progress.done, e.progress.total), ` ${e.progress.done} / ${e.progress.total} instances`] : `${e.progress.done} / ${e.progress.total} instances`),
-      h("dt", {}, "Old"), h("dd", {}, side(s.old)),
-      h("dt", {}, "New"), h("dd", {}, side(s.new)),
+      h("dt", {}, "Old"), h("dd", {}, side(s.old), served("old")),
+      h("dt", {}, "New"), h("dd", {}, side(s.new), served("new")),
       h("dt", {}, "Task"), h("dd", {}, s.task.type),
       h("dt", {}, "Created"), h("dd", {}, when(e.created_at), e.finished_at ? ` · finished ${when(e.finished_at)}` : ""),
       e.error ? [h("dt", {}, "Error"), h("dd", { class: "error-box" }, e.error)] : null),

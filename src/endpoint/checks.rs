@@ -1,0 +1,263 @@
+//! What is asked of a server before a job is queued (it lists the model; for multiple choice,
+//! its echo log-probabilities are where they belong) and when the report is made (its
+//! provenance).
+
+use tokio_util::sync::CancellationToken;
+
+use super::Endpoints;
+use super::client::{Answer, EndpointClient, EndpointError};
+use super::wire::{CompletionRequest, CompletionResponse, ModelList, Prompt};
+use crate::engine::Bos;
+use crate::engine::tokenize::TokenizerInfo;
+use crate::metrics::{EndpointProvenance, ListedModel};
+use crate::models::Resolver;
+use crate::spec::EndpointSpec;
+use crate::validation::FieldError;
+
+/// Models named in an error when the server does not list the one asked for.
+const MODELS_NAMED: usize = 20;
+
+/// Prompts whose greedy next token the server is asked for, then asked to score back with echo.
+const PROBES: [&str; 3] = [
+    "The capital of France is",
+    "One, two, three, four,",
+    "Once upon a time there",
+];
+
+/// A log-probability this much below the best listed still counts as the best (float noise
+/// between a decoding step and a prompt pass).
+const TOP_TOLERANCE: f64 = 1e-3;
+
+/// The checks of a served side at submission: the policy admits it, its tokenizer reads, the
+/// server lists its model and, for multiple choice, the server's echo is aligned. `field` is
+/// `old` or `new`.
+pub async fn check_served(
+    endpoints: &Endpoints,
+    resolver: &Resolver,
+    spec: &EndpointSpec,
+    field: &str,
+    multiple_choice: bool,
+    bos: Bos,
+) -> Vec<FieldError> {
+    let at = |name: &str| format!("{field}.endpoint.{name}");
+    let mut client = match endpoints.client(spec, field) {
+        Ok(client) => client,
+        Err(errors) => return errors,
+    };
+    // A submission answers quickly: one more try at most, not the job's patience.
+    client.max_retries = client.max_retries.min(1);
+    let tokenizer = match endpoints.tokenizer(resolver, spec) {
+        Ok(tokenizer) => tokenizer,
+        Err(why) => return vec![FieldError::field(at("tokenizer"), why)],
+    };
+    let stop = CancellationToken::new();
+    let listed = match client.get::<ModelList>("models", &stop).await {
+        Ok(answer) => answer.body.data,
+        Err(error) => return vec![FieldError::field(at("url"), error.to_string())],
+    };
+    if !listed.iter().any(|m| m.id == spec.model) {
+        let names: Vec<&str> = listed
+            .iter()
+            .take(MODELS_NAMED)
+            .map(|m| m.id.as_str())
+            .collect();
+        let more = listed.len().saturating_sub(MODELS_NAMED);
+        return vec![FieldError::field(
+            at("model"),
+            format!(
+                "the server does not list {:?}; it lists {}{}",
+                spec.model,
+                if names.is_empty() {
+                    "no model".to_string()
+                } else {
+                    names.join(", ")
+                },
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            ),
+        )];
+    }
+    if multiple_choice {
+        match echo_alignment(&client, spec, &tokenizer.info, bos, &stop).await {
+            Ok(Alignment::Misaligned(why)) => {
+                return vec![FieldError::field(
+                    format!("{field}.endpoint"),
+                    format!(
+                        "the server's prompt log-probabilities are misaligned, so its \
+                         multiple-choice scores would be wrong: {why}"
+                    ),
+                )];
+            }
+            Ok(Alignment::Aligned | Alignment::Unchecked) => {}
+            Err(error) => return vec![FieldError::field(at("url"), error.to_string())],
+        }
+    }
+    Vec::new()
+}
+
+enum Alignment {
+    Aligned,
+    Misaligned(String),
+    /// No probe gave a token that reads back as one token, or the server lists no alternatives.
+    Unchecked,
+}
+
+/// Asks for the greedy next token after a probe prompt, then for the log-probabilities of the
+/// prompt followed by that token, with echo: an aligned server puts its own choice on top at
+/// that position. A server that reads each prompt token's log-probability from the token's own
+/// position (one too late, as llama-cpp-python 0.3.36's server does) lists there what it would
+/// say after the token instead. The majority of the probes that could be checked decides.
+async fn echo_alignment(
+    client: &EndpointClient,
+    spec: &EndpointSpec,
+    tokenizer: &TokenizerInfo,
+    bos: Bos,
+    stop: &CancellationToken,
+) -> Result<Alignment, EndpointError> {
+    let mut aligned = 0;
+    let mut misaligned = Vec::new();
+    for probe in PROBES {
+        let Ok(prompt) = tokenizer.encode_with(probe, bos) else {
+            continue;
+        };
+        let generated = complete(client, spec, prompt.clone(), false, stop).await?;
+        let Some(choice) = generated.body.choices.first() else {
+            continue;
+        };
+        let Some(token) = single_token(tokenizer, &choice.text) else {
+            continue;
+        };
+        let mut echoed = prompt.clone();
+        echoed.push(token);
+        let scored = complete(client, spec, echoed.clone(), true, stop).await?;
+        let Some(choice) = scored.body.choices.first() else {
+            continue;
+        };
+        let position = prompt.len();
+        let Some(logprobs) = &choice.logprobs else {
+            continue;
+        };
+        let value = logprobs.token_logprobs.get(position).copied().flatten();
+        let best = logprobs
+            .top_logprobs
+            .as_ref()
+            .and_then(|top| top.get(position)?.as_ref()?.best());
+        match (value, best) {
+            (Some(value), Some(best)) if value >= best - TOP_TOLERANCE => aligned += 1,
+            (Some(value), Some(best)) => misaligned.push(format!(
+                "after {probe:?} it chose {:?}, and scored back it gives that token {value:.3} \
+                 where its best alternative has {best:.3}",
+                choice_text(tokenizer, token)
+            )),
+            _ => {}
+        }
+    }
+    Ok(if misaligned.len() > aligned {
+        Alignment::Misaligned(misaligned.join("; "))
+    } else if aligned > 0 {
+        Alignment::Aligned
+    } else {
+        Alignment::Unchecked
+    })
+}
+
+fn choice_text(tokenizer: &TokenizerInfo, token: u32) -> String {
+    tokenizer.decode(&[token]).unwrap_or_default()
+}
+
+/// The one token whose text is `text`, if it is one.
+fn single_token(tokenizer: &TokenizerInfo, text: &str) -> Option<u32> {
+    match tokenizer.encode(text).ok()?.as_slice() {
+        [token] if tokenizer.decode(&[*token]).ok()? == text => Some(*token),
+        _ => None,
+    }
+}
+
+/// One token greedily after `prompt`; with `echo`, the prompt's log-probabilities too.
+async fn complete(
+    client: &EndpointClient,
+    spec: &EndpointSpec,
+    prompt: Vec<u32>,
+    echo: bool,
+    stop: &CancellationToken,
+) -> Result<Answer<CompletionResponse>, EndpointError> {
+    let request = CompletionRequest {
+        model: &spec.model,
+        prompt: Prompt::One(prompt),
+        max_tokens: 1,
+        temperature: 0.0,
+        echo,
+        logprobs: Some(1),
+        stop: &[],
+        no_repeat_ngram_size: None,
+    };
+    client.post("completions", &request, stop).await
+}
+
+/// The model's entry in the server's listing (None when it is not listed), with the server's
+/// self-description.
+pub async fn listed_model(
+    client: &EndpointClient,
+    model: &str,
+    stop: &CancellationToken,
+) -> Result<(Option<ListedModel>, Option<String>), EndpointError> {
+    let answer = client.get::<ModelList>("models", stop).await?;
+    let server = Answer::server_header(&answer.headers);
+    let listed = answer.body.data.into_iter().find(|m| m.id == model);
+    Ok((listed, server))
+}
+
+/// The provenance of a served side, asked of its server when the report is made: its listing
+/// of the model and its self-description, and a one-token completion's `system_fingerprint`.
+/// A server that cannot be asked is named with why, not a failed report.
+pub async fn provenance(
+    endpoints: &Endpoints,
+    resolver: &Resolver,
+    spec: &EndpointSpec,
+) -> EndpointProvenance {
+    let mut provenance = EndpointProvenance {
+        endpoint: spec.url.clone(),
+        model: spec.model.clone(),
+        server: None,
+        system_fingerprint: None,
+        listed: None,
+        unavailable: None,
+    };
+    let mut client = match endpoints.client(spec, "endpoint") {
+        Ok(client) => client,
+        Err(errors) => {
+            provenance.unavailable = errors.first().map(|e| e.message.clone());
+            return provenance;
+        }
+    };
+    client.max_retries = client.max_retries.min(1);
+    let stop = CancellationToken::new();
+    match listed_model(&client, &spec.model, &stop).await {
+        Ok((listed, server)) => {
+            provenance.listed = listed;
+            provenance.server = server;
+        }
+        Err(error) => {
+            provenance.unavailable = Some(error.to_string());
+            return provenance;
+        }
+    }
+    let first = endpoints
+        .tokenizer(resolver, spec)
+        .ok()
+        .and_then(|t| t.info.bos.or(t.info.eos.first().copied()))
+        .unwrap_or(0);
+    match complete(&client, spec, vec![first], false, &stop).await {
+        Ok(answer) => {
+            provenance.system_fingerprint = answer.body.system_fingerprint;
+            if provenance.server.is_none() {
+                provenance.server = Answer::server_header(&answer.headers);
+            }
+        }
+        Err(error) => provenance.unavailable = Some(error.to_string()),
+    }
+    provenance
+}

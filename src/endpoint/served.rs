@@ -1,0 +1,362 @@
+//! Scoring a shard's instances on a served model: multiple choice as lm-evaluation-harness's
+//! `local-completions` does it (token-id prompts with echo, the continuation's log-probabilities
+//! summed), and greedy generation through `/completions` or `/chat/completions`.
+
+use std::sync::Arc;
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::Tokenizer;
+use super::client::{EndpointClient, EndpointError};
+use super::wire::{
+    ChatMessage, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Prompt, Usage,
+};
+use crate::engine::{Bos, McItem, McResult};
+use crate::spec::{EndpointApi, EndpointSpec};
+
+/// The context length assumed when neither the server nor the tokenizer folder gives one
+/// (lm-evaluation-harness's default for API models).
+const DEFAULT_CONTEXT: usize = 2048;
+
+/// One side's served model, ready to score a shard.
+pub struct ServedModel {
+    pub client: EndpointClient,
+    pub spec: EndpointSpec,
+    pub tokenizer: Arc<Tokenizer>,
+    /// Most tokens one request may hold, generated ones included: the server's `max_model_len`
+    /// when it lists one, else the tokenizer folder's `max_position_embeddings`.
+    pub context: usize,
+}
+
+/// A generated answer and the tokens the request cost.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Generated {
+    pub text: String,
+}
+
+/// Scored results and the tokens they took (prompt and generated), for the throughput counter.
+pub struct Scored<T> {
+    pub results: Vec<T>,
+    pub tokens: u64,
+}
+
+/// One echo request's prompt: context + continuation ids, and where the continuation starts.
+struct EchoPrompt {
+    ids: Vec<u32>,
+    context_len: usize,
+}
+
+impl ServedModel {
+    pub fn new(
+        client: EndpointClient,
+        spec: EndpointSpec,
+        tokenizer: Arc<Tokenizer>,
+        served_context: Option<u64>,
+    ) -> Self {
+        let context = served_context
+            .map(|n| n as usize)
+            .or(tokenizer.context)
+            .unwrap_or(DEFAULT_CONTEXT)
+            .max(2);
+        Self {
+            client,
+            spec,
+            tokenizer,
+            context,
+        }
+    }
+
+    fn tokenize_error(e: impl std::fmt::Display) -> EndpointError {
+        EndpointError::Refused(format!("tokenizing a request: {e}"))
+    }
+
+    /// Per-choice summed log-probabilities of each item's choices.
+    pub async fn multiple_choice(
+        &self,
+        items: &[McItem],
+        bos: Bos,
+        stop: &CancellationToken,
+    ) -> Result<Scored<McResult>, EndpointError> {
+        let mut prompts = Vec::new();
+        for item in items {
+            let delimiter = item.delimiter.as_deref().unwrap_or(" ");
+            for choice in &item.choices {
+                let (context, continuation) = self
+                    .tokenizer
+                    .info
+                    .encode_pair(&item.prompt, &format!("{delimiter}{choice}"), bos)
+                    .map_err(Self::tokenize_error)?;
+                prompts.push(self.fit_echo(context, continuation));
+            }
+        }
+        let per_request = self.spec.prompts_per_request as usize;
+        // The futures are made first: a closure making them inside the stream would not be Send
+        // for every lifetime, which the worker's boxed futures need.
+        let requests: Vec<_> = prompts
+            .chunks(per_request)
+            .map(|group| self.score_echo(group, stop))
+            .collect();
+        let answers: Vec<(Vec<super::wire::EchoScore>, u64)> = stream::iter(requests)
+            .buffered(self.spec.max_in_flight as usize)
+            .try_collect()
+            .await?;
+        let mut tokens = 0;
+        let mut scores = Vec::with_capacity(prompts.len());
+        for (group, used) in answers {
+            scores.extend(group);
+            tokens += used;
+        }
+        let mut scores = scores.into_iter();
+        let results = items
+            .iter()
+            .map(|item| {
+                let own: Vec<_> = scores.by_ref().take(item.choices.len()).collect();
+                McResult::from_scores(
+                    &item.choices,
+                    own.iter().map(|s| s.logprob).collect(),
+                    own.iter().map(|s| s.is_greedy.unwrap_or(false)).collect(),
+                )
+            })
+            .collect();
+        Ok(Scored { results, tokens })
+    }
+
+    /// Keeps the last tokens that fit with the one token the server generates after them (the
+    /// harness keeps `max_length`, which a server enforcing its context refuses).
+    fn fit_echo(&self, context: Vec<u32>, continuation: Vec<u32>) -> EchoPrompt {
+        let room = self.context - 1;
+        let n_cont = continuation.len();
+        let mut ids = context;
+        ids.extend(continuation);
+        if ids.len() > room {
+            ids.drain(..ids.len() - room);
+        }
+        let context_len = ids.len().saturating_sub(n_cont).max(1);
+        EchoPrompt { ids, context_len }
+    }
+
+    async fn score_echo(
+        &self,
+        group: &[EchoPrompt],
+        stop: &CancellationToken,
+    ) -> Result<(Vec<super::wire::EchoScore>, u64), EndpointError> {
+        let request = CompletionRequest {
+            model: &self.spec.model,
+            prompt: Prompt::of(group.iter().map(|p| p.ids.clone()).collect()),
+            max_tokens: 1,
+            temperature: 0.0,
+            echo: true,
+            logprobs: Some(1),
+            stop: &[],
+            no_repeat_ngram_size: None,
+        };
+        let answer = self
+            .client
+            .post::<_, CompletionResponse>("completions", &request, stop)
+            .await?;
+        let mut choices = answer.body.choices;
+        if choices.len() != group.len() {
+            return Err(EndpointError::Refused(format!(
+                "POST /completions answered {} choices for {} prompts",
+                choices.len(),
+                group.len()
+            )));
+        }
+        choices.sort_by_key(|c| c.index);
+        let scores = choices
+            .iter()
+            .zip(group)
+            .map(|(choice, prompt)| {
+                choice
+                    .echo_score(&prompt.ids, prompt.context_len)
+                    .map_err(|why| EndpointError::Refused(format!("POST /completions: {why}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let sent: usize = group.iter().map(|p| p.ids.len() + 1).sum();
+        Ok((scores, used_tokens(answer.body.usage.as_ref(), sent)))
+    }
+
+    /// Greedy answers to `prompts`, at most `max_new_tokens` each, cut before the first of
+    /// `stop`.
+    pub async fn generate(
+        &self,
+        prompts: &[String],
+        max_new_tokens: u32,
+        stop_strings: &[String],
+        no_repeat_ngram_size: u32,
+        bos: Bos,
+        stop: &CancellationToken,
+    ) -> Result<Scored<Generated>, EndpointError> {
+        let stop_strings: Vec<String> = stop_strings
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect();
+        let answers: Vec<(Vec<String>, u64)> = match self.spec.api {
+            EndpointApi::Completions => {
+                let keep = self.context.saturating_sub(max_new_tokens as usize).max(1);
+                let ids = prompts
+                    .iter()
+                    .map(|prompt| {
+                        let mut ids = self
+                            .tokenizer
+                            .info
+                            .encode_prompt(prompt, bos)
+                            .map_err(Self::tokenize_error)?;
+                        if ids.len() > keep {
+                            ids.drain(..ids.len() - keep);
+                        }
+                        if ids.is_empty() {
+                            let info = &self.tokenizer.info;
+                            ids.push(info.bos.or(info.eos.first().copied()).unwrap_or(0));
+                        }
+                        Ok(ids)
+                    })
+                    .collect::<Result<Vec<_>, EndpointError>>()?;
+                let per_request = self.spec.prompts_per_request as usize;
+                let requests: Vec<_> = ids
+                    .chunks(per_request)
+                    .map(|group| {
+                        self.complete(
+                            group.to_vec(),
+                            max_new_tokens,
+                            &stop_strings,
+                            no_repeat_ngram_size,
+                            stop,
+                        )
+                    })
+                    .collect();
+                stream::iter(requests)
+                    .buffered(self.spec.max_in_flight as usize)
+                    .try_collect()
+                    .await?
+            }
+            EndpointApi::Chat => {
+                let requests: Vec<_> = prompts
+                    .iter()
+                    .map(|prompt| self.chat(prompt, max_new_tokens, &stop_strings, stop))
+                    .collect();
+                stream::iter(requests)
+                    .buffered(self.spec.max_in_flight as usize)
+                    .try_collect()
+                    .await?
+            }
+        };
+        let mut tokens = 0;
+        let mut results = Vec::with_capacity(prompts.len());
+        for (texts, used) in answers {
+            tokens += used;
+            results.extend(texts.into_iter().map(|text| Generated {
+                text: cut_at_stop(text, &stop_strings),
+            }));
+        }
+        Ok(Scored { results, tokens })
+    }
+
+    async fn complete(
+        &self,
+        group: Vec<Vec<u32>>,
+        max_new_tokens: u32,
+        stop_strings: &[String],
+        no_repeat_ngram_size: u32,
+        stop: &CancellationToken,
+    ) -> Result<(Vec<String>, u64), EndpointError> {
+        let n = group.len();
+        let sent: usize = group.iter().map(Vec::len).sum();
+        let request = CompletionRequest {
+            model: &self.spec.model,
+            prompt: Prompt::of(group),
+            max_tokens: max_new_tokens,
+            temperature: 0.0,
+            echo: false,
+            logprobs: None,
+            stop: stop_strings,
+            no_repeat_ngram_size: (no_repeat_ngram_size > 0).then_some(no_repeat_ngram_size),
+        };
+        let answer = self
+            .client
+            .post::<_, CompletionResponse>("completions", &request, stop)
+            .await?;
+        let mut choices = answer.body.choices;
+        if choices.len() != n {
+            return Err(EndpointError::Refused(format!(
+                "POST /completions answered {} choices for {n} prompts",
+                choices.len()
+            )));
+        }
+        choices.sort_by_key(|c| c.index);
+        let tokens = used_tokens(answer.body.usage.as_ref(), sent);
+        Ok((choices.into_iter().map(|c| c.text).collect(), tokens))
+    }
+
+    async fn chat(
+        &self,
+        prompt: &str,
+        max_new_tokens: u32,
+        stop_strings: &[String],
+        stop: &CancellationToken,
+    ) -> Result<(Vec<String>, u64), EndpointError> {
+        let request = ChatRequest {
+            model: &self.spec.model,
+            messages: [ChatMessage {
+                role: "user",
+                content: prompt,
+            }],
+            max_tokens: max_new_tokens,
+            temperature: 0.0,
+            stop: stop_strings,
+        };
+        let answer = self
+            .client
+            .post::<_, ChatResponse>("chat/completions", &request, stop)
+            .await?;
+        let choice = answer.body.choices.into_iter().min_by_key(|c| c.index);
+        let text = choice
+            .and_then(|c| c.message.content)
+            .ok_or_else(|| EndpointError::Refused("POST /chat/completions: no answer".into()))?;
+        let tokens = used_tokens(answer.body.usage.as_ref(), 0);
+        Ok((vec![text], tokens))
+    }
+}
+
+/// The server's own count of the tokens a request took, else what was sent.
+fn used_tokens(usage: Option<&Usage>, sent: usize) -> u64 {
+    match usage {
+        Some(u) if u.prompt_tokens + u.completion_tokens > 0 => {
+            u.prompt_tokens + u.completion_tokens
+        }
+        _ => sent as u64,
+    }
+}
+
+/// The text before the first stop string: servers cut there already, and one that does not
+/// (or that listed fewer stops) is cut here as the engine cuts.
+fn cut_at_stop(mut text: String, stop: &[String]) -> String {
+    if let Some(cut) = stop.iter().filter_map(|s| text.find(s.as_str())).min() {
+        text.truncate(cut);
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_cut_before_the_first_stop_string() {
+        let stop = vec!["\n\n".to_string(), "Q:".to_string()];
+        assert_eq!(cut_at_stop("42\nQ: next\n\n".into(), &stop), "42\n");
+        assert_eq!(cut_at_stop("no stop".into(), &stop), "no stop");
+    }
+
+    #[test]
+    fn the_server_count_wins_when_it_gives_one() {
+        let usage = Usage {
+            prompt_tokens: 10,
+            completion_tokens: 3,
+        };
+        assert_eq!(used_tokens(Some(&usage), 99), 13);
+        assert_eq!(used_tokens(None, 99), 99);
+    }
+}

@@ -1,0 +1,375 @@
+//! The OpenAI-compatible wire format as the servers we talk to write it: requests we send, and
+//! the answers of vLLM, SGLang and llama.cpp's servers read into one shape.
+//!
+//! Log-probabilities come in several forms: `logprobs.token_logprobs` (one per echoed prompt
+//! token, the first null) with `top_logprobs` as a list of `{token: logprob}` maps (OpenAI's
+//! legacy completions, vLLM, SGLang, llama-cpp-python); vLLM's `prompt_logprobs`, a list (first
+//! null) of maps from token id to a Logprob object `{"logprob", "rank", "decoded_token"}` or a
+//! bare number.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// POST {url}/completions.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompletionRequest<'a> {
+    pub model: &'a str,
+    /// Token ids: one prompt, or a list of prompts.
+    pub prompt: Prompt,
+    pub max_tokens: u32,
+    pub temperature: f64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub echo: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub logprobs: Option<u32>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub stop: &'a [String],
+    /// Sent as lm-evaluation-harness's `local-completions` sends its generation kwargs; servers
+    /// that do not know it ignore it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_repeat_ngram_size: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(untagged)]
+pub enum Prompt {
+    One(Vec<u32>),
+    Many(Vec<Vec<u32>>),
+}
+
+impl Prompt {
+    /// One prompt as itself, several as a list.
+    pub fn of(mut prompts: Vec<Vec<u32>>) -> Self {
+        if prompts.len() == 1 {
+            Self::One(prompts.pop().unwrap_or_default())
+        } else {
+            Self::Many(prompts)
+        }
+    }
+}
+
+/// POST {url}/chat/completions.
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatRequest<'a> {
+    pub model: &'a str,
+    pub messages: [ChatMessage<'a>; 1],
+    pub max_tokens: u32,
+    pub temperature: f64,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub stop: &'a [String],
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ChatMessage<'a> {
+    pub role: &'static str,
+    pub content: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionResponse {
+    #[serde(default)]
+    pub choices: Vec<CompletionChoice>,
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct CompletionChoice {
+    #[serde(default)]
+    pub index: usize,
+    #[serde(default)]
+    pub text: String,
+    #[serde(default)]
+    pub logprobs: Option<LogProbs>,
+    /// vLLM: one entry per prompt token, the first null.
+    #[serde(default)]
+    pub prompt_logprobs: Option<Vec<Option<BTreeMap<String, PromptLogprob>>>>,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct LogProbs {
+    #[serde(default)]
+    pub token_logprobs: Vec<Option<f64>>,
+    #[serde(default)]
+    pub top_logprobs: Option<Vec<Option<TopLogprobs>>>,
+    #[serde(default)]
+    pub tokens: Option<Vec<String>>,
+}
+
+/// The alternatives at one position: `{token: logprob}` (the legacy completions format), or a
+/// list of `{"token", "logprob"}` objects (the chat format, which some servers also use here).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum TopLogprobs {
+    Map(BTreeMap<String, f64>),
+    List(Vec<TopLogprob>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct TopLogprob {
+    #[serde(default)]
+    pub token: String,
+    pub logprob: f64,
+}
+
+impl TopLogprobs {
+    /// The largest log-probability listed.
+    pub fn best(&self) -> Option<f64> {
+        let values: Vec<f64> = match self {
+            Self::Map(map) => map.values().copied().collect(),
+            Self::List(list) => list.iter().map(|t| t.logprob).collect(),
+        };
+        values.into_iter().reduce(f64::max)
+    }
+}
+
+/// vLLM's Logprob object, or a bare number.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PromptLogprob {
+    Object {
+        logprob: f64,
+        #[serde(default)]
+        rank: Option<u64>,
+    },
+    Number(f64),
+}
+
+impl PromptLogprob {
+    fn logprob(&self) -> f64 {
+        match self {
+            Self::Object { logprob, .. } | Self::Number(logprob) => *logprob,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatResponse {
+    #[serde(default)]
+    pub choices: Vec<ChatChoice>,
+    #[serde(default)]
+    pub system_fingerprint: Option<String>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatChoice {
+    #[serde(default)]
+    pub index: usize,
+    pub message: ChatAnswer,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ChatAnswer {
+    #[serde(default)]
+    pub content: Option<String>,
+}
+
+/// GET {url}/models.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ModelList {
+    #[serde(default)]
+    pub data: Vec<crate::metrics::ListedModel>,
+}
+
+/// The score of one echoed continuation: the summed log-probabilities of its tokens, and
+/// whether each was the server's top choice (None when the server lists no alternatives).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EchoScore {
+    pub logprob: f64,
+    pub is_greedy: Option<bool>,
+}
+
+impl CompletionChoice {
+    /// The continuation `ids[context_len..]` of the prompt `ids` this choice echoes: from
+    /// `prompt_logprobs` when the server gives them (read by token id), else from
+    /// `logprobs.token_logprobs` (read by position).
+    pub fn echo_score(&self, ids: &[u32], context_len: usize) -> Result<EchoScore, String> {
+        if context_len == 0 || context_len > ids.len() {
+            return Err(format!(
+                "context of {context_len} tokens in a prompt of {}",
+                ids.len()
+            ));
+        }
+        if let Some(prompt) = &self.prompt_logprobs {
+            return by_token_id(prompt, ids, context_len);
+        }
+        let logprobs = self
+            .logprobs
+            .as_ref()
+            .ok_or("the answer carries no logprobs (was echo with logprobs refused?)")?;
+        if logprobs.token_logprobs.len() < ids.len() {
+            return Err(format!(
+                "the answer echoes {} log-probabilities for a prompt of {} tokens",
+                logprobs.token_logprobs.len(),
+                ids.len()
+            ));
+        }
+        let mut score = EchoScore {
+            logprob: 0.0,
+            is_greedy: logprobs.top_logprobs.as_ref().map(|_| true),
+        };
+        for position in context_len..ids.len() {
+            let value = logprobs.token_logprobs[position]
+                .ok_or_else(|| format!("no log-probability at prompt position {position}"))?;
+            score.logprob += value;
+            if let Some(top) = &logprobs.top_logprobs {
+                let best = top.get(position).and_then(|t| t.as_ref()?.best());
+                // As lm-evaluation-harness's local-completions: greedy when no listed
+                // alternative beats the token.
+                if best.is_some_and(|best| value < best) {
+                    score.is_greedy = Some(false);
+                }
+            }
+        }
+        Ok(score)
+    }
+}
+
+fn by_token_id(
+    prompt: &[Option<BTreeMap<String, PromptLogprob>>],
+    ids: &[u32],
+    context_len: usize,
+) -> Result<EchoScore, String> {
+    if prompt.len() < ids.len() {
+        return Err(format!(
+            "prompt_logprobs has {} entries for a prompt of {} tokens",
+            prompt.len(),
+            ids.len()
+        ));
+    }
+    let mut score = EchoScore {
+        logprob: 0.0,
+        is_greedy: Some(true),
+    };
+    for position in context_len..ids.len() {
+        let entry = prompt[position]
+            .as_ref()
+            .and_then(|alternatives| alternatives.get(&ids[position].to_string()))
+            .ok_or_else(|| {
+                format!(
+                    "prompt_logprobs has no entry for token {} at position {position}",
+                    ids[position]
+                )
+            })?;
+        score.logprob += entry.logprob();
+        let greedy = match entry {
+            PromptLogprob::Object {
+                rank: Some(rank), ..
+            } => *rank == 1,
+            _ => {
+                let best = prompt[position]
+                    .iter()
+                    .flat_map(|m| m.values())
+                    .map(PromptLogprob::logprob)
+                    .reduce(f64::max);
+                best.is_none_or(|best| entry.logprob() >= best)
+            }
+        };
+        if !greedy {
+            score.is_greedy = Some(false);
+        }
+    }
+    Ok(score)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn choice(json: &str) -> CompletionChoice {
+        let response: CompletionResponse = serde_json::from_str(json).unwrap();
+        response.choices.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn echoed_token_logprobs_are_read_by_position_with_greediness_from_the_top_alternatives() {
+        // Prompt [5, 6, 7, 8] with context [5, 6]: the continuation is positions 2 and 3; the
+        // fifth entry is the generated token, never part of the score.
+        let echoed = choice(
+            r#"{"choices": [{"index": 0, "text": "abcd!", "logprobs": {
+                "tokens": ["a", "b", "c", "d", "!"],
+                "token_logprobs": [null, -1.5, -0.25, -2.0, -0.1],
+                "top_logprobs": [null, {"b": -1.5}, {"c": -0.25}, {"x": -1.0, "d": -2.0}, {"!": -0.1}]
+            }}]}"#,
+        );
+        let score = echoed.echo_score(&[5, 6, 7, 8], 2).unwrap();
+        assert_eq!(score.logprob, -2.25);
+        assert_eq!(score.is_greedy, Some(false));
+        let score = echoed.echo_score(&[5, 6, 7], 2).unwrap();
+        assert_eq!(score.logprob, -0.25);
+        assert_eq!(score.is_greedy, Some(true));
+        // Too short an echo, a null inside the continuation, no context: errors, never zeros.
+        assert!(echoed.echo_score(&[5, 6, 7, 8, 9, 10], 2).is_err());
+        assert!(echoed.echo_score(&[5, 6], 0).is_err());
+        let hole = choice(r#"{"choices": [{"logprobs": {"token_logprobs": [null, null, -1.0]}}]}"#);
+        assert!(hole.echo_score(&[1, 2, 3], 1).is_err());
+        // No alternatives listed: greediness unknown.
+        assert_eq!(hole.echo_score(&[1, 2, 3], 2).unwrap().is_greedy, None);
+    }
+
+    #[test]
+    fn vllm_prompt_logprobs_are_read_by_token_id_and_rank() {
+        let vllm = choice(
+            r#"{"choices": [{"index": 0, "text": "", "logprobs": null,
+                "prompt_logprobs": [null,
+                    {"6": {"logprob": -3.0, "rank": 2, "decoded_token": " b"},
+                     "9": {"logprob": -0.5, "rank": 1, "decoded_token": " z"}},
+                    {"7": {"logprob": -0.75, "rank": 1, "decoded_token": " c"}}]}]}"#,
+        );
+        let score = vllm.echo_score(&[5, 6, 7], 1).unwrap();
+        assert_eq!(score.logprob, -3.75);
+        assert_eq!(score.is_greedy, Some(false));
+        let score = vllm.echo_score(&[5, 6, 7], 2).unwrap();
+        assert_eq!((score.logprob, score.is_greedy), (-0.75, Some(true)));
+        // A token the entry does not list is an error naming it.
+        let error = vllm.echo_score(&[5, 8, 7], 1).unwrap_err();
+        assert!(error.contains("token 8 at position 1"), "{error}");
+        // Bare numbers instead of Logprob objects: greedy when nothing listed beats it.
+        let bare = choice(r#"{"choices": [{"prompt_logprobs": [null, {"6": -0.5, "2": -1.5}]}]}"#);
+        assert_eq!(
+            bare.echo_score(&[5, 6], 1).unwrap(),
+            EchoScore {
+                logprob: -0.5,
+                is_greedy: Some(true)
+            }
+        );
+    }
+
+    #[test]
+    fn top_logprobs_as_lists_of_objects_are_read_too() {
+        let listed = choice(
+            r#"{"choices": [{"logprobs": {"token_logprobs": [null, -0.5],
+                "top_logprobs": [null, [{"token": "x", "logprob": -0.5}, {"token": "y", "logprob": -0.9}]]}}]}"#,
+        );
+        assert_eq!(
+            listed.echo_score(&[1, 2], 1).unwrap(),
+            EchoScore {
+                logprob: -0.5,
+                is_greedy: Some(true)
+            }
+        );
+    }
+
+    #[test]
+    fn one_prompt_is_sent_as_a_list_of_ids_several_as_a_list_of_lists() {
+        let one = serde_json::to_value(Prompt::of(vec![vec![1, 2]])).unwrap();
+        assert_eq!(one, serde_json::json!([1, 2]));
+        let many = serde_json::to_value(Prompt::of(vec![vec![1], vec![2, 3]])).unwrap();
+        assert_eq!(many, serde_json::json!([[1], [2, 3]]));
+    }
+}
