@@ -468,3 +468,40 @@ async fn submission_names_every_side_field_the_server_or_the_policy_refuses() {
     assert!(server.seen().is_empty());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn muscle_eval_runs_a_served_side_with_the_hosts_and_keys_of_its_environment() {
+    let server = FakeServer::start(Vec::new(), Act::Answer(Duration::ZERO)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let dataset = dir.path().join("rows.jsonl");
+    std::fs::write(&dataset, GEN_ROWS).unwrap();
+    let mut spec = generation_spec("unused", server.side(json!({})));
+    spec["dataset"] = json!({"path": dataset});
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let run = |hosts: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
+            .arg("eval")
+            .arg(&spec_path)
+            .env("MUSCLE_MODEL_DIR", model_dir())
+            .env("MUSCLE_DATA_DIR", dir.path().join("data"))
+            .env("MUSCLE_ENDPOINT_HOSTS", hosts)
+            .env(KEY_VAR, KEY)
+            .env_remove("DATABASE_URL")
+            .output()
+    };
+    let output = run(&server.address).await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["n"], 4);
+    assert_eq!(report["new"]["accuracy"], 0.75, "3 of 4 targets are \"4\"");
+    assert_eq!(report["provenance"]["new"]["server"], "fake-vllm/0");
+    assert!(!stderr.contains(KEY) && !report.to_string().contains(KEY));
+
+    // Not allowed where it runs: invalid input, exit code 2, naming the field.
+    let output = run("").await.unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("new.endpoint.url"), "{stderr}");
+}
