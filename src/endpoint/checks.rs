@@ -6,12 +6,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::Endpoints;
 use super::client::{Answer, EndpointClient, EndpointError};
-use super::wire::{CompletionRequest, CompletionResponse, ModelList, Prompt};
+use super::wire::{CompletionRequest, CompletionResponse, ModelList, Prompt, PromptInput};
 use crate::engine::Bos;
 use crate::engine::tokenize::TokenizerInfo;
 use crate::metrics::{EndpointProvenance, ListedModel};
 use crate::models::Resolver;
-use crate::spec::EndpointSpec;
+use crate::spec::{EndpointSpec, PromptFormat};
 use crate::validation::FieldError;
 
 /// Models named in an error when the server does not list the one asked for.
@@ -120,37 +120,53 @@ async fn echo_alignment(
     let mut aligned = 0;
     let mut misaligned = Vec::new();
     for probe in PROBES {
-        let Ok(prompt) = tokenizer.encode_with(probe, bos) else {
+        let Some(first) = probe_input(spec, tokenizer, probe, bos) else {
             continue;
         };
-        let generated = complete(client, spec, prompt.clone(), false, stop).await?;
-        let Some(choice) = generated.body.choices.first() else {
+        let generated = complete(client, spec, first.clone(), false, stop).await?;
+        let Some(text) = generated.body.choices.first().map(|c| c.text.clone()) else {
             continue;
         };
-        let Some(token) = single_token(tokenizer, &choice.text) else {
+        // The prompt followed by the server's own choice, and where that choice's entry is.
+        let (echoed, position) = match first {
+            PromptInput::Ids(mut ids) => {
+                let Some(token) = single_token(tokenizer, &text) else {
+                    continue;
+                };
+                let position = ids.len();
+                ids.push(token);
+                (PromptInput::Ids(ids), Position::Index(position))
+            }
+            PromptInput::Text(prompt) => {
+                if text.is_empty() {
+                    continue;
+                }
+                let position = Position::Offset(prompt.chars().count() as i64);
+                (PromptInput::Text(format!("{prompt}{text}")), position)
+            }
+        };
+        let scored = complete(client, spec, echoed, true, stop).await?;
+        let Some(logprobs) = scored.body.choices.first().and_then(|c| c.logprobs.clone()) else {
             continue;
         };
-        let mut echoed = prompt.clone();
-        echoed.push(token);
-        let scored = complete(client, spec, echoed.clone(), true, stop).await?;
-        let Some(choice) = scored.body.choices.first() else {
-            continue;
+        let index = match position {
+            Position::Index(index) => Some(index),
+            Position::Offset(offset) => logprobs
+                .text_offset
+                .as_ref()
+                .and_then(|offsets| offsets.iter().position(|&o| o == offset)),
         };
-        let position = prompt.len();
-        let Some(logprobs) = &choice.logprobs else {
-            continue;
-        };
-        let value = logprobs.token_logprobs.get(position).copied().flatten();
+        let Some(index) = index else { continue };
+        let value = logprobs.token_logprobs.get(index).copied().flatten();
         let best = logprobs
             .top_logprobs
             .as_ref()
-            .and_then(|top| top.get(position)?.as_ref()?.best());
+            .and_then(|top| top.get(index)?.as_ref()?.best());
         match (value, best) {
             (Some(value), Some(best)) if value >= best - TOP_TOLERANCE => aligned += 1,
             (Some(value), Some(best)) => misaligned.push(format!(
-                "after {probe:?} it chose {:?}, and scored back it gives that token {value:.3} \
-                 where its best alternative has {best:.3}",
-                choice_text(tokenizer, token)
+                "after {probe:?} it chose {text:?}, and scored back it gives that choice \
+                 {value:.3} where its best alternative has {best:.3}"
             )),
             _ => {}
         }
@@ -164,8 +180,25 @@ async fn echo_alignment(
     })
 }
 
-fn choice_text(tokenizer: &TokenizerInfo, token: u32) -> String {
-    tokenizer.decode(&[token]).unwrap_or_default()
+/// Where the server's choice is in the echo of the prompt followed by it.
+enum Position {
+    /// Token ids sent: its index.
+    Index(usize),
+    /// Text sent: its entry's `text_offset`.
+    Offset(i64),
+}
+
+/// A probe prompt as the side sends prompts.
+fn probe_input(
+    spec: &EndpointSpec,
+    tokenizer: &TokenizerInfo,
+    probe: &str,
+    bos: Bos,
+) -> Option<PromptInput> {
+    match spec.prompt_format {
+        PromptFormat::TokenIds => tokenizer.encode_with(probe, bos).ok().map(PromptInput::Ids),
+        PromptFormat::Text => Some(PromptInput::Text(probe.to_string())),
+    }
 }
 
 /// The one token whose text is `text`, if it is one.
@@ -180,7 +213,7 @@ fn single_token(tokenizer: &TokenizerInfo, text: &str) -> Option<u32> {
 async fn complete(
     client: &EndpointClient,
     spec: &EndpointSpec,
-    prompt: Vec<u32>,
+    prompt: PromptInput,
     echo: bool,
     stop: &CancellationToken,
 ) -> Result<Answer<CompletionResponse>, EndpointError> {
@@ -193,6 +226,7 @@ async fn complete(
         logprobs: Some(1),
         stop: &[],
         no_repeat_ngram_size: None,
+        extra: &spec.extra_body,
     };
     client.post("completions", &request, stop).await
 }
@@ -245,12 +279,17 @@ pub async fn provenance(
             return provenance;
         }
     }
-    let first = endpoints
-        .tokenizer(resolver, spec)
-        .ok()
-        .and_then(|t| t.info.bos.or(t.info.eos.first().copied()))
-        .unwrap_or(0);
-    match complete(&client, spec, vec![first], false, &stop).await {
+    let first = match spec.prompt_format {
+        PromptFormat::Text => PromptInput::Text(PROBES[0].to_string()),
+        PromptFormat::TokenIds => PromptInput::Ids(vec![
+            endpoints
+                .tokenizer(resolver, spec)
+                .ok()
+                .and_then(|t| t.info.bos.or(t.info.eos.first().copied()))
+                .unwrap_or(0),
+        ]),
+    };
+    match complete(&client, spec, first, false, &stop).await {
         Ok(answer) => {
             provenance.system_fingerprint = answer.body.system_fingerprint;
             if provenance.server.is_none() {

@@ -112,6 +112,8 @@ mod tests {
             prompts_per_request: 1,
             timeout_seconds: 10,
             max_retries: 1,
+            prompt_format: Default::default(),
+            extra_body: Default::default(),
         }
     }
 

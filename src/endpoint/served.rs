@@ -10,10 +10,11 @@ use tokio_util::sync::CancellationToken;
 use super::Tokenizer;
 use super::client::{EndpointClient, EndpointError};
 use super::wire::{
-    ChatMessage, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Prompt, Usage,
+    ChatMessage, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Prompt,
+    PromptInput, Usage,
 };
 use crate::engine::{Bos, McItem, McResult};
-use crate::spec::{EndpointApi, EndpointSpec};
+use crate::spec::{EndpointApi, EndpointSpec, PromptFormat};
 
 /// The context length assumed when neither the server nor the tokenizer folder gives one
 /// (lm-evaluation-harness's default for API models).
@@ -41,10 +42,20 @@ pub struct Scored<T> {
     pub tokens: u64,
 }
 
-/// One echo request's prompt: context + continuation ids, and where the continuation starts.
+/// One echo request's prompt, and where its continuation starts.
 struct EchoPrompt {
-    ids: Vec<u32>,
-    context_len: usize,
+    input: PromptInput,
+    read: ReadAt,
+}
+
+enum ReadAt {
+    /// Token ids sent: the continuation is `ids[context_len..]`.
+    Token { ids: Vec<u32>, context_len: usize },
+    /// Text sent: the continuation is the text from character `boundary` to `prompt_chars`.
+    Char {
+        prompt_chars: usize,
+        boundary: usize,
+    },
 }
 
 impl ServedModel {
@@ -82,12 +93,30 @@ impl ServedModel {
         for item in items {
             let delimiter = item.delimiter.as_deref().unwrap_or(" ");
             for choice in &item.choices {
-                let (context, continuation) = self
-                    .tokenizer
-                    .info
-                    .encode_pair(&item.prompt, &format!("{delimiter}{choice}"), bos)
-                    .map_err(Self::tokenize_error)?;
-                prompts.push(self.fit_echo(context, continuation));
+                let continuation = format!("{delimiter}{choice}");
+                prompts.push(match self.spec.prompt_format {
+                    PromptFormat::TokenIds => {
+                        let (context, continuation) = self
+                            .tokenizer
+                            .info
+                            .encode_pair(&item.prompt, &continuation, bos)
+                            .map_err(Self::tokenize_error)?;
+                        self.fit_echo(context, continuation)
+                    }
+                    PromptFormat::Text => {
+                        // As the harness's pair encoding: the context's trailing whitespace
+                        // belongs to the continuation.
+                        let boundary = item.prompt.trim_end().chars().count();
+                        let text = format!("{}{continuation}", item.prompt);
+                        EchoPrompt {
+                            read: ReadAt::Char {
+                                prompt_chars: text.chars().count(),
+                                boundary,
+                            },
+                            input: PromptInput::Text(text),
+                        }
+                    }
+                });
             }
         }
         let per_request = self.spec.prompts_per_request as usize;
@@ -133,7 +162,10 @@ impl ServedModel {
             ids.drain(..ids.len() - room);
         }
         let context_len = ids.len().saturating_sub(n_cont).max(1);
-        EchoPrompt { ids, context_len }
+        EchoPrompt {
+            input: PromptInput::Ids(ids.clone()),
+            read: ReadAt::Token { ids, context_len },
+        }
     }
 
     async fn score_echo(
@@ -143,13 +175,14 @@ impl ServedModel {
     ) -> Result<(Vec<super::wire::EchoScore>, u64), EndpointError> {
         let request = CompletionRequest {
             model: &self.spec.model,
-            prompt: Prompt::of(group.iter().map(|p| p.ids.clone()).collect()),
+            prompt: Prompt::of(group.iter().map(|p| p.input.clone()).collect()),
             max_tokens: 1,
             temperature: 0.0,
             echo: true,
             logprobs: Some(1),
             stop: &[],
             no_repeat_ngram_size: None,
+            extra: &self.spec.extra_body,
         };
         let answer = self
             .client
@@ -168,12 +201,23 @@ impl ServedModel {
             .iter()
             .zip(group)
             .map(|(choice, prompt)| {
-                choice
-                    .echo_score(&prompt.ids, prompt.context_len)
-                    .map_err(|why| EndpointError::Refused(format!("POST /completions: {why}")))
+                match &prompt.read {
+                    ReadAt::Token { ids, context_len } => choice.echo_score(ids, *context_len),
+                    ReadAt::Char {
+                        prompt_chars,
+                        boundary,
+                    } => choice.echo_score_text(*prompt_chars, *boundary),
+                }
+                .map_err(|why| EndpointError::Refused(format!("POST /completions: {why}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let sent: usize = group.iter().map(|p| p.ids.len() + 1).sum();
+        let sent: usize = group
+            .iter()
+            .map(|p| match &p.read {
+                ReadAt::Token { ids, .. } => ids.len() + 1,
+                ReadAt::Char { prompt_chars, .. } => *prompt_chars,
+            })
+            .sum();
         Ok((scores, used_tokens(answer.body.usage.as_ref(), sent)))
     }
 
@@ -195,27 +239,12 @@ impl ServedModel {
             .collect();
         let answers: Vec<(Vec<String>, u64)> = match self.spec.api {
             EndpointApi::Completions => {
-                let keep = self.context.saturating_sub(max_new_tokens as usize).max(1);
-                let ids = prompts
+                let inputs = prompts
                     .iter()
-                    .map(|prompt| {
-                        let mut ids = self
-                            .tokenizer
-                            .info
-                            .encode_prompt(prompt, bos)
-                            .map_err(Self::tokenize_error)?;
-                        if ids.len() > keep {
-                            ids.drain(..ids.len() - keep);
-                        }
-                        if ids.is_empty() {
-                            let info = &self.tokenizer.info;
-                            ids.push(info.bos.or(info.eos.first().copied()).unwrap_or(0));
-                        }
-                        Ok(ids)
-                    })
+                    .map(|prompt| self.generation_input(prompt, max_new_tokens, bos))
                     .collect::<Result<Vec<_>, EndpointError>>()?;
                 let per_request = self.spec.prompts_per_request as usize;
-                let requests: Vec<_> = ids
+                let requests: Vec<_> = inputs
                     .chunks(per_request)
                     .map(|group| {
                         self.complete(
@@ -254,16 +283,47 @@ impl ServedModel {
         Ok(Scored { results, tokens })
     }
 
+    /// A generation prompt as this side sends it: token ids with room for the answer (the
+    /// oldest tokens dropped, as the engine does), or the text.
+    fn generation_input(
+        &self,
+        prompt: &str,
+        max_new_tokens: u32,
+        bos: Bos,
+    ) -> Result<PromptInput, EndpointError> {
+        if self.spec.prompt_format == PromptFormat::Text {
+            return Ok(PromptInput::Text(prompt.to_string()));
+        }
+        let keep = self.context.saturating_sub(max_new_tokens as usize).max(1);
+        let info = &self.tokenizer.info;
+        let mut ids = info
+            .encode_prompt(prompt, bos)
+            .map_err(Self::tokenize_error)?;
+        if ids.len() > keep {
+            ids.drain(..ids.len() - keep);
+        }
+        if ids.is_empty() {
+            ids.push(info.bos.or(info.eos.first().copied()).unwrap_or(0));
+        }
+        Ok(PromptInput::Ids(ids))
+    }
+
     async fn complete(
         &self,
-        group: Vec<Vec<u32>>,
+        group: Vec<PromptInput>,
         max_new_tokens: u32,
         stop_strings: &[String],
         no_repeat_ngram_size: u32,
         stop: &CancellationToken,
     ) -> Result<(Vec<String>, u64), EndpointError> {
         let n = group.len();
-        let sent: usize = group.iter().map(Vec::len).sum();
+        let sent: usize = group
+            .iter()
+            .map(|input| match input {
+                PromptInput::Ids(ids) => ids.len(),
+                PromptInput::Text(text) => text.chars().count(),
+            })
+            .sum();
         let request = CompletionRequest {
             model: &self.spec.model,
             prompt: Prompt::of(group),
@@ -273,6 +333,7 @@ impl ServedModel {
             logprobs: None,
             stop: stop_strings,
             no_repeat_ngram_size: (no_repeat_ngram_size > 0).then_some(no_repeat_ngram_size),
+            extra: &self.spec.extra_body,
         };
         let answer = self
             .client
@@ -306,6 +367,7 @@ impl ServedModel {
             max_tokens: max_new_tokens,
             temperature: 0.0,
             stop: stop_strings,
+            extra: &self.spec.extra_body,
         };
         let answer = self
             .client

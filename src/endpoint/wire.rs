@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 /// POST {url}/completions.
 #[derive(Debug, Clone, Serialize)]
@@ -29,20 +30,34 @@ pub struct CompletionRequest<'a> {
     /// that do not know it ignore it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub no_repeat_ngram_size: Option<u32>,
+    /// The side's `extra_body` (checked at submission not to name any field above).
+    #[serde(flatten)]
+    pub extra: &'a BTreeMap<String, Value>,
 }
 
+/// What a prompt is sent as.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum PromptInput {
+    /// Token ids the worker tokenised (vLLM, SGLang).
+    Ids(Vec<u32>),
+    /// Text the server tokenises (servers that refuse ids, such as llama-cpp-python's).
+    Text(String),
+}
+
+/// One prompt, or a list of prompts.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Prompt {
-    One(Vec<u32>),
-    Many(Vec<Vec<u32>>),
+    One(PromptInput),
+    Many(Vec<PromptInput>),
 }
 
 impl Prompt {
-    /// One prompt as itself, several as a list.
-    pub fn of(mut prompts: Vec<Vec<u32>>) -> Self {
+    /// One prompt as itself (a list of one would be a batch to some servers), several as a list.
+    pub fn of(mut prompts: Vec<PromptInput>) -> Self {
         if prompts.len() == 1 {
-            Self::One(prompts.pop().unwrap_or_default())
+            Self::One(prompts.pop().expect("one prompt"))
         } else {
             Self::Many(prompts)
         }
@@ -58,6 +73,8 @@ pub struct ChatRequest<'a> {
     pub temperature: f64,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub stop: &'a [String],
+    #[serde(flatten)]
+    pub extra: &'a BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +116,9 @@ pub struct LogProbs {
     pub top_logprobs: Option<Vec<Option<TopLogprobs>>>,
     #[serde(default)]
     pub tokens: Option<Vec<String>>,
+    /// Where each echoed token starts in the prompt text, in characters (-1 where unknown).
+    #[serde(default)]
+    pub text_offset: Option<Vec<i64>>,
 }
 
 /// The alternatives at one position: `{token: logprob}` (the legacy completions format), or a
@@ -240,6 +260,70 @@ impl CompletionChoice {
     }
 }
 
+impl CompletionChoice {
+    /// The continuation of a prompt sent as text: the echoed tokens that start at or after
+    /// character `boundary` and before `prompt_chars` (a token that straddles the boundary
+    /// belongs to the continuation: it holds some of its text), found by `text_offset`. Servers
+    /// that tokenise themselves may or may not list BOS and may generate more than one token
+    /// after the prompt; the offsets say which entry is which whatever they do.
+    pub fn echo_score_text(
+        &self,
+        prompt_chars: usize,
+        boundary: usize,
+    ) -> Result<EchoScore, String> {
+        let logprobs = self
+            .logprobs
+            .as_ref()
+            .ok_or("the answer carries no logprobs (was echo with logprobs refused?)")?;
+        let offsets = logprobs
+            .text_offset
+            .as_ref()
+            .filter(|o| o.iter().any(|&x| x > 0))
+            .ok_or(
+                "the answer gives no text offsets, which a prompt sent as text needs: send \
+                 token ids (prompt_format \"token_ids\") to this server",
+            )?;
+        let entries: Vec<usize> = (0..offsets.len())
+            .filter(|&i| {
+                let start = offsets[i];
+                let end = offsets.get(i + 1).copied().unwrap_or(i64::MAX);
+                start >= 0 && (start as usize) < prompt_chars && end > boundary as i64
+            })
+            .collect();
+        if entries.is_empty() {
+            return Err(format!(
+                "no echoed token lies between characters {boundary} and {prompt_chars}"
+            ));
+        }
+        let mut score = EchoScore {
+            logprob: 0.0,
+            is_greedy: logprobs.top_logprobs.as_ref().map(|_| true),
+        };
+        for i in entries {
+            let value = logprobs
+                .token_logprobs
+                .get(i)
+                .copied()
+                .flatten()
+                .ok_or_else(|| {
+                    format!(
+                        "no log-probability for the token at character {}",
+                        offsets[i]
+                    )
+                })?;
+            score.logprob += value;
+            let best = logprobs
+                .top_logprobs
+                .as_ref()
+                .and_then(|top| top.get(i)?.as_ref()?.best());
+            if best.is_some_and(|best| value < best) {
+                score.is_greedy = Some(false);
+            }
+        }
+        Ok(score)
+    }
+}
+
 fn by_token_id(
     prompt: &[Option<BTreeMap<String, PromptLogprob>>],
     ids: &[u32],
@@ -366,10 +450,60 @@ mod tests {
     }
 
     #[test]
-    fn one_prompt_is_sent_as_a_list_of_ids_several_as_a_list_of_lists() {
-        let one = serde_json::to_value(Prompt::of(vec![vec![1, 2]])).unwrap();
+    fn one_prompt_is_sent_as_itself_several_as_a_list() {
+        let ids = |v: &[u32]| PromptInput::Ids(v.to_vec());
+        let one = serde_json::to_value(Prompt::of(vec![ids(&[1, 2])])).unwrap();
         assert_eq!(one, serde_json::json!([1, 2]));
-        let many = serde_json::to_value(Prompt::of(vec![vec![1], vec![2, 3]])).unwrap();
+        let many = serde_json::to_value(Prompt::of(vec![ids(&[1]), ids(&[2, 3])])).unwrap();
         assert_eq!(many, serde_json::json!([[1], [2, 3]]));
+        let text = serde_json::to_value(Prompt::of(vec![PromptInput::Text("Hi".into())])).unwrap();
+        assert_eq!(text, serde_json::json!("Hi"));
+    }
+
+    /// The answers of real servers (llama-cpp-python, the vLLM wire-format stand-in) and the
+    /// documented formats of SGLang and OpenAI, in tests/fixtures/endpoint/responses, each with
+    /// the continuation log-probability a correct client reads from it.
+    #[test]
+    fn every_recorded_server_answer_gives_the_continuation_its_index_names() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/endpoint");
+        let read = |path: std::path::PathBuf| -> Value {
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+        };
+        let reference = read(dir.join("reference.json"));
+        let context = reference["example"]["context"].as_str().unwrap();
+        let index = read(dir.join("responses/index.json"));
+        let mut checked = 0;
+        for entry in index.as_array().unwrap() {
+            let file = entry["file"].as_str().unwrap();
+            let Some(expected) = entry["continuation_logprob"].as_f64() else {
+                continue;
+            };
+            let response: CompletionResponse =
+                serde_json::from_value(read(dir.join("responses").join(file))).unwrap();
+            let choice = &response.choices[0];
+            let score = match entry["request"]["prompt"].as_str() {
+                // Sent as text: found by the tokens' text offsets.
+                Some(prompt) => {
+                    assert!(prompt.starts_with(context), "{file}");
+                    choice.echo_score_text(prompt.chars().count(), context.chars().count())
+                }
+                None => {
+                    let ids: Vec<u32> =
+                        serde_json::from_value(entry["prompt_token_ids"].clone()).unwrap();
+                    let context_len = entry["context_length"].as_u64().unwrap() as usize;
+                    choice.echo_score(&ids, context_len)
+                }
+            }
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+            assert!(
+                (score.logprob - expected).abs() < 1e-9,
+                "{file}: {} against {expected}",
+                score.logprob
+            );
+            checked += 1;
+        }
+        // llama-cpp-python twice (one answer running past max_tokens), the stand-in twice
+        // (echo and prompt_logprobs), SGLang and OpenAI.
+        assert_eq!(checked, 6);
     }
 }

@@ -1,7 +1,10 @@
 //! A side served by an OpenAI-compatible inference server (vLLM, SGLang, llama.cpp's server):
 //! what a spec says of it, and the checks that need neither the server nor the policy.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use url::Url;
 use utoipa::ToSchema;
 
@@ -44,10 +47,16 @@ pub struct EndpointSpec {
     /// process.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
-    /// `completions` (token-id prompts, every task) or `chat` (one user message to
-    /// `/chat/completions`; generation only: chat answers carry no prompt log-probabilities).
+    /// `completions` (every task) or `chat` (one user message to `/chat/completions`;
+    /// generation only: chat answers carry no prompt log-probabilities).
     #[serde(default)]
     pub api: EndpointApi,
+    /// How `/completions` prompts are sent: `token_ids` (default; tokenised by the worker with
+    /// `tokenizer`, BOS as `options.add_bos` says), or `text` for servers that refuse ids
+    /// (llama-cpp-python's): the server tokenises and adds its own BOS, and a multiple-choice
+    /// continuation is found in the echo by its tokens' `text_offset`.
+    #[serde(default)]
+    pub prompt_format: PromptFormat,
     /// Prompts sent in one `/completions` request (the OpenAI API takes a list; llama.cpp's
     /// server takes one at a time).
     #[serde(default = "default_prompts_per_request")]
@@ -59,7 +68,34 @@ pub struct EndpointSpec {
     /// fails with the server's last error (the shard itself then retries as any shard does).
     #[serde(default = "default_max_retries")]
     pub max_retries: u32,
+    /// More fields for every request body, as the server documents them (vLLM's
+    /// `"skip_special_tokens"`, llama.cpp's `"repeat_penalty": 1.0`); none may be a field
+    /// muscle sets itself.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schema(value_type = BTreeMap<String, serde_json::Value>)]
+    pub extra_body: BTreeMap<String, Value>,
 }
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptFormat {
+    #[default]
+    TokenIds,
+    Text,
+}
+
+/// Request fields muscle sets, which `extra_body` may not name.
+const SET_BY_MUSCLE: [&str; 9] = [
+    "model",
+    "prompt",
+    "messages",
+    "max_tokens",
+    "temperature",
+    "echo",
+    "logprobs",
+    "stop",
+    "no_repeat_ngram_size",
+];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +180,17 @@ impl EndpointSpec {
         }
         if self.max_retries > 20 {
             errors.add(at("max_retries"), "must be at most 20");
+        }
+        for key in self.extra_body.keys() {
+            if SET_BY_MUSCLE.contains(&key.as_str()) || key == "n" || key == "stream" {
+                errors.add(
+                    format!("{field}.endpoint.extra_body.{key}"),
+                    "is set by muscle itself (or would change how answers are read)",
+                );
+            }
+        }
+        if self.extra_body.len() > 32 {
+            errors.add(at("extra_body"), "at most 32 fields");
         }
     }
 }

@@ -14,6 +14,7 @@ mod database_down;
 mod datasets;
 mod deploy;
 mod endpoint_client;
+mod endpoint_servers;
 mod evaluations;
 mod exports;
 mod full_disk;
