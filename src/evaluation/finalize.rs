@@ -125,3 +125,35 @@ pub async fn finalize(
         result: None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_served_side_with_another_tokenizer_is_warned_of_as_a_folder_is() {
+        let root = tempfile::tempdir().unwrap();
+        for (name, text) in [
+            ("a", "{\"v\": 1}"),
+            ("b", "{\"v\": 2}"),
+            ("c", "{\"v\": 1}"),
+        ] {
+            std::fs::create_dir_all(root.path().join(name)).unwrap();
+            std::fs::write(root.path().join(name).join("tokenizer.json"), text).unwrap();
+        }
+        let resolver = Resolver::server(root.path());
+        let spec = |tokenizer: &str| -> EvaluationSpec {
+            serde_json::from_value(serde_json::json!({
+                "old": {"model": "a"},
+                "new": {"endpoint": {"url": "http://h:1/v1", "model": "m", "tokenizer": tokenizer}},
+                "dataset": "d",
+                "task": {"type": "multiple_choice"},
+            }))
+            .unwrap()
+        };
+        let warned = pair_warnings(&resolver, &spec("b"));
+        assert_eq!(warned.len(), 1);
+        assert!(warned[0].contains("tokenizers differ"), "{warned:?}");
+        assert!(pair_warnings(&resolver, &spec("c")).is_empty());
+    }
+}

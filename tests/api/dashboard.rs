@@ -14,6 +14,7 @@ use muscle::store::{InstanceFilter, PageRequest};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+use super::fake_endpoint::{Act, FakeServer};
 use super::helpers::*;
 
 const TOKEN: &str = "dashboard-test-token";
@@ -45,10 +46,11 @@ fn node_modules() -> Result<(), String> {
         .ok_or_else(|| format!("npm ci in tests/ui failed: {status}"))
 }
 
-fn options(workers: usize, models: &Path) -> Options {
+fn options(workers: usize, models: &Path, served: &FakeServer) -> Options {
     Options {
         workers,
         model_dir: models.to_path_buf(),
+        endpoints: served.endpoints(),
         http: HttpOptions {
             api_token: Some(TOKEN.into()),
             max_body_bytes: 1 << 20,
@@ -139,8 +141,10 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         );
     }
 
+    // The generation evaluation's new side is served (its provenance is shown).
+    let served = FakeServer::start(Vec::new(), Act::Answer(Duration::ZERO)).await;
     // A server with a worker: the finished evaluations and the training.
-    let app = TestApp::spawn(sqlite_at(&db_path), options(1, &models)).await;
+    let app = TestApp::spawn(sqlite_at(&db_path), options(1, &models, &served)).await;
     let rows: String = std::fs::read_to_string(repo().join("examples/model-update/test.jsonl"))
         .unwrap()
         .lines()
@@ -187,7 +191,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         &json!({
             "name": "tiny generation",
             "old": {"model": "tiny/llama"},
-            "new": {"model": "tiny/llama", "adapter": "tiny/llama-lora"},
+            "new": served.side(json!({"tokenizer": "tiny/llama"})),
             "dataset": generation_data,
             "task": {"type": "generation", "max_new_tokens": 8, "metric": "rougeL"},
         }),
@@ -239,7 +243,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
 
     // The same database behind a server without workers: the running evaluation's only worker
     // is this test, on "another host", writing real instance rows through the store.
-    let app = TestApp::spawn(sqlite_at(&db_path), options(0, &models)).await;
+    let app = TestApp::spawn(sqlite_at(&db_path), options(0, &models, &served)).await;
     let running = post_json(
         &app,
         "/v1/evaluations",

@@ -1,198 +1,15 @@
-//! Endpoint sides against a small HTTP server this test starts, which misbehaves as remote
-//! servers do: 429 with Retry-After, 500s, hanging requests. What is checked is the client's
+//! Endpoint sides against a small HTTP server this test starts (fake_endpoint.rs), which
+//! misbehaves as remote servers do: 429 with Retry-After, 500s, hanging requests. What is checked is the client's
 //! manners: retries and backoff, timeouts, requests in flight, batching, cancellation, the key
 //! sent and never shown, and the checks at submission. The numbers a real server gives are
 //! checked in `endpoint_servers.rs`.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use muscle::endpoint::{EndpointPolicy, Endpoints};
 use serde_json::{Value, json};
 
+use crate::fake_endpoint::*;
 use crate::helpers::*;
-
-const KEY: &str = "sk-test-secret-7f3a";
-const KEY_VAR: &str = "MUSCLE_ENDPOINT_KEY_TEST";
-
-/// What the server does with the next POST /v1/completions.
-#[derive(Debug, Clone, Copy)]
-enum Act {
-    /// A status with a body naming the key and the server's address (which must not leak).
-    Status(u16, Option<u64>),
-    /// Never answers.
-    Hang,
-    /// Answers "4" to every prompt, after a pause.
-    Answer(Duration),
-}
-
-#[derive(Debug, Clone)]
-struct Seen {
-    at: Instant,
-    authorization: Option<String>,
-    body: Value,
-}
-
-#[derive(Default)]
-struct Script {
-    acts: Mutex<VecDeque<Act>>,
-    /// What to do once `acts` is spent.
-    then: Mutex<Option<Act>>,
-    seen: Mutex<Vec<Seen>>,
-    in_flight: Mutex<(usize, usize)>,
-    address: Mutex<String>,
-}
-
-struct FakeServer {
-    script: Arc<Script>,
-    address: String,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for FakeServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl FakeServer {
-    async fn start(acts: Vec<Act>, then: Act) -> Self {
-        let script = Arc::new(Script::default());
-        *script.acts.lock().unwrap() = acts.into();
-        *script.then.lock().unwrap() = Some(then);
-        let router = axum::Router::new()
-            .route("/v1/models", get(models))
-            .route("/v1/completions", post(completions))
-            .with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
-        *script.address.lock().unwrap() = address.clone();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, router).await.unwrap();
-        });
-        Self {
-            script,
-            address,
-            task,
-        }
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.script.seen.lock().unwrap().clone()
-    }
-
-    fn most_in_flight(&self) -> usize {
-        self.script.in_flight.lock().unwrap().1
-    }
-
-    /// An app whose policy allows this server, with the test key set.
-    fn options(&self) -> Options {
-        Options {
-            endpoints: Arc::new(Endpoints::new(
-                EndpointPolicy::new(
-                    std::slice::from_ref(&self.address),
-                    [(KEY_VAR.to_string(), KEY.to_string())],
-                )
-                .unwrap(),
-            )),
-            ..Options::default()
-        }
-    }
-
-    fn side(&self, extra: Value) -> Value {
-        let mut endpoint = json!({
-            "url": format!("http://{}/v1", self.address),
-            "model": "served-model",
-            "tokenizer": "models/llama-gqa",
-            "api_key_env": KEY_VAR,
-        });
-        for (key, value) in extra.as_object().unwrap() {
-            endpoint[key] = value.clone();
-        }
-        json!({ "endpoint": endpoint })
-    }
-}
-
-async fn models() -> Json<Value> {
-    Json(json!({"object": "list", "data": [
-        {"id": "served-model", "object": "model", "owned_by": "test", "max_model_len": 256},
-        {"id": "other-model", "object": "model"},
-    ]}))
-}
-
-async fn completions(
-    State(script): State<Arc<Script>>,
-    headers: HeaderMap,
-    Json(body): Json<Value>,
-) -> Response {
-    script.seen.lock().unwrap().push(Seen {
-        at: Instant::now(),
-        authorization: headers
-            .get("authorization")
-            .map(|v| v.to_str().unwrap().to_string()),
-        body: body.clone(),
-    });
-    let act = script
-        .acts
-        .lock()
-        .unwrap()
-        .pop_front()
-        .or(*script.then.lock().unwrap())
-        .unwrap();
-    match act {
-        Act::Status(code, retry_after) => {
-            let address = script.address.lock().unwrap().clone();
-            let mut response = (
-                StatusCode::from_u16(code).unwrap(),
-                format!("overloaded: key {KEY} at http://{address}/v1"),
-            )
-                .into_response();
-            if let Some(seconds) = retry_after {
-                response
-                    .headers_mut()
-                    .insert("retry-after", seconds.to_string().parse().unwrap());
-            }
-            response
-        }
-        Act::Hang => {
-            tokio::time::sleep(Duration::from_secs(3600)).await;
-            StatusCode::OK.into_response()
-        }
-        Act::Answer(pause) => {
-            {
-                let mut flight = script.in_flight.lock().unwrap();
-                flight.0 += 1;
-                flight.1 = flight.1.max(flight.0);
-            }
-            tokio::time::sleep(pause).await;
-            script.in_flight.lock().unwrap().0 -= 1;
-            let prompts = match &body["prompt"] {
-                Value::Array(items) if items.first().is_some_and(Value::is_array) => items.len(),
-                _ => 1,
-            };
-            let choices: Vec<Value> = (0..prompts)
-                .map(|index| json!({"index": index, "text": "4", "finish_reason": "stop"}))
-                .collect();
-            let mut response = Json(json!({
-                "object": "text_completion",
-                "model": "served-model",
-                "system_fingerprint": "fp-test",
-                "choices": choices,
-            }))
-            .into_response();
-            response
-                .headers_mut()
-                .insert("server", "fake-vllm/0".parse().unwrap());
-            response
-        }
-    }
-}
 
 const GEN_ROWS: &str = concat!(
     r#"{"id": "g1", "prompt": "2 + 2 =", "target": "4"}"#,
@@ -504,4 +321,25 @@ async fn muscle_eval_runs_a_served_side_with_the_hosts_and_keys_of_its_environme
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("new.endpoint.url"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_served_old_side_is_asked_twice_for_the_noise_floor() {
+    let server = FakeServer::start(Vec::new(), Act::Answer(Duration::ZERO)).await;
+    let app = TestApp::spawn(sqlite_db().await, server.options()).await;
+    let dataset = app.upload_ok(GEN_ROWS).await;
+    let mut spec = generation_spec(&dataset, json!({"model": "models/llama-gqa"}));
+    spec["old"] = server.side(json!({}));
+    spec["options"]["noise_floor"] = json!(true);
+    let location = app.submit_evaluation(&spec).await;
+    let done = app.wait_finished(&location).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let asked = server
+        .seen()
+        .iter()
+        .filter(|s| s.body["max_tokens"] == 4)
+        .count();
+    assert_eq!(asked, 8, "each of 4 rows twice");
+    assert_eq!(done["report"]["noise_floor"]["self_flip_rate"], 0.0);
+    app.stop().await;
 }

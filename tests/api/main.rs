@@ -2,6 +2,7 @@
 //! Postgres when MUSCLE_TEST_DATABASE_URL is set), with the real engine on the committed fixture
 //! models; the `muscle` commands; trainings through the queue; the shipped model update.
 
+mod fake_endpoint;
 mod helpers;
 
 mod auth_and_cors;

@@ -202,6 +202,11 @@ try {
     check(shown[k].old === (i.old.output ?? "") && shown[k].new === (i.new.output ?? ""), `generation ${i.id}: both outputs shown whole`);
     check((shown[k].marked > 0) === ((i.old.output ?? "") !== (i.new.output ?? "")), `generation ${i.id}: differences marked only where the outputs differ`);
   });
+  const served = g.report.provenance.new;
+  const provenance = await text("#provenance-new");
+  check(served.kind === "endpoint" && provenance.includes(`server: ${served.server}`) && provenance.includes(`system_fingerprint: ${served.system_fingerprint}`),
+    `generation: the served side's provenance shown (${provenance})`);
+  check((await text(".kv")).includes(`${g.spec.new.endpoint.model} served at ${g.spec.new.endpoint.url}`), "generation: the served side named in the header");
   await shot("generation", true);
 
   // The running evaluation updates itself.
