@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::Tokenizer;
 use super::client::{EndpointClient, EndpointError};
 use super::wire::{
-    ChatMessage, ChatRequest, ChatResponse, CompletionRequest, CompletionResponse, Prompt,
-    PromptInput, Usage,
+    ChatMessage, ChatRequest, ChatResponse, CompletionChoice, CompletionRequest,
+    CompletionResponse, Prompt, PromptInput, Usage,
 };
 use crate::engine::{Bos, McItem, McResult};
 use crate::spec::{EndpointApi, EndpointSpec, PromptFormat};
@@ -184,19 +184,7 @@ impl ServedModel {
             no_repeat_ngram_size: None,
             extra: &self.spec.extra_body,
         };
-        let answer = self
-            .client
-            .post::<_, CompletionResponse>("completions", &request, stop)
-            .await?;
-        let mut choices = answer.body.choices;
-        if choices.len() != group.len() {
-            return Err(EndpointError::Refused(format!(
-                "POST /completions answered {} choices for {} prompts",
-                choices.len(),
-                group.len()
-            )));
-        }
-        choices.sort_by_key(|c| c.index);
+        let (choices, usage) = self.completions(&request, group.len(), stop).await?;
         let scores = choices
             .iter()
             .zip(group)
@@ -218,7 +206,29 @@ impl ServedModel {
                 ReadAt::Char { prompt_chars, .. } => *prompt_chars,
             })
             .sum();
-        Ok((scores, used_tokens(answer.body.usage.as_ref(), sent)))
+        Ok((scores, used_tokens(usage.as_ref(), sent)))
+    }
+
+    /// POST /completions for `prompts` prompts: one choice each, in prompt order.
+    async fn completions(
+        &self,
+        request: &CompletionRequest<'_>,
+        prompts: usize,
+        stop: &CancellationToken,
+    ) -> Result<(Vec<CompletionChoice>, Option<Usage>), EndpointError> {
+        let answer = self
+            .client
+            .post::<_, CompletionResponse>("completions", request, stop)
+            .await?;
+        let mut choices = answer.body.choices;
+        if choices.len() != prompts {
+            return Err(EndpointError::Refused(format!(
+                "POST /completions answered {} choices for {prompts} prompts",
+                choices.len()
+            )));
+        }
+        choices.sort_by_key(|c| c.index);
+        Ok((choices, answer.body.usage))
     }
 
     /// Greedy answers to `prompts`, at most `max_new_tokens` each, cut before the first of
@@ -335,19 +345,8 @@ impl ServedModel {
             no_repeat_ngram_size: (no_repeat_ngram_size > 0).then_some(no_repeat_ngram_size),
             extra: &self.spec.extra_body,
         };
-        let answer = self
-            .client
-            .post::<_, CompletionResponse>("completions", &request, stop)
-            .await?;
-        let mut choices = answer.body.choices;
-        if choices.len() != n {
-            return Err(EndpointError::Refused(format!(
-                "POST /completions answered {} choices for {n} prompts",
-                choices.len()
-            )));
-        }
-        choices.sort_by_key(|c| c.index);
-        let tokens = used_tokens(answer.body.usage.as_ref(), sent);
+        let (choices, usage) = self.completions(&request, n, stop).await?;
+        let tokens = used_tokens(usage.as_ref(), sent);
         Ok((choices.into_iter().map(|c| c.text).collect(), tokens))
     }
 
