@@ -62,6 +62,11 @@ fn the_compose_file_validates_with_postgres_api_and_gpu_workers() {
         "/models:ro",
         "dockerfile: docker/Dockerfile.cuda",
         "CUDA_COMPUTE_CAP: '90'",
+        // The optional inference server endpoint sides reach by name (README).
+        "image: vllm/vllm-openai:",
+        "- vllm",
+        "VLLM_BATCH_INVARIANT: '1'",
+        "MUSCLE_ENDPOINT_HOSTS:",
     ] {
         assert!(
             config.contains(needle),

@@ -275,6 +275,17 @@ async fn submission_names_every_side_field_the_server_or_the_policy_refuses() {
         "the models it does list: {message}"
     );
 
+    // A redirect is not followed: the server must be allowed by the address it answers at.
+    let moved = json!({"url": format!("http://{}/moved/v1", server.address)});
+    let problem = app
+        .refused(
+            "/v1/evaluations",
+            &generation_spec(&generation, server.side(moved)),
+        )
+        .await;
+    assert_eq!(fields(&problem), ["new.endpoint.url"], "{problem}");
+    assert!(problem.to_string().contains("307"), "{problem}");
+
     let mut chat = evaluation_spec(&choice);
     chat["new"] = server.side(json!({"api": "chat"}));
     let problem = app.refused("/v1/evaluations", &chat).await;

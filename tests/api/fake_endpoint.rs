@@ -66,6 +66,10 @@ impl FakeServer {
         *script.then.lock().unwrap() = Some(then);
         let router = axum::Router::new()
             .route("/v1/models", get(models))
+            .route(
+                "/moved/v1/models",
+                get(|| async { (StatusCode::TEMPORARY_REDIRECT, [("location", "/v1/models")]) }),
+            )
             .route("/v1/completions", post(completions))
             .with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
