@@ -5,6 +5,7 @@ use clap::Parser;
 use muscle::app::{App, Settings, shutdown_signal};
 use muscle::callback::CallbackPolicy;
 use muscle::config::{Cli, Command};
+use muscle::endpoint::EndpointPolicy;
 use muscle::http::{CorsOrigins, HttpOptions};
 use muscle::{cli, store, telemetry};
 
@@ -38,8 +39,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => {
             telemetry::init(args.common.db.log_format, telemetry::SERVICE_FILTER);
             std::fs::create_dir_all(&args.common.db.data_dir)?;
-            // A token HTTP cannot carry, a bad MUSCLE_CORS_ORIGINS or MUSCLE_CALLBACK_HOSTS
-            // entry stops the start, before anything is served. An empty token (as
+            // A token HTTP cannot carry, a bad MUSCLE_CORS_ORIGINS, MUSCLE_CALLBACK_HOSTS or
+            // MUSCLE_ENDPOINT_HOSTS entry stops the start, before anything is served. An empty token (as
             // .env.example ships it) means no authentication.
             let api_token = args.api_token.clone().filter(|t| !t.is_empty());
             let checked = api_token
@@ -48,6 +49,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .and_then(|()| CorsOrigins::parse(&args.cors_origins))
                 .and_then(|origins| {
                     CallbackPolicy::from_env(&args.callback_hosts).map(|hosts| (origins, hosts))
+                })
+                .and_then(|checked| {
+                    EndpointPolicy::from_env(&args.common.endpoint_hosts).map(|_| checked)
                 });
             let (cors_origins, callbacks) = match checked {
                 Ok(checked) => checked,
@@ -90,6 +94,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+                endpoint_hosts = %settings
+                    .endpoints
+                    .policy()
+                    .hosts()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 auth = %if settings.http.api_token.is_some() { "on" } else { "off" },
                 "starting"
             );
@@ -101,6 +113,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Worker(args) => {
             telemetry::init(args.common.db.log_format, telemetry::SERVICE_FILTER);
+            if let Err(message) = EndpointPolicy::from_env(&args.common.endpoint_hosts) {
+                let _ = writeln!(std::io::stderr(), "error: {message}");
+                return Ok(ExitCode::from(2));
+            }
             let settings = Settings::from_common(&args.common, &args.queue, args.workers.max(1))?;
             tracing::info!(
                 database = %store::redact(&settings.database_url),

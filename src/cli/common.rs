@@ -82,15 +82,21 @@ impl Failure {
     }
 }
 
-/// The `--device` (MUSCLE_DEVICE) to run on; an unknown or unavailable one is invalid input
-/// (exit 2), found before any work starts.
-pub fn check_device(common: &CommonArgs) -> Result<DeviceSpec, Failure> {
-    crate::app::parse_device(&common.device).map_err(|e| {
-        Failure::Invalid(
-            "--device (MUSCLE_DEVICE)".into(),
-            vec![FieldError::field("device", e.to_string())],
+/// The `--device` (MUSCLE_DEVICE) to run on, and the MUSCLE_ENDPOINT_HOSTS entries; an unknown
+/// or unavailable device or a bad entry is invalid input (exit 2), found before any work starts.
+pub fn check_settings(common: &CommonArgs) -> Result<DeviceSpec, Failure> {
+    let invalid = |source: &str, field: &str, message: String| {
+        Failure::Invalid(source.into(), vec![FieldError::field(field, message)])
+    };
+    crate::endpoint::EndpointPolicy::from_env(&common.endpoint_hosts).map_err(|e| {
+        invalid(
+            "--endpoint-hosts (MUSCLE_ENDPOINT_HOSTS)",
+            "endpoint_hosts",
+            e,
         )
-    })
+    })?;
+    crate::app::parse_device(&common.device)
+        .map_err(|e| invalid("--device (MUSCLE_DEVICE)", "device", e.to_string()))
 }
 
 /// What the CLI lends a submission: its private store, the model folders it may read, one

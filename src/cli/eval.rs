@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use super::common::{
-    Failure, GATE_FAILED, check_device, cli_submitter, load_dataset, private_app, read_spec,
+    Failure, GATE_FAILED, check_settings, cli_submitter, load_dataset, private_app, read_spec,
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::EvalArgs;
@@ -24,7 +24,7 @@ use crate::spec::EvaluationSpec;
 use crate::store::{InstanceFilter, Job, NewJob, PageRequest, Store};
 
 pub async fn run(args: EvalArgs) -> ExitCode {
-    let device = match check_device(&args.common) {
+    let device = match check_settings(&args.common) {
         Ok(device) => device,
         Err(failure) => return failure.report(),
     };

@@ -10,7 +10,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 use super::common::{
-    Failure, GATE_FAILED, check_device, cli_submitter, load_dataset, private_app, read_spec,
+    Failure, GATE_FAILED, check_settings, cli_submitter, load_dataset, private_app, read_spec,
     store_dataset, wait, with_workers, write_json,
 };
 use crate::config::TrainArgs;
@@ -25,7 +25,7 @@ use crate::train::result::TrainingResult;
 use crate::train::view::EvaluationsView;
 
 pub async fn run(args: TrainArgs) -> ExitCode {
-    let device = match check_device(&args.common) {
+    let device = match check_settings(&args.common) {
         Ok(device) => device,
         Err(failure) => return failure.report(),
     };
