@@ -120,11 +120,12 @@ async fn read_body(
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > pace.max_bytes as u64) {
+        drain(&mut stream).await;
         return Err(too_large());
     }
     let start = Instant::now();
-    let mut stream = body.into_data_stream();
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut received = 0usize;
     let mut held: Option<OwnedSemaphorePermit> = None;
@@ -146,6 +147,8 @@ async fn read_body(
         }
         received += chunk.len();
         if received > pace.max_bytes {
+            drop((chunks, held));
+            drain(&mut stream).await;
             return Err(too_large());
         }
         let bytes = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
@@ -172,6 +175,23 @@ async fn read_body(
         _ => Bytes::from(chunks.concat()),
     };
     Ok((Request::from_parts(parts, Body::from(whole)), held))
+}
+
+/// Bytes of an oversized body read and dropped before its 413 is sent, and the time they may
+/// take: a client still sending the body then reads the answer instead of a connection reset
+/// (a lingering close, as web servers do). Beyond either, the connection closes as it stands.
+const DRAIN_BYTES: usize = 16 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
+
+async fn drain(stream: &mut axum::body::BodyDataStream) {
+    let deadline = Instant::now() + DRAIN_TIME;
+    let mut drained = 0;
+    while drained < DRAIN_BYTES {
+        match tokio::time::timeout_at(deadline, stream.next()).await {
+            Ok(Some(Ok(chunk))) => drained += chunk.len(),
+            _ => break,
+        }
+    }
 }
 
 fn too_slow(received: usize, elapsed: Duration, pace: &BodyPace) -> Response {
