@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::common::{Failure, cli_submitter, private_app};
 use super::eval::run_evaluation;
 use crate::config::CompareArgs;
-use crate::kinds::submit;
+use crate::kinds::submit::{self, Rejected};
 use crate::lmeval::{SamplesKind, parse_samples, recorded_rows};
 use crate::metrics::GateCheck;
 use crate::models::Resolver;
@@ -139,8 +139,12 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
     }
     let spec = EvaluationSpec {
         name: Some(format!("{} vs {}", args.old.display(), args.new.display())),
-        old: Side::Predictions(PredictionsRef { predictions: old }),
-        new: Side::Predictions(PredictionsRef { predictions: new }),
+        old: Side::Predictions(PredictionsRef {
+            predictions: old.clone(),
+        }),
+        new: Side::Predictions(PredictionsRef {
+            predictions: new.clone(),
+        }),
         dataset: None,
         task: task(args, old_kind)?,
         options: EvalOptions {
@@ -152,8 +156,44 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
     };
     let resolver = Resolver::cli(&args.common.model_dir);
     let submitter = cli_submitter(&app, &store, &resolver, None);
+    let runs = [(old, args.old.as_path()), (new, args.new.as_path())];
     let job = submit::evaluation(&submitter, spec)
         .await
-        .map_err(|e| Failure::rejected("muscle compare".into(), e))?;
+        .map_err(|e| match e {
+            Rejected::Invalid(errors) => {
+                Failure::Invalid("muscle compare".into(), in_cli_terms(errors, &runs))
+            }
+            other => Failure::rejected("muscle compare".into(), other),
+        })?;
     run_evaluation(app, job, args.out.as_deref(), args.instances.as_deref()).await
+}
+
+/// The submission's errors as the command's user wrote it: `--filter` for `task.filter`, each
+/// run by its file rather than its id in the private database, and one error where both files
+/// have the same fault.
+fn in_cli_terms(errors: Vec<FieldError>, runs: &[(String, &Path); 2]) -> Vec<FieldError> {
+    // (the error with both runs' ids replaced by "each run", the error as shown)
+    let mut out: Vec<(String, FieldError)> = Vec::new();
+    for mut error in errors {
+        if error.field == "task.filter" {
+            error.field = "--filter".into();
+            error.message = error
+                .message
+                .replace("name one in task.filter", "name one with --filter");
+        }
+        let mut generic = error.message.clone();
+        for (id, path) in runs {
+            let named = format!("recorded run {id}");
+            generic = generic.replace(&named, "each run");
+            error.message = error.message.replace(&named, &path.display().to_string());
+        }
+        match out
+            .iter_mut()
+            .find(|(seen, shown)| *seen == generic && shown.field == error.field)
+        {
+            Some((_, shown)) => shown.message = generic,
+            None => out.push((generic, error)),
+        }
+    }
+    out.into_iter().map(|(_, error)| error).collect()
 }

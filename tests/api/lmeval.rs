@@ -385,8 +385,17 @@ fn compare_reproduces_lm_eval_per_sample_and_aggregate_metrics() {
     // Several filters and none named: the error says which exist.
     let (code, _, _, stderr) = compare(dir.path(), "muscle_gsm", &[]);
     assert_eq!(code, 2, "{stderr}");
+    // Once, in the command's terms: the flag, not the spec field or an internal id.
+    assert_eq!(
+        stderr.trim(),
+        "muscle compare: --filter: each run holds the filters strict-match, flexible-extract: \
+         name one with --filter",
+    );
+    let (code, _, _, stderr) = compare(dir.path(), "muscle_gsm", &["--filter", "nope"]);
+    assert_eq!(code, 2, "{stderr}");
     assert!(
-        stderr.contains("strict-match, flexible-extract"),
+        stderr.starts_with("muscle compare: --filter: \"nope\" is not a filter of each run")
+            && stderr.lines().count() == 1,
         "{stderr}"
     );
     // A gate the runs fail: exit 1 and the verdict.
