@@ -123,9 +123,10 @@ fn update_spec(dataset: &str, name: &str, new_adapter: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
     let Some(chromium) = chromium() else {
-        eprintln!(
-            "skipped: no chromium installed (apt-get install chromium, or set MUSCLE_CHROMIUM); \
-             .ci/run installs it"
+        skip_required(
+            "the browser test",
+            "no chromium installed (apt-get install chromium, or set MUSCLE_CHROMIUM); .ci/run \
+             installs it",
         );
         return;
     };
@@ -411,8 +412,9 @@ async fn dashboard_files_are_served_with_their_type_policy_and_a_validator() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn swagger_ui_works_under_its_content_security_policy_in_a_real_chromium() {
     let Some(chromium) = chromium() else {
-        eprintln!(
-            "skipped: no chromium installed (apt-get install chromium, or set MUSCLE_CHROMIUM)"
+        skip_required(
+            "the browser test",
+            "no chromium installed (apt-get install chromium, or set MUSCLE_CHROMIUM)",
         );
         return;
     };

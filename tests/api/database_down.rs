@@ -30,7 +30,10 @@ async fn a_stopped_database_is_503_and_the_server_recovers_when_it_returns() {
     let cluster = match Cluster::create(dir.path()) {
         Ok(cluster) => cluster,
         Err(why) => {
-            eprintln!("skipped: cannot run a Postgres cluster of the test's own: {why}");
+            skip(
+                "the test",
+                &format!("cannot run a Postgres cluster of its own: {why}"),
+            );
             return;
         }
     };

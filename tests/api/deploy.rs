@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::helpers::repo;
+use super::helpers::{repo, skip_required};
 
 /// docker-compose (v1, Debian's package) or the v2 plugin, whichever is installed. A plain
 /// `docker` client without the compose plugin reads `compose` as an unknown command and `-f` as
@@ -42,12 +42,10 @@ fn compose_config(file: &Path) -> Option<String> {
 #[test]
 fn the_compose_file_validates_with_postgres_api_and_gpu_workers() {
     let Some(config) = compose_config(&repo().join("docker/compose.yaml")) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have docker-compose to validate docker/compose.yaml (.ci/run installs it)"
-        );
-        eprintln!(
-            "skipped: neither docker-compose nor the docker compose plugin is installed (apt-get install docker-compose)"
+        skip_required(
+            "validating docker/compose.yaml",
+            "neither docker-compose nor the docker compose plugin is installed (apt-get install \
+             docker-compose; .ci/run installs it)",
         );
         return;
     };

@@ -3,7 +3,7 @@
 //! documented wire format (scripts/reference/endpoint_server.py, transformers underneath), which
 //! stands in for vLLM because vLLM cannot run on these CPU-only machines. Both come from the
 //! virtual environment scripts/endpoints/install.sh makes; where it is missing the tests say so
-//! and pass, unless MUSCLE_REQUIRE_ENDPOINT_SERVERS is set (as `.ci/run` sets it).
+//! (tests/support/skip.rs) and pass, unless MUSCLE_TEST_NO_SKIP is set (as `.ci/run` sets it).
 //! The numbers they are held to come from lm-evaluation-harness itself
 //! (tests/fixtures/endpoint/reference.json, scripts/reference/make_endpoint_fixtures.py).
 
@@ -29,14 +29,13 @@ fn venv() -> Option<PathBuf> {
     if dir.join(".muscle-ready").is_file() {
         return Some(dir);
     }
-    let why = format!(
-        "no endpoint test servers in {} (bash scripts/endpoints/install.sh installs them)",
-        dir.display()
+    skip_required(
+        "the test against real servers",
+        &format!(
+            "no endpoint test servers in {} (bash scripts/endpoints/install.sh installs them)",
+            dir.display()
+        ),
     );
-    if std::env::var_os("MUSCLE_REQUIRE_ENDPOINT_SERVERS").is_some() {
-        panic!("{why}, and MUSCLE_REQUIRE_ENDPOINT_SERVERS is set");
-    }
-    eprintln!("skipped: {why}");
     None
 }
 

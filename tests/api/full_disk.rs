@@ -26,14 +26,17 @@ impl Tmpfs {
             Ok(output) if output.status.success() => Some(Self(dir)),
             Ok(output) => {
                 let why = String::from_utf8_lossy(&output.stderr);
-                eprintln!(
-                    "skipped: cannot mount a tmpfs here (needs root): {}",
-                    why.trim()
+                skip(
+                    "the test",
+                    &format!("cannot mount a tmpfs here (needs root): {}", why.trim()),
                 );
                 None
             }
             Err(e) => {
-                eprintln!("skipped: cannot mount a tmpfs here: mount: {e}");
+                skip(
+                    "the test",
+                    &format!("cannot mount a tmpfs here: mount: {e}"),
+                );
                 None
             }
         }
@@ -48,7 +51,10 @@ impl Tmpfs {
     pub(super) fn cluster(&self) -> Option<Cluster> {
         Cluster::create(self.path())
             .map_err(|why| {
-                eprintln!("skipped: cannot run a Postgres cluster of the test's own: {why}")
+                skip(
+                    "the test",
+                    &format!("cannot run a Postgres cluster of its own: {why}"),
+                )
             })
             .ok()
     }

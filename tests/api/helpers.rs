@@ -20,8 +20,11 @@ use serde_json::{Value, json};
 mod db;
 #[path = "../support/files.rs"]
 mod files;
+#[path = "../support/skip.rs"]
+mod skip;
 pub use db::*;
 pub use files::*;
+pub use skip::*;
 
 pub struct TestApp {
     pub base: String,

@@ -3,4 +3,6 @@
 
 #[path = "../support/db.rs"]
 mod db;
+#[path = "../support/skip.rs"]
+mod skip;
 pub use db::*;

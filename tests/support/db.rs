@@ -79,8 +79,9 @@ pub async fn test_databases() -> Vec<TestDb> {
     let mut dbs = vec![sqlite_db().await];
     match postgres_url() {
         Some(url) => dbs.push(postgres_db(&url).await),
-        None => eprintln!(
-            "skipped on Postgres: MUSCLE_TEST_DATABASE_URL is not set (README, Running on Postgres)"
+        None => super::skip::skip_required(
+            "the Postgres half",
+            "MUSCLE_TEST_DATABASE_URL is not set (README, Running on Postgres)",
         ),
     }
     dbs
