@@ -25,11 +25,28 @@ pub enum Command {
     /// Run workers only, sharing the queue of a Postgres database with other hosts.
     Worker(WorkerArgs),
     /// Run one evaluation without a server (SPEC is the body of POST /v1/evaluations).
+    #[command(
+        mut_arg("database_url", |a| a.help(SERVER_DATABASE_HELP)),
+        mut_arg("data_dir", |a| a.help(SERVER_DATA_DIR_HELP))
+    )]
     Eval(EvalArgs),
     /// Compare two recorded lm-evaluation-harness runs (samples_<task>_*.jsonl files written
     /// with --log_samples) without a server and without re-running them; exit codes as eval.
+    // It runs on a private database and reads no other: the database flags are not its own.
+    #[command(
+        mut_arg("database_url", |a| a.hide(true)),
+        mut_arg("data_dir", |a| a.hide(true)),
+        mut_arg("device", |a| a.hide(true)),
+        mut_arg("model_cache_bytes", |a| a.hide(true)),
+        mut_arg("endpoint_hosts", |a| a.hide(true)),
+        mut_arg("model_dir", |a| a.hide(true))
+    )]
     Compare(CompareArgs),
     /// Run one training without a server (SPEC is the body of POST /v1/trainings).
+    #[command(
+        mut_arg("database_url", |a| a.help(SERVER_DATABASE_HELP)),
+        mut_arg("data_dir", |a| a.help(SERVER_DATA_DIR_HELP))
+    )]
     Train(TrainArgs),
     /// Block until a job on a server finishes and print its verdict (exit 0 passed, 1 gate
     /// failed, 2 no such job, 3 failed or cancelled, 4 timed out).
@@ -39,6 +56,14 @@ pub enum Command {
     /// Print the OpenAPI document of the HTTP API.
     Openapi,
 }
+
+/// `eval` and `train` run on a private database; a server's is read only for a dataset the spec
+/// names by id or name.
+const SERVER_DATABASE_HELP: &str = "Only when the spec names an uploaded dataset by id or name: \
+     the server's database to read it from (sqlite://FILE or postgres://...) [default: the \
+     SQLite file in the data directory]. The job itself runs on a private database";
+const SERVER_DATA_DIR_HELP: &str = "Only when the spec names an uploaded dataset by id or name: \
+     the server's data directory, whose SQLite file holds it";
 
 /// Where the database is, and how to log: what every subcommand that opens the database needs.
 #[derive(Debug, Clone, Args)]
