@@ -239,7 +239,7 @@ pub async fn listed_model(
     stop: &CancellationToken,
 ) -> Result<(Option<ListedModel>, Option<String>), EndpointError> {
     let answer = client.get::<ModelList>("models", stop).await?;
-    let server = Answer::server_header(&answer.headers);
+    let server = answer.server();
     let listed = answer.body.data.into_iter().find(|m| m.id == model);
     Ok((listed, server))
 }
@@ -291,10 +291,10 @@ pub async fn provenance(
     };
     match complete(&client, spec, first, false, &stop).await {
         Ok(answer) => {
-            provenance.system_fingerprint = answer.body.system_fingerprint;
             if provenance.server.is_none() {
-                provenance.server = Answer::server_header(&answer.headers);
+                provenance.server = answer.server();
             }
+            provenance.system_fingerprint = answer.body.system_fingerprint;
         }
         Err(error) => provenance.unavailable = Some(error.to_string()),
     }

@@ -49,12 +49,12 @@ pub struct Answer<T> {
     pub headers: HeaderMap,
 }
 
-impl Answer<()> {
+impl<T> Answer<T> {
     /// The server's self-description: its `server` or `x-powered-by` header.
-    pub fn server_header(headers: &HeaderMap) -> Option<String> {
+    pub fn server(&self) -> Option<String> {
         ["server", "x-powered-by"]
             .iter()
-            .find_map(|name| headers.get(*name)?.to_str().ok())
+            .find_map(|name| self.headers.get(*name)?.to_str().ok())
             .map(str::to_string)
     }
 }

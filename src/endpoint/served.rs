@@ -30,32 +30,17 @@ pub struct ServedModel {
     pub context: usize,
 }
 
-/// A generated answer and the tokens the request cost.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Generated {
-    pub text: String,
-}
-
 /// Scored results and the tokens they took (prompt and generated), for the throughput counter.
 pub struct Scored<T> {
     pub results: Vec<T>,
     pub tokens: u64,
 }
 
-/// One echo request's prompt, and where its continuation starts.
+/// One echo request's prompt, and where its continuation starts: a token index in ids, a
+/// character index in text.
 struct EchoPrompt {
     input: PromptInput,
-    read: ReadAt,
-}
-
-enum ReadAt {
-    /// Token ids sent: the continuation is `ids[context_len..]`.
-    Token { ids: Vec<u32>, context_len: usize },
-    /// Text sent: the continuation is the text from character `boundary` to `prompt_chars`.
-    Char {
-        prompt_chars: usize,
-        boundary: usize,
-    },
+    continuation: usize,
 }
 
 impl ServedModel {
@@ -106,14 +91,9 @@ impl ServedModel {
                     PromptFormat::Text => {
                         // As the harness's pair encoding: the context's trailing whitespace
                         // belongs to the continuation.
-                        let boundary = item.prompt.trim_end().chars().count();
-                        let text = format!("{}{continuation}", item.prompt);
                         EchoPrompt {
-                            read: ReadAt::Char {
-                                prompt_chars: text.chars().count(),
-                                boundary,
-                            },
-                            input: PromptInput::Text(text),
+                            continuation: item.prompt.trim_end().chars().count(),
+                            input: PromptInput::Text(format!("{}{continuation}", item.prompt)),
                         }
                     }
                 });
@@ -161,10 +141,9 @@ impl ServedModel {
         if ids.len() > room {
             ids.drain(..ids.len() - room);
         }
-        let context_len = ids.len().saturating_sub(n_cont).max(1);
         EchoPrompt {
-            input: PromptInput::Ids(ids.clone()),
-            read: ReadAt::Token { ids, context_len },
+            continuation: ids.len().saturating_sub(n_cont).max(1),
+            input: PromptInput::Ids(ids),
         }
     }
 
@@ -189,22 +168,19 @@ impl ServedModel {
             .iter()
             .zip(group)
             .map(|(choice, prompt)| {
-                match &prompt.read {
-                    ReadAt::Token { ids, context_len } => choice.echo_score(ids, *context_len),
-                    ReadAt::Char {
-                        prompt_chars,
-                        boundary,
-                    } => choice.echo_score_text(*prompt_chars, *boundary),
+                match &prompt.input {
+                    PromptInput::Ids(ids) => choice.echo_score(ids, prompt.continuation),
+                    PromptInput::Text(text) => {
+                        choice.echo_score_text(text.chars().count(), prompt.continuation)
+                    }
                 }
                 .map_err(|why| EndpointError::Refused(format!("POST /completions: {why}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Ids: the prompt and the one token generated after it.
         let sent: usize = group
             .iter()
-            .map(|p| match &p.read {
-                ReadAt::Token { ids, .. } => ids.len() + 1,
-                ReadAt::Char { prompt_chars, .. } => *prompt_chars,
-            })
+            .map(|p| p.input.size() + usize::from(matches!(p.input, PromptInput::Ids(_))))
             .sum();
         Ok((scores, used_tokens(usage.as_ref(), sent)))
     }
@@ -241,7 +217,7 @@ impl ServedModel {
         no_repeat_ngram_size: u32,
         bos: Bos,
         stop: &CancellationToken,
-    ) -> Result<Scored<Generated>, EndpointError> {
+    ) -> Result<Scored<String>, EndpointError> {
         let stop_strings: Vec<String> = stop_strings
             .iter()
             .filter(|s| !s.is_empty())
@@ -286,9 +262,11 @@ impl ServedModel {
         let mut results = Vec::with_capacity(prompts.len());
         for (texts, used) in answers {
             tokens += used;
-            results.extend(texts.into_iter().map(|text| Generated {
-                text: cut_at_stop(text, &stop_strings),
-            }));
+            results.extend(
+                texts
+                    .into_iter()
+                    .map(|text| cut_at_stop(text, &stop_strings)),
+            );
         }
         Ok(Scored { results, tokens })
     }
@@ -327,13 +305,7 @@ impl ServedModel {
         stop: &CancellationToken,
     ) -> Result<(Vec<String>, u64), EndpointError> {
         let n = group.len();
-        let sent: usize = group
-            .iter()
-            .map(|input| match input {
-                PromptInput::Ids(ids) => ids.len(),
-                PromptInput::Text(text) => text.chars().count(),
-            })
-            .sum();
+        let sent: usize = group.iter().map(PromptInput::size).sum();
         let request = CompletionRequest {
             model: &self.spec.model,
             prompt: Prompt::of(group),

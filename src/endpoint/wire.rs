@@ -53,6 +53,16 @@ pub enum Prompt {
     Many(Vec<PromptInput>),
 }
 
+impl PromptInput {
+    /// Its length: tokens for ids, characters for text (the server counts those).
+    pub fn size(&self) -> usize {
+        match self {
+            Self::Ids(ids) => ids.len(),
+            Self::Text(text) => text.chars().count(),
+        }
+    }
+}
+
 impl Prompt {
     /// One prompt as itself (a list of one would be a batch to some servers), several as a list.
     pub fn of(mut prompts: Vec<PromptInput>) -> Self {

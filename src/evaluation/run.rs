@@ -248,11 +248,7 @@ async fn score_served(
                 )
                 .await?;
             runtime.stats.tokens_scored.inc_by(scored.tokens);
-            Ok(generated_results(
-                &scorer,
-                scored.results.into_iter().map(|g| g.text),
-                items,
-            ))
+            Ok(generated_results(&scorer, scored.results, items))
         }
     }
 }

@@ -299,19 +299,11 @@ async fn a_hanging_receiver_does_not_delay_another_jobs_callback() {
 
 #[tokio::test]
 async fn a_bad_allowed_host_stops_the_server_from_starting() {
-    let data = tempfile::tempdir().unwrap();
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
-        .arg("serve")
-        .env("MUSCLE_CALLBACK_HOSTS", "ci.example.com,[fd00::1:443")
-        .env("MUSCLE_DATA_DIR", data.path())
-        .env("MUSCLE_BIND", "127.0.0.1:0")
-        .env_remove("DATABASE_URL")
-        .kill_on_drop(true)
-        .output();
-    let output = tokio::time::timeout(Duration::from_secs(30), run)
-        .await
-        .expect("the server started despite the bad entry")
-        .unwrap();
+    let output = muscle_exits(
+        "serve",
+        &[("MUSCLE_CALLBACK_HOSTS", "ci.example.com,[fd00::1:443")],
+    )
+    .await;
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

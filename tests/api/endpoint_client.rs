@@ -357,20 +357,12 @@ async fn a_served_old_side_is_asked_twice_for_the_noise_floor() {
 
 #[tokio::test]
 async fn a_bad_endpoint_host_stops_serve_and_worker_from_starting() {
-    let data = tempfile::tempdir().unwrap();
     for command in ["serve", "worker"] {
-        let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
-            .arg(command)
-            .env("MUSCLE_ENDPOINT_HOSTS", "vllm-a:8000,[fd00::1:8000")
-            .env("MUSCLE_DATA_DIR", data.path())
-            .env("MUSCLE_BIND", "127.0.0.1:0")
-            .env_remove("DATABASE_URL")
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(30), run)
-            .await
-            .expect("it started despite the bad entry")
-            .unwrap();
+        let output = muscle_exits(
+            command,
+            &[("MUSCLE_ENDPOINT_HOSTS", "vllm-a:8000,[fd00::1:8000")],
+        )
+        .await;
         assert_eq!(output.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(

@@ -222,6 +222,25 @@ impl TestApp {
     }
 }
 
+/// Runs `muscle COMMAND` with `env` (no DATABASE_URL, its data in a folder of its own, port 0)
+/// and returns its output once it exits, which must be within 30 s: what a setting that stops
+/// the start gives.
+pub async fn muscle_exits(command: &str, env: &[(&str, &str)]) -> std::process::Output {
+    let data = tempfile::tempdir().unwrap();
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_muscle"))
+        .arg(command)
+        .envs(env.iter().copied())
+        .env("MUSCLE_DATA_DIR", data.path())
+        .env("MUSCLE_BIND", "127.0.0.1:0")
+        .env_remove("DATABASE_URL")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .unwrap_or_else(|_| panic!("muscle {command} started despite {env:?}"))
+        .unwrap()
+}
+
 /// Runs `scenario` against a fresh app on every backend.
 pub async fn on_every_backend<F, Fut>(options: impl Fn() -> Options, scenario: F)
 where
