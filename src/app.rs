@@ -29,6 +29,8 @@ use crate::worker::{self, Executor, WorkerConfig};
 pub struct Settings {
     pub database_url: String,
     pub model_dir: PathBuf,
+    /// MUSCLE_TRAINED_DIR: `trained/...` names live here instead of under `model_dir`.
+    pub trained_dir: Option<PathBuf>,
     /// MUSCLE_DATA_DIR: training checkpoints go under `checkpoints/` (shared storage when
     /// workers on several hosts run trainings).
     pub data_dir: PathBuf,
@@ -54,6 +56,7 @@ impl Settings {
         Ok(Self {
             database_url: common.db.database_url(),
             model_dir: common.model_dir.clone(),
+            trained_dir: common.trained_dir(),
             data_dir: common.db.data_dir.clone(),
             device: parse_device(&common.device)?,
             model_cache_bytes: common.model_cache_bytes,
@@ -121,7 +124,8 @@ impl App {
             Resolver::cli(&settings.model_dir)
         } else {
             Resolver::server(&settings.model_dir)
-        };
+        }
+        .with_trained_dir(settings.trained_dir.clone());
         let running = Arc::new(AtomicUsize::new(0));
         let shutdown = CancellationToken::new();
 
@@ -154,10 +158,14 @@ impl App {
                 }
             };
             let host = hostname();
-            let redactor = worker::PathRedactor::new(&[
-                (&settings.model_dir, "$MUSCLE_MODEL_DIR"),
-                (&settings.data_dir, "$MUSCLE_DATA_DIR"),
-            ]);
+            let mut folders = vec![
+                (settings.model_dir.as_path(), "$MUSCLE_MODEL_DIR"),
+                (settings.data_dir.as_path(), "$MUSCLE_DATA_DIR"),
+            ];
+            if let Some(trained) = &settings.trained_dir {
+                folders.push((trained.as_path(), "$MUSCLE_TRAINED_DIR"));
+            }
+            let redactor = worker::PathRedactor::new(&folders);
             for n in 0..settings.workers {
                 let id = format!("{host}-{}-{n}", std::process::id());
                 workers.push(tokio::spawn(worker::run_worker(

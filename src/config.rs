@@ -39,7 +39,8 @@ pub enum Command {
         mut_arg("device", |a| a.hide(true)),
         mut_arg("model_cache_bytes", |a| a.hide(true)),
         mut_arg("endpoint_hosts", |a| a.hide(true)),
-        mut_arg("model_dir", |a| a.hide(true))
+        mut_arg("model_dir", |a| a.hide(true)),
+        mut_arg("trained_dir", |a| a.hide(true))
     )]
     Compare(CompareArgs),
     /// Run one training without a server (SPEC is the body of POST /v1/trainings).
@@ -102,6 +103,12 @@ pub struct CommonArgs {
     #[arg(long, env = "MUSCLE_MODEL_DIR", default_value = "./examples")]
     pub model_dir: PathBuf,
 
+    /// Where adapters named `trained/...` are written by trainings and read by evaluations
+    /// (default: the model dir's `trained/`). Set it when the model dir is read-only, as in the
+    /// Docker deployment (a writable volume).
+    #[arg(long, env = "MUSCLE_TRAINED_DIR")]
+    pub trained_dir: Option<PathBuf>,
+
     /// Device for inference and training: cpu, cuda or cuda:N.
     #[arg(long, env = "MUSCLE_DEVICE", default_value = "cpu")]
     pub device: String,
@@ -115,6 +122,15 @@ pub struct CommonArgs {
     /// from MUSCLE_ENDPOINT_KEY* variables, named by each side's `api_key_env`.
     #[arg(long, env = "MUSCLE_ENDPOINT_HOSTS", value_delimiter = ',')]
     pub endpoint_hosts: Vec<String>,
+}
+
+impl CommonArgs {
+    /// MUSCLE_TRAINED_DIR, where set and not empty (.env.example leaves it empty).
+    pub fn trained_dir(&self) -> Option<PathBuf> {
+        self.trained_dir
+            .clone()
+            .filter(|dir| !dir.as_os_str().is_empty())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

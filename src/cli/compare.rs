@@ -154,7 +154,8 @@ async fn execute(args: &CompareArgs) -> Result<ExitCode, Failure> {
         gate,
         callback: None,
     };
-    let resolver = Resolver::cli(&args.common.model_dir);
+    let resolver =
+        Resolver::cli(&args.common.model_dir).with_trained_dir(args.common.trained_dir());
     let submitter = cli_submitter(&app, &store, &resolver, None);
     let runs = [(old, args.old.as_path()), (new, args.new.as_path())];
     let job = submit::evaluation(&submitter, spec)

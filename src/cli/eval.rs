@@ -60,7 +60,8 @@ async fn execute(
     let store = app.store();
     let (source, rows) = load_dataset(&args.common, &args.spec, &dataset, "dataset").await?;
     spec.dataset = Some(store_dataset(&store, source, &rows).await?);
-    let resolver = Resolver::cli(&args.common.model_dir);
+    let resolver =
+        Resolver::cli(&args.common.model_dir).with_trained_dir(args.common.trained_dir());
     let submitter = cli_submitter(&app, &store, &resolver, Some(device));
     let job = submit::evaluation(&submitter, spec)
         .await

@@ -54,7 +54,8 @@ async fn execute(
             load_dataset(&args.common, &args.spec, &evaluate.dataset, field).await?;
         evaluate.dataset = store_dataset(&store, name, &parsed).await?;
     }
-    let resolver = Resolver::cli(&args.common.model_dir);
+    let resolver =
+        Resolver::cli(&args.common.model_dir).with_trained_dir(args.common.trained_dir());
     let submitter = cli_submitter(&app, &store, &resolver, Some(device));
     let job = submit::training(&submitter, spec)
         .await

@@ -20,9 +20,9 @@ pub fn router() -> OpenApiRouter<AppState> {
     security(("bearer" = []))
 )]
 async fn list_models(State(state): State<AppState>) -> ApiResult<Json<Catalog>> {
-    let root = state.resolver.root().to_path_buf();
+    let resolver = state.resolver.clone();
     // Reading headers of many files is blocking I/O.
-    let catalog = tokio::task::spawn_blocking(move || catalog::scan(&root))
+    let catalog = tokio::task::spawn_blocking(move || catalog::list(&resolver))
         .await
         .map_err(ApiError::internal)?;
     Ok(Json(catalog))

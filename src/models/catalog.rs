@@ -1,5 +1,5 @@
-//! What MUSCLE_MODEL_DIR holds: model folders and adapter folders, described from their files
-//! without loading any weights.
+//! What MUSCLE_MODEL_DIR (and MUSCLE_TRAINED_DIR) hold: model folders and adapter folders,
+//! described from their files without loading any weights.
 
 use std::path::Path;
 
@@ -9,6 +9,8 @@ use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
 use crate::engine::folder::{ADAPTER_CONFIG, AdapterConfig, TargetModules, count_parameters};
+use crate::models::Resolver;
+use crate::train::output::TRAINED_ROOT;
 
 /// How deep under the root folders are looked for (`org/family/model`).
 pub const MAX_DEPTH: usize = 3;
@@ -44,6 +46,34 @@ pub struct AdapterInfo {
 pub struct Catalog {
     pub models: Vec<ModelInfo>,
     pub adapters: Vec<AdapterInfo>,
+}
+
+/// What `GET /v1/models` lists: the folders under MUSCLE_MODEL_DIR and, where MUSCLE_TRAINED_DIR
+/// is set, those under it as `trained/...` (which then hides MUSCLE_MODEL_DIR's own `trained/`).
+pub fn list(resolver: &Resolver) -> Catalog {
+    let mut catalog = scan(resolver.root());
+    let Some(trained_dir) = resolver.trained_dir() else {
+        return catalog;
+    };
+    let prefix = format!("{TRAINED_ROOT}/");
+    catalog.models.retain(|m| !m.name.starts_with(&prefix));
+    catalog.adapters.retain(|a| !a.name.starts_with(&prefix));
+    let trained = scan(trained_dir);
+    catalog
+        .models
+        .extend(trained.models.into_iter().map(|mut m| {
+            m.name = format!("{prefix}{}", m.name);
+            m
+        }));
+    catalog
+        .adapters
+        .extend(trained.adapters.into_iter().map(|mut a| {
+            a.name = format!("{prefix}{}", a.name);
+            a
+        }));
+    catalog.models.sort_by(|a, b| a.name.cmp(&b.name));
+    catalog.adapters.sort_by(|a, b| a.name.cmp(&b.name));
+    catalog
 }
 
 /// Lists the folders under `root`; unreadable entries are skipped, never fatal.
@@ -229,5 +259,33 @@ mod tests {
     fn a_missing_root_is_an_empty_catalog() {
         let catalog = scan(Path::new("/nonexistent/models"));
         assert!(catalog.models.is_empty() && catalog.adapters.is_empty());
+    }
+
+    #[test]
+    fn a_trained_dir_is_listed_under_trained_in_place_of_the_models_own() {
+        let models = tempfile::tempdir().unwrap();
+        let trained = tempfile::tempdir().unwrap();
+        for folder in [
+            models.path().join("trained/shadowed"),
+            models.path().join("lora"),
+            trained.path().join("team/compat"),
+        ] {
+            std::fs::create_dir_all(&folder).unwrap();
+            std::fs::write(folder.join("adapter_config.json"), r#"{"r": 4}"#).unwrap();
+        }
+        let resolver =
+            Resolver::server(models.path()).with_trained_dir(Some(trained.path().to_path_buf()));
+        let names: Vec<String> = list(&resolver)
+            .adapters
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(names, ["lora", "trained/team/compat"]);
+        let without: Vec<String> = list(&Resolver::server(models.path()))
+            .adapters
+            .into_iter()
+            .map(|a| a.name)
+            .collect();
+        assert_eq!(without, ["lora", "trained/shadowed"]);
     }
 }

@@ -1,8 +1,11 @@
-//! Model and adapter names resolve to folders under MUSCLE_MODEL_DIR, and never outside it.
+//! Model and adapter names resolve to folders under MUSCLE_MODEL_DIR, and never outside it;
+//! names under `trained/` resolve under MUSCLE_TRAINED_DIR where one is set (a writable volume
+//! beside read-only models).
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::engine::folder::{ADAPTER_CONFIG, ADAPTER_WEIGHTS};
+use crate::train::output::TRAINED_ROOT;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FolderKind {
@@ -27,13 +30,23 @@ impl FolderKind {
 #[derive(Debug, Clone)]
 pub struct Resolver {
     root: PathBuf,
+    /// Where `trained/...` names live when that is not `root/trained`.
+    trained: Option<PathBuf>,
     allow_paths: bool,
+}
+
+/// A name's root folder, the variable that sets it, and the name's path below that root.
+struct Placed<'a> {
+    root: &'a Path,
+    variable: &'static str,
+    rest: PathBuf,
 }
 
 impl Resolver {
     pub fn server(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            trained: None,
             allow_paths: false,
         }
     }
@@ -41,12 +54,60 @@ impl Resolver {
     pub fn cli(root: impl Into<PathBuf>) -> Self {
         Self {
             root: root.into(),
+            trained: None,
             allow_paths: true,
         }
     }
 
+    /// Names under `trained/` resolve under `dir` instead of `root/trained`.
+    pub fn with_trained_dir(mut self, dir: Option<PathBuf>) -> Self {
+        self.trained = dir;
+        self
+    }
+
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// MUSCLE_TRAINED_DIR, where it is set.
+    pub fn trained_dir(&self) -> Option<&Path> {
+        self.trained.as_deref()
+    }
+
+    /// The folder that `name`'s components (`.` and empty ones dropped) are joined under, and
+    /// those components: `trained/x` is `x` under MUSCLE_TRAINED_DIR where that is set.
+    pub fn root_of<'a>(&'a self, name: &str) -> (&'a Path, Vec<String>) {
+        let placed = self.place(name);
+        let parts = placed
+            .rest
+            .components()
+            .filter_map(|c| match c {
+                Component::Normal(part) => Some(part.to_string_lossy().into_owned()),
+                _ => None,
+            })
+            .collect();
+        (placed.root, parts)
+    }
+
+    fn place(&self, name: &str) -> Placed<'_> {
+        let path = Path::new(name);
+        if let Some(trained) = &self.trained {
+            let mut components = path
+                .components()
+                .skip_while(|c| matches!(c, Component::CurDir));
+            if components.next() == Some(Component::Normal(TRAINED_ROOT.as_ref())) {
+                return Placed {
+                    root: trained,
+                    variable: "MUSCLE_TRAINED_DIR",
+                    rest: components.collect(),
+                };
+            }
+        }
+        Placed {
+            root: &self.root,
+            variable: "MUSCLE_MODEL_DIR",
+            rest: path.to_path_buf(),
+        }
     }
 
     /// Resolves `name` to an existing folder of `kind`, or says why not.
@@ -80,13 +141,13 @@ impl Resolver {
                 }
             }
         }
-        let joined = self.root.join(path);
-        let root = self.root.canonicalize().map_err(|e| {
-            format!(
-                "MUSCLE_MODEL_DIR {} is not readable: {e}",
-                self.root.display()
-            )
-        })?;
+        let placed = self.place(name);
+        let variable = placed.variable;
+        let joined = placed.root.join(&placed.rest);
+        let root = placed
+            .root
+            .canonicalize()
+            .map_err(|e| format!("{variable} {} is not readable: {e}", placed.root.display()))?;
         // Canonicalise the deepest existing ancestor so a symlink anywhere on the way is seen.
         let mut existing = joined.as_path();
         while !existing.exists() {
@@ -100,7 +161,7 @@ impl Resolver {
             .map_err(|e| format!("{name:?} cannot be read: {e}"))?;
         if !real.starts_with(&root) {
             return Err(format!(
-                "{name:?} leads outside MUSCLE_MODEL_DIR (through a symbolic link)"
+                "{name:?} leads outside {variable} (through a symbolic link)"
             ));
         }
         Ok(joined)
@@ -115,10 +176,12 @@ impl Resolver {
         if self.allow_paths {
             return Ok(());
         }
-        let root = self
+        let placed = self.place(name);
+        let variable = placed.variable;
+        let root = placed
             .root
             .canonicalize()
-            .map_err(|e| format!("MUSCLE_MODEL_DIR is not readable: {e}"))?;
+            .map_err(|e| format!("{variable} is not readable: {e}"))?;
         for file in files.iter().filter(|f| f.exists()) {
             let real = file
                 .canonicalize()
@@ -126,7 +189,7 @@ impl Resolver {
             if !real.starts_with(&root) {
                 let shown = file.file_name().unwrap_or_default().to_string_lossy();
                 return Err(format!(
-                    "{name:?}: {shown} leads outside MUSCLE_MODEL_DIR (through a symbolic link)"
+                    "{name:?}: {shown} leads outside {variable} (through a symbolic link)"
                 ));
             }
         }
@@ -198,5 +261,41 @@ mod tests {
         let resolver = Resolver::cli(root.path());
         let absolute = outside.path().to_str().unwrap().to_string();
         assert!(resolver.resolve(&absolute, FolderKind::Model).is_ok());
+    }
+
+    #[test]
+    fn trained_names_resolve_under_the_trained_dir_where_one_is_set() {
+        let (root, outside) = fixture();
+        let trained = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(trained.path().join("compat")).unwrap();
+        for file in [ADAPTER_CONFIG, ADAPTER_WEIGHTS] {
+            std::fs::write(trained.path().join("compat").join(file), "{}").unwrap();
+        }
+        std::os::unix::fs::symlink(outside.path(), trained.path().join("escape")).unwrap();
+        let resolver =
+            Resolver::server(root.path()).with_trained_dir(Some(trained.path().to_path_buf()));
+
+        let path = resolver
+            .resolve("./trained/compat", FolderKind::Adapter)
+            .unwrap();
+        assert_eq!(path, trained.path().join("compat"));
+        assert!(
+            resolver
+                .resolve("org/llama", FolderKind::Model)
+                .unwrap()
+                .ends_with("org/llama")
+        );
+        let escape = resolver
+            .resolve("trained/escape", FolderKind::Model)
+            .unwrap_err();
+        assert!(escape.contains("outside MUSCLE_TRAINED_DIR"), "{escape}");
+        assert!(
+            resolver
+                .resolve("trained/../lora", FolderKind::Adapter)
+                .unwrap_err()
+                .contains("..")
+        );
+        assert_eq!(resolver.root_of("trained/a/b").1, ["a", "b"]);
+        assert_eq!(resolver.root_of("org/llama").0, root.path());
     }
 }

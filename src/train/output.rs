@@ -64,11 +64,13 @@ pub fn output_folder(resolver: &Resolver, name: &str) -> Result<PathBuf, String>
              e.g. \"{TRAINED_ROOT}/my-adapter\""
         ));
     }
-    let root = resolver.root();
+    // Under MUSCLE_TRAINED_DIR, where set, the folders from there on; `shown` as named.
+    let (root, below) = resolver.root_of(&name);
+    let skipped = parts.len() - below.len();
     let mut ancestor = root.to_path_buf();
-    for part in &parts[..parts.len() - 1] {
+    for (depth, part) in below.iter().enumerate().take(below.len().saturating_sub(1)) {
         ancestor.push(part);
-        let shown = ancestor.strip_prefix(root).unwrap_or(&ancestor).display();
+        let shown = parts[..skipped + depth + 1].join("/");
         match ancestor.symlink_metadata() {
             Err(e) if e.kind() == ErrorKind::NotFound => break,
             Err(e) => return Err(format!("{shown:?} cannot be read: {e}")),
@@ -181,5 +183,34 @@ mod tests {
         assert!(refused(&resolver, "/abs").contains("absolute"));
         assert!(refused(&resolver, "").contains("must name a folder"));
         assert!(refused(&resolver, "./").contains("must name a folder"));
+    }
+
+    #[test]
+    fn trained_names_go_to_the_trained_dir_where_one_is_set() {
+        let (models, _) = root();
+        let trained = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(trained.path().join("kept")).unwrap();
+        std::fs::write(trained.path().join("kept/adapter_config.json"), "{}").unwrap();
+        let resolver =
+            Resolver::server(models.path()).with_trained_dir(Some(trained.path().to_path_buf()));
+
+        let (name, folder) = check_new_output(&resolver, "./trained/new").unwrap();
+        assert_eq!(name, "trained/new");
+        assert_eq!(folder, trained.path().join("new"));
+        // models/trained/old is not where trained/ names live any more.
+        assert_eq!(
+            check_new_output(&resolver, "trained/old").unwrap().1,
+            trained.path().join("old")
+        );
+        let message = refused(&resolver, "trained/kept/inner");
+        assert!(
+            message.contains("\"trained/kept\" is an adapter folder"),
+            "{message}"
+        );
+        assert!(refused(&resolver, "trained/kept").contains("already exists"));
+        assert_eq!(
+            check_new_output(&resolver, "org/other").unwrap().1,
+            models.path().join("org/other")
+        );
     }
 }

@@ -100,6 +100,7 @@ impl TestApp {
         let settings = Settings {
             database_url: db.url.clone(),
             model_dir: options.model_dir,
+            trained_dir: None,
             data_dir: std::env::temp_dir().join("muscle-api-tests"),
             device: DeviceSpec::Cpu,
             model_cache_bytes: 1 << 30,

@@ -39,6 +39,7 @@ impl Running {
         let settings = Settings {
             database_url: db.url.clone(),
             model_dir: dirs.models.path().to_path_buf(),
+            trained_dir: None,
             data_dir: dirs.data.path().to_path_buf(),
             device: DeviceSpec::Cpu,
             model_cache_bytes: 1 << 30,
