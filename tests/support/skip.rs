@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Set by `.ci/run`: every required part of every test must run.
 pub const NO_SKIP: &str = "MUSCLE_TEST_NO_SKIP";
@@ -31,4 +32,21 @@ fn say(what: &str, why: &str) {
         .to_string();
     // Straight to the process's stderr: the harness captures eprintln!, not this.
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {what}: {why}");
+    if SKIPPED.fetch_add(1, Ordering::SeqCst) == 0 {
+        // SAFETY: registers a plain `extern "C" fn` that only reads an atomic and writes stderr.
+        unsafe { libc::atexit(count_at_exit) };
+    }
+}
+
+static SKIPPED: AtomicUsize = AtomicUsize::new(0);
+
+/// After the harness's own "test result" line (it ends the process with exit()), the count of
+/// what was skipped: libtest has no runtime skip, so its "passed" includes these.
+extern "C" fn count_at_exit() {
+    let count = SKIPPED.load(Ordering::SeqCst);
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: {count} test part(s) of this binary did not run (SKIPPED lines above); \
+         the \"passed\" count above includes them"
+    );
 }
