@@ -9,7 +9,9 @@ if [ "${1:-}" = "healthcheck" ]; then
     if [ "$(cat "$run/muscle.command" 2>/dev/null)" = "serve" ]; then
         exec curl -fsS --max-time 2 "http://127.0.0.1:${MUSCLE_BIND##*:}/healthz" -o /dev/null
     fi
-    exec kill -0 "$(cat "$run/muscle.pid")"
+    # The shell's own kill: the slim images have no kill program (procps is not installed).
+    kill -0 "$(cat "$run/muscle.pid")"
+    exit 0
 fi
 
 echo "${1:-}" > "$run/muscle.command"

@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Runs the README's walk-through as a new user would paste it: the `sh` blocks of the sections
-# "Walk-through", "Train a compatibility adapter" and "Use it from CI", in order, in one shell, against a fresh server on the
-# example models. .ci/run runs it after the tests, so a step that does not paste fails CI.
+# "Walk-through", "Train a compatibility adapter", "Already using lm-evaluation-harness?" and "Use it
+# from CI", in order, in one shell, against a fresh server on the example models. .ci/run runs
+# it after the tests, so a step that does not paste fails CI.
 #
 #   bash scripts/walkthrough.sh [path/to/muscle]      (default: target/debug/muscle)
+#   bash scripts/walkthrough.sh --server http://127.0.0.1:PORT [path/to/muscle]
+#
+# With --server the HTTP steps go to that running server instead (the Docker stack in
+# tests/docker; its MUSCLE_MODEL_DIR must hold the examples, and its API token must be unset);
+# the CLI steps still run the given binary here.
 #
 # What differs from pasting by hand, and why: the server is this build's binary (started here,
 # not with `cargo run --release -- serve`), `cargo run --release --` in the blocks becomes that
@@ -13,6 +19,11 @@
 # (the cancel of a finished job).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
+server_url=""
+if [ "${1:-}" = --server ]; then
+    server_url="${2:?--server needs a URL}"
+    shift 2
+fi
 bin="$(realpath "${1:-$repo/target/debug/muscle}")"
 for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "walkthrough: $tool is not installed" >&2; exit 1; }
@@ -25,26 +36,39 @@ cleanup() {
 }
 trap cleanup EXIT
 cp -r "$repo/examples" "$work/examples"
-port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$work/tests/fixtures"
+cp -r "$repo/tests/fixtures/lmeval" "$work/tests/fixtures/lmeval"
+if [ -n "$server_url" ]; then
+    address="${server_url#http://}"
+    address="${address%/}"
+else
+    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    address="127.0.0.1:$port"
+fi
 
 # The blocks, with the substitutions above.
 awk '
-    /^## / { keep = ($0 == "## Walk-through" || $0 == "## Train a compatibility adapter" || $0 == "## Use it from CI") }
+    /^## / { keep = ($0 == "## Walk-through" || $0 == "## Train a compatibility adapter" || $0 == "## Use it from CI" ||
+                     $0 == "## Already using lm-evaluation-harness?") }
     keep && /^```sh$/ { inside = 1; next }
     inside && /^```$/ { inside = 0; next }
     keep && inside { print }
 ' "$repo/README.md" |
     sed -e "s#cargo run --release --#\"\$MUSCLE_BIN\"#g" \
-        -e "s#localhost:8080#127.0.0.1:$port#g" -e "s#127.0.0.1:8080#127.0.0.1:$port#g" \
+        -e "s#localhost:8080#$address#g" -e "s#127.0.0.1:8080#$address#g" \
         >"$work/walkthrough.sh"
 [ -s "$work/walkthrough.sh" ] || { echo "walkthrough: no sh blocks found in README.md" >&2; exit 1; }
 
 cd "$work"
-MUSCLE_BIND="127.0.0.1:$port" MUSCLE_DATA_DIR="$work/data" MUSCLE_MODEL_DIR="$work/examples" \
-    MUSCLE_API_TOKEN='' RUST_LOG=warn "$bin" serve >"$work/server.log" 2>&1 &
-server=$!
+if [ -z "$server_url" ]; then
+    MUSCLE_BIND="$address" MUSCLE_DATA_DIR="$work/data" MUSCLE_MODEL_DIR="$work/examples" \
+        MUSCLE_API_TOKEN='' RUST_LOG=warn "$bin" serve >"$work/server.log" 2>&1 &
+    server=$!
+else
+    echo "(the server's log is the stack's: docker compose logs)" >"$work/server.log"
+fi
 for _ in $(seq 1 100); do
-    curl -sf "127.0.0.1:$port/healthz" >/dev/null && break
+    curl -sf "$address/healthz" >/dev/null && break
     sleep 0.2
 done
 
@@ -60,7 +84,7 @@ curl() {
     rm -f "\$body"
 }
 EOF
-echo "walkthrough: running $(grep -c . "$work/walkthrough.sh") lines of README.md against 127.0.0.1:$port"
+echo "walkthrough: running $(grep -c . "$work/walkthrough.sh") lines of README.md against $address"
 if ! bash -c "source '$work/prelude.sh'; source '$work/walkthrough.sh'" >"$work/out.log" 2>&1; then
     echo "walkthrough: a README command failed; its output:" >&2
     cat "$work/out.log" >&2
@@ -79,8 +103,15 @@ if [ "$got_409" != "$expected_409" ] || [ "$other" != 0 ]; then
     cat "$work/out.log" >&2
     exit 1
 fi
-for file in report.json instances.jsonl instances.csv examples/trained/tiny-compat/adapter_model.safetensors \
-    examples/trained/tiny-compat-api/adapter_model.safetensors; do
+# A `# => TEXT` line in a block is what the command above it prints: TEXT must be in the output.
+while IFS= read -r expected; do
+    grep -qF -- "$expected" "$work/out.log" ||
+        { echo "walkthrough: README.md says a command prints \"$expected\"; it did not" >&2; cat "$work/out.log" >&2; exit 1; }
+done < <(sed -n 's/^# => //p' "$work/walkthrough.sh")
+for file in report.json instances.jsonl instances.csv examples/trained/tiny-compat/adapter_model.safetensors; do
     [ -s "$work/$file" ] || { echo "walkthrough: the README's commands did not write $file" >&2; exit 1; }
 done
+# The server's training wrote its adapter where the server lists it (a volume, under Docker).
+command curl -sf "$address/v1/models" | jq -e '.adapters | map(.name) | index("trained/tiny-compat-api")' >/dev/null ||
+    { echo "walkthrough: the server does not list the adapter trained/tiny-compat-api" >&2; exit 1; }
 echo "walkthrough: every step pasted"

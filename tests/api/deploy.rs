@@ -1,5 +1,6 @@
-//! What can be checked of the deployment without a Docker engine: the compose file validates,
-//! and the container entrypoint runs and health-checks the real binary.
+//! What can be checked of the deployment without a Docker engine: the compose files validate,
+//! and the container entrypoint runs and health-checks the real binary. tests/docker builds the
+//! image and runs the stack on a real engine.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -7,10 +8,10 @@ use std::time::Duration;
 
 use super::helpers::{repo, skip_required};
 
-/// docker-compose (v1, Debian's package) or the v2 plugin, whichever is installed. A plain
-/// `docker` client without the compose plugin reads `compose` as an unknown command and `-f` as
-/// an unknown flag, so the plugin is asked for its version before it is used.
-fn compose_config(file: &Path) -> Option<String> {
+/// The compose v2 plugin, or docker-compose where that is v1 (Debian's package; it cannot read
+/// the CPU overlay's `!reset`). A plain `docker` client without the plugin reads `compose` as an
+/// unknown command and `-f` as an unknown flag, so each is asked for its version first.
+fn compose_config(files: &[&str], profiles: &[&str]) -> Option<String> {
     let answers = |cmd: &[&str]| {
         Command::new(cmd[0])
             .args(&cmd[1..])
@@ -20,18 +21,26 @@ fn compose_config(file: &Path) -> Option<String> {
             .status()
             .is_ok_and(|s| s.success())
     };
-    let attempts: [&[&str]; 2] = [&["docker-compose"], &["docker", "compose"]];
+    let attempts: [&[&str]; 2] = [&["docker", "compose"], &["docker-compose"]];
     let tool = attempts.into_iter().find(|cmd| answers(cmd))?;
-    let output = Command::new(tool[0])
-        .args(&tool[1..])
-        .arg("-f")
-        .arg(file)
+    if files.len() > 1 && tool == ["docker-compose"] {
+        return None;
+    }
+    let mut command = Command::new(tool[0]);
+    command.args(&tool[1..]).current_dir(repo());
+    for file in files {
+        command.arg("-f").arg(file);
+    }
+    for profile in profiles {
+        command.args(["--profile", profile]);
+    }
+    let output = command
         .arg("config")
         .output()
         .unwrap_or_else(|e| panic!("{} config: {e}", tool.join(" ")));
     if !output.status.success() {
         panic!(
-            "{} rejects the compose file:\n{}",
+            "{} rejects {files:?}:\n{}",
             tool.join(" "),
             String::from_utf8_lossy(&output.stderr)
         );
@@ -39,16 +48,17 @@ fn compose_config(file: &Path) -> Option<String> {
     Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+const NO_COMPOSE: &str = "the docker compose v2 plugin is not installed (scripts/docker/install-engine.sh \
+                          installs it; .ci/run runs that)";
+
 #[test]
 fn the_compose_file_validates_with_postgres_api_and_gpu_workers() {
-    let Some(config) = compose_config(&repo().join("docker/compose.yaml")) else {
-        skip_required(
-            "validating docker/compose.yaml",
-            "neither docker-compose nor the docker compose plugin is installed (apt-get install \
-             docker-compose; .ci/run installs it)",
-        );
+    let Some(config) = compose_config(&["docker/compose.yaml"], &["vllm"]) else {
+        skip_required("validating docker/compose.yaml", NO_COMPOSE);
         return;
     };
+    // v1 quotes strings with ', v2 with ".
+    let config = config.replace('\'', "\"");
     for needle in [
         "postgres:",
         "condition: service_healthy",
@@ -59,18 +69,50 @@ fn the_compose_file_validates_with_postgres_api_and_gpu_workers() {
         "DATABASE_URL: postgres://muscle:muscle@postgres:5432/muscle",
         "/models:ro",
         "dockerfile: docker/Dockerfile.cuda",
-        "CUDA_COMPUTE_CAP: '90'",
+        "CUDA_COMPUTE_CAP: \"90\"",
         // The optional inference server endpoint sides reach by name (README).
         "image: vllm/vllm-openai:",
         "- vllm",
-        "VLLM_BATCH_INVARIANT: '1'",
+        "VLLM_BATCH_INVARIANT: \"1\"",
         "MUSCLE_ENDPOINT_HOSTS:",
+        // Trained adapters in their own writable volume, not inside the read-only models.
+        "MUSCLE_TRAINED_DIR: /trained",
+        "target: /trained",
+        "read_only: true",
     ] {
         assert!(
             config.contains(needle),
             "compose config lacks {needle:?}:\n{config}"
         );
     }
+    assert!(
+        !config.contains("/models/trained"),
+        "no mount point inside the read-only models:\n{config}"
+    );
+}
+
+#[test]
+fn the_cpu_overlay_runs_workers_on_the_cpu_image_without_gpus() {
+    let Some(config) = compose_config(&["docker/compose.yaml", "docker/compose.cpu.yaml"], &[])
+    else {
+        skip_required("validating docker/compose.cpu.yaml", NO_COMPOSE);
+        return;
+    };
+    let worker = &config[config.find("\n  worker:").expect("a worker service")..];
+    for needle in [
+        "dockerfile: docker/Dockerfile\n",
+        "image: muscle:cpu",
+        "MUSCLE_DEVICE: cpu",
+    ] {
+        assert!(
+            worker.contains(needle),
+            "the CPU worker lacks {needle:?}:\n{worker}"
+        );
+    }
+    assert!(
+        !config.contains("nvidia") && !config.contains("CUDA_COMPUTE_CAP"),
+        "no GPU is reserved or built for:\n{config}"
+    );
 }
 
 fn free_port() -> u16 {
