@@ -17,6 +17,7 @@ pub mod handle;
 pub mod layers;
 pub mod lora;
 pub mod model;
+pub mod sampling;
 pub mod scoring;
 pub mod threads;
 pub mod tokenize;

@@ -5,6 +5,7 @@ mod helpers;
 
 mod engine_reference;
 mod engine_synthetic;
+mod sampling;
 mod train_engine;
 mod train_families;
 mod train_gradients;
