@@ -249,6 +249,7 @@ async fn run(args: Args) {
                 max_new_tokens: l.max_new_tokens,
                 stop: vec![],
                 no_repeat_ngram_size: 0,
+                sampling: None,
             })
             .collect();
         let opts = RunOptions {

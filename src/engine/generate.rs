@@ -1,5 +1,6 @@
-//! Greedy generation over batches of prompts: each batch left-padded, with per-row positions
-//! and a KV cache. `RunOptions::cancel` is checked between batches.
+//! Generation over batches of prompts: each batch left-padded, with per-row positions and a KV
+//! cache; greedy, then (where asked) sampled draws that continue the greedy pass's prompts
+//! through a copy of their cache. `RunOptions::cancel` is checked between batches.
 
 use candle_core::{D, DType, Tensor};
 
@@ -7,7 +8,9 @@ use super::batching::{BatchConfig, plan};
 use super::decoder::{KvCache, Step, positions_and_mask};
 use super::error::{EngineError, Result};
 use super::model::LoadedModel;
-use super::types::{FinishReason, GenItem, GenResult, RunOptions};
+use super::sampling::{SamplingParams, draw, draw_stream, warped_probs};
+use super::types::{FinishReason, GenItem, GenResult, Generation, RunOptions};
+use rand_chacha::ChaCha8Rng;
 
 /// The tokens that would complete an n-gram already present in `prompt` + `out`
 /// (transformers' `_get_ngrams` / `_calc_banned_ngram_tokens`).
@@ -44,90 +47,131 @@ struct GenState {
     finish: Option<FinishReason>,
 }
 
-/// Greedy decoding of one left-padded batch with a KV cache.
-fn generate_batch(
+impl GenState {
+    fn generation(self) -> Generation {
+        Generation {
+            text: self.text,
+            output_ids: self.out,
+            finish: self.finish.unwrap_or(FinishReason::Length),
+        }
+    }
+}
+
+/// How a row picks its next token: the largest logit, or a draw from its own stream.
+enum Pick {
+    Greedy,
+    Sample(SamplingParams, Box<ChaCha8Rng>),
+}
+
+/// One sequence being decoded: its request, which of the batch's prompts it continues, and how
+/// it picks tokens.
+struct Row<'a> {
+    item: &'a GenItem,
+    prompt: usize,
+    pick: Pick,
+}
+
+/// Decodes `rows` with a KV cache. The prompts (left-padded) go through the model once; where
+/// several rows continue one prompt (the sampled draws of an instance), its cache is copied to
+/// each of them, then every row decodes on its own.
+fn decode_batch(
     model: &LoadedModel,
-    items: &[&GenItem],
-    prompts: Vec<Vec<u32>>,
-) -> Result<Vec<GenResult>> {
+    prompts: &[Vec<u32>],
+    rows: Vec<Row<'_>>,
+) -> Result<Vec<Generation>> {
     let dec = &model.decoder;
     let tok = &model.tokenizer;
-    let b = items.len();
+    let b = prompts.len();
     let t = prompts.iter().map(Vec::len).max().unwrap_or(1).max(1);
     let pad_id = tok.eos.first().copied().unwrap_or(0);
-    let left_pad: Vec<usize> = prompts.iter().map(|p| t - p.len()).collect();
     let mut ids = Vec::with_capacity(b * t);
-    for p in &prompts {
+    for p in prompts {
         ids.extend(std::iter::repeat_n(pad_id, t - p.len()));
         ids.extend(p);
     }
-    let mut states: Vec<GenState> = prompts
-        .into_iter()
-        .zip(items)
-        .map(|(p, it)| GenState {
-            prompt_ids: p,
+    let mut rows = rows;
+    let mut states: Vec<GenState> = rows
+        .iter()
+        .map(|row| GenState {
+            prompt_ids: prompts[row.prompt].clone(),
             out: Vec::new(),
             text: String::new(),
-            finish: (it.max_new_tokens == 0).then_some(FinishReason::Length),
+            finish: (row.item.max_new_tokens == 0).then_some(FinishReason::Length),
         })
         .collect();
+    if states.iter().all(|s| s.finish.is_some()) {
+        return Ok(states.into_iter().map(GenState::generation).collect());
+    }
     let sw = dec.sliding_window;
     // Room for every token the batch may generate, so decoding never copies the cache.
-    let new_tokens = items.iter().map(|it| it.max_new_tokens).max().unwrap_or(0);
-    let mut cache = KvCache::with_capacity(new_tokens);
+    let new_tokens = rows
+        .iter()
+        .map(|r| r.item.max_new_tokens)
+        .max()
+        .unwrap_or(0);
+    let prompt_pad: Vec<usize> = prompts.iter().map(|p| t - p.len()).collect();
+    let (positions, mask) = positions_and_mask(t, 0, &prompt_pad, sw, &dec.device)?;
+    let input = Tensor::from_vec(ids.clone(), (b, t), &dec.device)?;
+    let last: Vec<u32> = (0..b).map(|i| (i * t + t - 1) as u32).collect();
+    let shared = rows.len() != b || rows.iter().enumerate().any(|(i, r)| r.prompt != i);
+    let mut cache = KvCache::with_capacity(if shared { 0 } else { new_tokens });
+    let step = Step {
+        ids: &input,
+        positions: &positions,
+        mask: &mask,
+    };
+    let mut logits = dec.logits_at(&step, &last, Some(&mut cache))?;
+    let of_prompt: Vec<u32> = rows.iter().map(|r| r.prompt as u32).collect();
+    if shared {
+        cache = cache.select_batch_reserving(&of_prompt, new_tokens)?;
+        logits =
+            logits.index_select(&Tensor::from_slice(&of_prompt, rows.len(), &dec.device)?, 0)?;
+    }
+    let n = rows.len();
+    let left_pad: Vec<usize> = rows.iter().map(|r| prompt_pad[r.prompt]).collect();
     // Every row's tokens so far (left-padded), to recompute the cache when LongRoPE switches.
-    let mut seqs: Vec<Vec<u32>> = ids.chunks(t).map(<[u32]>::to_vec).collect();
-    let mut input = Tensor::from_vec(ids, (b, t), &dec.device)?;
-    let mut rows: Vec<u32> = (0..b).map(|i| (i * t + t - 1) as u32).collect();
-    let mut past = 0;
-    while states.iter().any(|s| s.finish.is_none()) {
-        // transformers' Phi-3 drops the cache when a sequence grows past the LongRoPE switch
-        // length and recomputes it whole with the long frequencies: so do we.
-        let crosses = dec.rope_switch_len.is_some_and(|l| {
-            past > 0
-                && left_pad
-                    .iter()
-                    .any(|&pad| past - pad <= l && past + 1 - pad > l)
-        });
-        if crosses {
-            let len = seqs[0].len();
-            cache = KvCache::with_capacity(new_tokens.saturating_sub(past + 1 - t));
-            input = Tensor::from_vec(seqs.concat(), (b, len), &dec.device)?;
-            rows = (0..b).map(|i| (i * len + len - 1) as u32).collect();
-            past = 0;
-        }
-        let tn = input.dim(1)?;
-        let (positions, mask) = positions_and_mask(tn, past, &left_pad, sw, &dec.device)?;
-        let step = Step {
-            ids: &input,
-            positions: &positions,
-            mask: &mask,
-        };
-        let logits = dec.logits_at(&step, &rows, Some(&mut cache))?;
-        past += tn;
-        let next: Vec<u32> = if items.iter().any(|it| it.no_repeat_ngram_size > 0) {
-            let rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
-            rows.into_iter()
+    let mut seqs: Vec<Vec<u32>> = rows
+        .iter()
+        .map(|r| ids[r.prompt * t..(r.prompt + 1) * t].to_vec())
+        .collect();
+    let mut past = t;
+    let needs_rows = rows
+        .iter()
+        .any(|r| r.item.no_repeat_ngram_size > 0 || matches!(r.pick, Pick::Sample(..)));
+    loop {
+        let next: Vec<u32> = if needs_rows {
+            let logit_rows: Vec<Vec<f32>> = logits.to_dtype(DType::F32)?.to_vec2()?;
+            logit_rows
+                .into_iter()
+                .zip(rows.iter_mut())
                 .zip(&states)
-                .zip(items)
-                .map(|((mut row, s), it)| {
+                .map(|((mut logit_row, row), s)| {
+                    if s.finish.is_some() {
+                        return pad_id;
+                    }
                     for banned in
-                        banned_ngram_tokens(&s.prompt_ids, &s.out, it.no_repeat_ngram_size)
+                        banned_ngram_tokens(&s.prompt_ids, &s.out, row.item.no_repeat_ngram_size)
                     {
-                        if let Some(v) = row.get_mut(banned as usize) {
+                        if let Some(v) = logit_row.get_mut(banned as usize) {
                             *v = f32::NEG_INFINITY;
                         }
                     }
-                    first_argmax(&row)
+                    match &mut row.pick {
+                        Pick::Greedy => first_argmax(&logit_row),
+                        Pick::Sample(params, stream) => {
+                            draw(&warped_probs(&logit_row, params), stream)
+                        }
+                    }
                 })
                 .collect()
         } else {
             logits.argmax(D::Minus1)?.to_vec1()?
         };
-        for ((s, it), &n) in states.iter_mut().zip(items).zip(&next) {
+        for ((s, row), &n) in states.iter_mut().zip(&rows).zip(&next) {
             if s.finish.is_some() {
                 continue;
             }
+            let it = row.item;
             s.out.push(n);
             if tok.eos.contains(&n) {
                 s.finish = Some(FinishReason::Eos);
@@ -148,19 +192,96 @@ fn generate_batch(
                 s.finish = Some(FinishReason::Length);
             }
         }
-        for (seq, &n) in seqs.iter_mut().zip(&next) {
-            seq.push(n);
+        if states.iter().all(|s| s.finish.is_some()) {
+            break;
         }
-        input = Tensor::from_vec(next, (b, 1), &dec.device)?;
-        rows = (0..b as u32).collect();
+        for (seq, &token) in seqs.iter_mut().zip(&next) {
+            seq.push(token);
+        }
+        // transformers' Phi-3 drops the cache when a sequence grows past the LongRoPE switch
+        // length and recomputes it whole with the long frequencies: so do we.
+        let crosses = dec.rope_switch_len.is_some_and(|l| {
+            left_pad
+                .iter()
+                .any(|&pad| past - pad <= l && past + 1 - pad > l)
+        });
+        let (input, rows_at, tn) = if crosses {
+            let len = seqs[0].len();
+            cache = KvCache::with_capacity(new_tokens.saturating_sub(past + 1 - t));
+            past = 0;
+            let at: Vec<u32> = (0..n).map(|i| (i * len + len - 1) as u32).collect();
+            (
+                Tensor::from_vec(seqs.concat(), (n, len), &dec.device)?,
+                at,
+                len,
+            )
+        } else {
+            let at: Vec<u32> = (0..n as u32).collect();
+            (Tensor::from_vec(next, (n, 1), &dec.device)?, at, 1)
+        };
+        let (positions, mask) = positions_and_mask(tn, past, &left_pad, sw, &dec.device)?;
+        let step = Step {
+            ids: &input,
+            positions: &positions,
+            mask: &mask,
+        };
+        logits = dec.logits_at(&step, &rows_at, Some(&mut cache))?;
+        past += tn;
     }
-    Ok(states
+    Ok(states.into_iter().map(GenState::generation).collect())
+}
+
+/// The greedy output of each item, and its sampled outputs after it.
+fn generate_batch(
+    model: &LoadedModel,
+    items: &[&GenItem],
+    prompts: Vec<Vec<u32>>,
+) -> Result<Vec<GenResult>> {
+    let greedy_rows = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| Row {
+            item,
+            prompt: i,
+            pick: Pick::Greedy,
+        })
+        .collect();
+    let greedy = decode_batch(model, &prompts, greedy_rows)?;
+    let mut sampled_rows = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        let Some(request) = &item.sampling else {
+            continue;
+        };
+        for index in 0..request.samples {
+            let stream = draw_stream(request.seed, &request.side, &request.instance, index);
+            sampled_rows.push(Row {
+                item,
+                prompt: i,
+                pick: Pick::Sample(request.params, Box::new(stream)),
+            });
+        }
+    }
+    let owners: Vec<usize> = sampled_rows.iter().map(|r| r.prompt).collect();
+    let mut samples: Vec<Vec<Generation>> = vec![Vec::new(); items.len()];
+    if !sampled_rows.is_empty() {
+        for (owner, generation) in
+            owners
+                .into_iter()
+                .zip(decode_batch(model, &prompts, sampled_rows)?)
+        {
+            samples[owner].push(generation);
+        }
+    }
+    Ok(greedy
         .into_iter()
-        .map(|s| GenResult {
-            text: s.text,
-            prompt_ids: s.prompt_ids,
-            output_ids: s.out,
-            finish: s.finish.unwrap_or(FinishReason::Length),
+        .zip(prompts)
+        .zip(samples)
+        .map(|((g, prompt_ids), samples)| GenResult {
+            text: g.text,
+            prompt_ids,
+            output_ids: g.output_ids,
+            finish: g.finish,
+            samples,
         })
         .collect())
 }
@@ -198,11 +319,23 @@ pub fn generate(
             Ok(p)
         })
         .collect::<Result<Vec<_>>>()?;
+    // Sampled draws decode as rows of their own: a batch holds as many rows as it would
+    // greedy items, its instances sharing them.
+    let draws = |it: &GenItem| {
+        it.sampling
+            .as_ref()
+            .map_or(1, |s| s.samples.max(1) as usize)
+    };
+    let most_draws = items.iter().map(draws).max().unwrap_or(1);
     let lengths: Vec<usize> = prompts
         .iter()
         .zip(items)
-        .map(|(p, it)| p.len() + it.max_new_tokens)
+        .map(|(p, it)| (p.len() + it.max_new_tokens) * draws(it))
         .collect();
+    let batch = BatchConfig {
+        max_batch_size: (batch.max_batch_size / most_draws).max(1),
+        ..batch
+    };
     let mut out: Vec<Option<GenResult>> = vec![None; items.len()];
     for idx in plan(&lengths, batch) {
         opts.check_cancel()?;
@@ -213,7 +346,10 @@ pub fn generate(
             idx.len(),
             results
                 .iter()
-                .map(|r| r.prompt_ids.len() + r.output_ids.len())
+                .map(|r| {
+                    let sampled: usize = r.samples.iter().map(|g| g.output_ids.len()).sum();
+                    r.prompt_ids.len() + r.output_ids.len() + sampled
+                })
                 .sum(),
         );
         for (&i, r) in idx.iter().zip(results) {

@@ -225,7 +225,7 @@ impl McResult {
     }
 }
 
-/// A greedy generation request.
+/// A generation request: the greedy output, and sampled ones when `sampling` is set.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GenItem {
     pub prompt: String,
@@ -237,6 +237,30 @@ pub struct GenItem {
     /// NoRepeatNGramLogitsProcessor bans the tokens that would repeat one.
     #[serde(default)]
     pub no_repeat_ngram_size: usize,
+    /// Outputs drawn after the greedy one, with the same stop strings and n-gram rule.
+    #[serde(default)]
+    pub sampling: Option<SampleRequest>,
+}
+
+/// `samples` outputs drawn with `params`; draw k's random stream is
+/// `sampling::draw_stream(seed, side, instance, k)`, so it depends on nothing else.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRequest {
+    pub params: crate::engine::sampling::SamplingParams,
+    pub samples: u32,
+    pub seed: u64,
+    pub side: String,
+    pub instance: String,
+}
+
+/// One generated output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
+    /// Decoded output (special tokens skipped), cut before the first stop string.
+    pub text: String,
+    /// Generated ids, including the EOS id when generation ended on it (as transformers returns).
+    pub output_ids: Vec<u32>,
+    pub finish: FinishReason,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -255,4 +279,7 @@ pub struct GenResult {
     /// Generated ids, including the EOS id when generation ended on it (as transformers returns).
     pub output_ids: Vec<u32>,
     pub finish: FinishReason,
+    /// The sampled outputs, in draw order (empty without `GenItem::sampling`).
+    #[serde(default)]
+    pub samples: Vec<Generation>,
 }

@@ -124,6 +124,7 @@ async fn score_side(
                     max_new_tokens: rules.max_new_tokens as usize,
                     stop: rules.stop.clone(),
                     no_repeat_ngram_size: rules.no_repeat_ngram_size as usize,
+                    sampling: None,
                 })
                 .collect();
             let results = runtime

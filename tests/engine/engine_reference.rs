@@ -241,6 +241,7 @@ fn check_case(dir: &std::path::Path, case: &Value, fused: bool, how: Adapter) ->
             max_new_tokens: e["max_new_tokens"].as_u64().unwrap() as usize,
             stop: vec![],
             no_repeat_ngram_size: 0,
+            sampling: None,
         })
         .collect();
     let got = generate::generate(&model, &items, batch, &RunOptions::default()).unwrap();
@@ -521,6 +522,7 @@ fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
             max_new_tokens: reference["max_new_tokens"].as_u64().unwrap() as usize,
             stop: vec![],
             no_repeat_ngram_size: c["no_repeat_ngram_size"].as_u64().unwrap() as usize,
+            sampling: None,
         })
         .collect();
     let options = RunOptions {
@@ -546,6 +548,7 @@ fn no_repeat_ngram_greedy_matches_transformers_token_for_token() {
         .iter()
         .map(|i| GenItem {
             no_repeat_ngram_size: 0,
+            sampling: None,
             ..i.clone()
         })
         .collect();

@@ -125,6 +125,7 @@ fn results_do_not_depend_on_the_batch() {
             max_new_tokens: 3 + i,
             stop: vec![],
             no_repeat_ngram_size: 0,
+            sampling: None,
         })
         .collect();
     let opts = RunOptions::default();
@@ -160,6 +161,7 @@ fn kv_cache_generation_matches_full_recompute() {
         max_new_tokens: 8,
         stop: vec![],
         no_repeat_ngram_size: 0,
+        sampling: None,
     };
     let g = generate::generate(
         &m,
@@ -196,6 +198,7 @@ fn stop_strings_cut_the_output() {
         max_new_tokens: 6,
         stop: vec![],
         no_repeat_ngram_size: 0,
+        sampling: None,
     };
     let g =
         generate::generate(&m, &[free], BatchConfig::default(), &RunOptions::default()).unwrap();
@@ -207,6 +210,7 @@ fn stop_strings_cut_the_output() {
             max_new_tokens: 6,
             stop: vec![stop.clone()],
             no_repeat_ngram_size: 0,
+            sampling: None,
         };
         let s =
             generate::generate(&m, &[it], BatchConfig::default(), &RunOptions::default()).unwrap();

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use muscle::engine::sampling::{SamplingParams, draw, draw_stream, warped_probs};
 use muscle::engine::scoring::last_logits;
+use muscle::engine::types::{GenItem, GenResult, SampleRequest};
 use muscle::engine::*;
 use serde_json::Value;
 use statrs::distribution::{ChiSquared, ContinuousCDF};
@@ -177,4 +178,98 @@ fn sampled_first_tokens_follow_the_distribution_generate_draws_from() {
         wrong_order_failed, order_matters,
         "top-p before the temperature must fail wherever the order matters"
     );
+}
+
+fn sampled_items(temperature: f64, samples: u32) -> Vec<GenItem> {
+    [
+        "The capital of France is",
+        "Once upon a time",
+        "Question: 2 + 2 =",
+        "the cat sat on the",
+        "A",
+        "In the morning we went to the market and",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, prompt)| GenItem {
+        prompt: prompt.to_string(),
+        max_new_tokens: 6 + i,
+        stop: if i == 3 { vec![" the".into()] } else { vec![] },
+        no_repeat_ngram_size: if i == 4 { 2 } else { 0 },
+        sampling: Some(SampleRequest {
+            params: SamplingParams {
+                temperature,
+                top_k: None,
+                top_p: 0.95,
+            },
+            samples,
+            seed: 11,
+            side: "new".into(),
+            instance: format!("i{i}"),
+        }),
+    })
+    .collect()
+}
+
+fn fixture_model() -> LoadedModel {
+    LoadedModel::load(
+        &ModelSpec::cpu_f32(fixtures_dir().join("models/llama-gqa"), None),
+        true,
+    )
+    .unwrap()
+}
+
+fn run(model: &LoadedModel, items: &[GenItem], max_batch_size: usize) -> Vec<GenResult> {
+    let batch = BatchConfig {
+        max_batch_tokens: 1 << 16,
+        max_batch_size,
+    };
+    generate::generate(model, items, batch, &RunOptions::default()).unwrap()
+}
+
+/// A draw depends on (seed, side, instance, index) alone: one instance per batch or all in one
+/// give the same samples, and asking for samples leaves the greedy output as it was.
+#[test]
+fn sampled_outputs_are_the_same_in_any_batch_and_leave_greedy_unchanged() {
+    let model = fixture_model();
+    let items = sampled_items(0.9, 5);
+    let alone = run(&model, &items, 1);
+    let together = run(&model, &items, 64);
+    assert_eq!(alone, together);
+    let greedy_only: Vec<GenItem> = items
+        .iter()
+        .map(|it| GenItem {
+            sampling: None,
+            ..it.clone()
+        })
+        .collect();
+    for (with, without) in together.iter().zip(run(&model, &greedy_only, 64)) {
+        assert_eq!(with.text, without.text);
+        assert_eq!(with.output_ids, without.output_ids);
+        assert!(without.samples.is_empty());
+        assert_eq!(with.samples.len(), 5);
+    }
+    let distinct: std::collections::BTreeSet<&str> = together
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|g| g.text.as_str()))
+        .collect();
+    assert!(distinct.len() > 12, "draws at T=0.9 vary: {distinct:?}");
+    // The stop string cuts the samples as it cuts the greedy output.
+    assert!(together[3].samples.iter().all(|g| !g.text.contains(" the")));
+}
+
+/// At a temperature near 0 every draw is the greedy output: the draws continue the prompt's
+/// cache, copied to each of them, exactly as the greedy pass does.
+#[test]
+fn cold_draws_repeat_the_greedy_output() {
+    let model = fixture_model();
+    let results = run(&model, &sampled_items(1e-4, 3), 64);
+    for r in &results {
+        for g in &r.samples {
+            assert_eq!(
+                (&g.output_ids, &g.text, g.finish),
+                (&r.output_ids, &r.text, r.finish)
+            );
+        }
+    }
 }

@@ -113,6 +113,13 @@ impl KvCache {
     /// A new cache of rows `rows` of this one's batch axis (row i of the result = row `rows[i]`):
     /// a batch of prompts becomes the cache of their choices, one row per choice.
     pub fn select_batch(&self, rows: &[u32]) -> Result<KvCache> {
+        self.select_batch_reserving(rows, 0)
+    }
+
+    /// [`Self::select_batch`], with room for `extra` more positions in the new buffers, so a
+    /// decode of up to `extra` tokens after it never copies the cache (a prompt's cache becomes
+    /// that of its sampled continuations).
+    pub fn select_batch_reserving(&self, rows: &[u32], extra: usize) -> Result<KvCache> {
         let mut out = KvCache::default();
         let Some((k0, _)) = self.layers.iter().find_map(|l| l.buffers.as_ref()) else {
             return Ok(out);
@@ -122,9 +129,18 @@ impl KvCache {
             let selected = if layer.buffers.is_some() {
                 let (k, v) = layer.filled()?;
                 let (k, v) = (k.index_select(&idx, 0)?, v.index_select(&idx, 0)?);
+                let len = k.dim(2)?;
+                let buffers = if extra == 0 {
+                    (k.contiguous()?, v.contiguous()?)
+                } else {
+                    let (bk, bv) = (allocate(&k, len + extra)?, allocate(&v, len + extra)?);
+                    bk.slice_set(&k.contiguous()?, 2, 0)?;
+                    bv.slice_set(&v.contiguous()?, 2, 0)?;
+                    (bk, bv)
+                };
                 LayerKv {
-                    len: k.dim(2)?,
-                    buffers: Some((k.contiguous()?, v.contiguous()?)),
+                    len,
+                    buffers: Some(buffers),
                     reserve: 0,
                 }
             } else {
