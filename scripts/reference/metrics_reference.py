@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Writes tests/fixtures/metrics/reference.json: McNemar exact p-values and Wilson intervals
-from scipy/statsmodels, which the Rust tests in src/metrics/reference_tests.rs must match.
+"""Writes tests/fixtures/metrics/reference.json: McNemar exact p-values, Wilson intervals,
+Fisher exact p-values (two-sided) and Benjamini-Hochberg adjusted p-values from scipy and
+statsmodels, which the Rust tests in src/metrics/reference_tests.rs must match.
 
 Usage: python scripts/reference/metrics_reference.py   (pins in metrics-requirements.txt)
 """
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy
 import scipy
 import statsmodels
-from scipy.stats import binomtest
+from scipy.stats import binomtest, false_discovery_control, fisher_exact
+from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
@@ -42,6 +44,36 @@ def mcnemar_p(nf: int, pf: int) -> float:
     return p
 
 
+# 2x2 tables [[a, b], [c, d]]: per-instance k of K correct samples (old vs new), and a slice's
+# negative flips against the rest's.
+FISHER_TABLES = [
+    (0, 10, 0, 10), (10, 0, 0, 10), (10, 0, 10, 0), (7, 3, 2, 8), (3, 7, 8, 2), (5, 5, 5, 5),
+    (9, 1, 4, 6), (1, 9, 0, 10), (0, 1, 1, 0), (2, 0, 0, 2), (12, 188, 40, 1760),
+    (30, 170, 90, 1710), (0, 50, 37, 913), (45, 955, 300, 8700), (1, 2, 3, 4),
+    (400, 600, 350, 650), (3, 1997, 0, 2000),
+]
+
+BH_SETS = [
+    [0.01],
+    [0.01, 0.04, 0.03, 0.005],
+    [0.5, 0.2, 0.9, 0.01, 0.04, 0.04, 0.001, 0.3, 1.0, 0.07],
+    [1.0, 1.0, 1.0],
+    [0.0, 0.0, 0.02, 0.8],
+    [0.049, 0.05, 0.051, 0.0001, 0.3, 0.12, 0.6, 0.0009, 0.0123, 0.99, 0.2, 0.013],
+]
+
+
+def fisher_p(a: int, b: int, c: int, d: int) -> float:
+    return float(fisher_exact([[a, b], [c, d]], alternative="two-sided").pvalue)
+
+
+def bh(pvalues: list) -> list:
+    adjusted = false_discovery_control(pvalues, method="bh")
+    check = multipletests(pvalues, alpha=0.05, method="fdr_bh")[1]
+    assert all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(adjusted, check)), (adjusted, check)
+    return [float(x) for x in adjusted]
+
+
 def main() -> None:
     data = {
         "generated_by": "scripts/reference/metrics_reference.py",
@@ -60,6 +92,10 @@ def main() -> None:
     for k, n in WILSON_PAIRS:
         lower, upper = proportion_confint(k, n, alpha=0.05, method="wilson")
         data["wilson"].append({"k": k, "n": n, "lower": float(lower), "upper": float(upper)})
+    data["fisher"] = [
+        {"table": [a, b, c, d], "p_value": fisher_p(a, b, c, d)} for a, b, c, d in FISHER_TABLES
+    ]
+    data["benjamini_hochberg"] = [{"p_values": ps, "q_values": bh(ps)} for ps in BH_SETS]
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {OUT}")

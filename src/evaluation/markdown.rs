@@ -231,13 +231,18 @@ pub fn render(
     if !report.slices.is_empty() {
         let _ = writeln!(
             out,
-            "\n### Worst slices by nfr\n\n| slice | n | nfr | accuracy old → new |\n|---|---|---|---|"
+            "\n### Worst slices by nfr\n\n| slice | n | nfr | accuracy old → new | vs the rest |\n|---|---|---|---|---|"
         );
         for slice in report.slices.iter().take(WORST_SLICES) {
             let acc = |correct: u64| (slice.n > 0).then(|| correct as f64 / slice.n as f64);
+            let versus = match slice.q_value {
+                Some(q) if slice.regressed => format!("**regressed** (q = {q:.3})"),
+                Some(q) => format!("within chance (q = {q:.2})"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "| {}{} | {} | {} | {} → {} |",
+                "| {}{} | {} | {} | {} → {} | {versus} |",
                 cell(&slice.slice),
                 if slice.small { " (small)" } else { "" },
                 slice.n,
@@ -246,6 +251,13 @@ pub fn render(
                 pct(acc(slice.counts.both_correct + slice.counts.positive_flips)),
             );
         }
+        let regressed = report.slices.iter().filter(|s| s.regressed).count();
+        let _ = writeln!(
+            out,
+            "\n{regressed} slice(s) regressed: negative flips above the rest's beyond chance \
+             (Fisher's exact test, Benjamini-Hochberg q < 0.05 across the slices); the others' \
+             rank may be noise."
+        );
     }
     if !first_negative_flips.is_empty() {
         let _ = writeln!(
@@ -563,7 +575,8 @@ mod tests {
         assert!(page.paragraphs[0].starts_with("Gate: FAILED (1 check)"));
         // Every table row keeps its columns, and the user's text reads as it was written.
         let flip_rows: Vec<&Vec<String>> = page.rows.iter().filter(|r| r.len() == 4).collect();
-        assert!(page.rows.iter().all(|r| r.len() == 4 || r.len() == 3));
+        let slice_rows: Vec<&Vec<String>> = page.rows.iter().filter(|r| r.len() == 5).collect();
+        assert!(page.rows.iter().all(|r| [3, 4, 5].contains(&r.len())));
         assert!(
             flip_rows.contains(&&vec![
                 ID.to_string(),
@@ -583,7 +596,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            flip_rows
+            slice_rows
                 .iter()
                 .any(|r| r[0] == format!("topic={TAG} (small)")),
             "{text}"

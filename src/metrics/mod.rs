@@ -8,6 +8,8 @@
 mod bootstrap;
 mod counts;
 mod exact_match;
+mod fdr;
+mod fisher;
 mod gate;
 mod generative;
 mod harness;
@@ -31,6 +33,8 @@ mod report_tests;
 pub use bootstrap::paired_bootstrap_delta;
 pub use counts::Counts;
 pub use exact_match::{ExactMatchOptions, exact_match};
+pub use fdr::benjamini_hochberg;
+pub use fisher::fisher_exact;
 pub use gate::{
     GateCheck, GateCheckResult, GateError, GateResult, evaluate_gate, gate_value,
     is_known_gate_metric, known_gate_metrics, validate_gate,

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{mcnemar_exact, wilson};
+use super::{benjamini_hochberg, fisher_exact, mcnemar_exact, wilson};
 
 const REFERENCE: &str = include_str!("../../tests/fixtures/metrics/reference.json");
 
@@ -12,6 +12,20 @@ struct Reference {
     versions: serde_json::Value,
     mcnemar: Vec<McNemarCase>,
     wilson: Vec<WilsonCase>,
+    fisher: Vec<FisherCase>,
+    benjamini_hochberg: Vec<BhCase>,
+}
+
+#[derive(Deserialize)]
+struct FisherCase {
+    table: [u64; 4],
+    p_value: f64,
+}
+
+#[derive(Deserialize)]
+struct BhCase {
+    p_values: Vec<f64>,
+    q_values: Vec<f64>,
 }
 
 #[derive(Deserialize)]
@@ -76,5 +90,36 @@ fn wilson_matches_statsmodels() {
             case.lower,
             case.upper
         );
+    }
+}
+
+#[test]
+fn fisher_matches_scipy() {
+    let cases = reference().fisher;
+    assert!(cases.len() >= 15);
+    for case in cases {
+        let [a, b, c, d] = case.table;
+        let ours = fisher_exact(a, b, c, d);
+        assert!(
+            agrees(ours, case.p_value),
+            "{:?}: ours {ours} scipy {}",
+            case.table,
+            case.p_value
+        );
+    }
+}
+
+#[test]
+fn benjamini_hochberg_matches_scipy_and_statsmodels() {
+    for case in reference().benjamini_hochberg {
+        let ours = benjamini_hochberg(&case.p_values);
+        for (q, theirs) in ours.iter().zip(&case.q_values) {
+            assert!(
+                agrees(*q, *theirs),
+                "{:?}: ours {ours:?} scipy {:?}",
+                case.p_values,
+                case.q_values
+            );
+        }
     }
 }

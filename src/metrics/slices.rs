@@ -1,4 +1,6 @@
-//! Per-slice counts and metrics: per gold label (`answer=K`) and per tag value (`KEY=VALUE`).
+//! Per-slice counts and metrics: per gold label (`answer=K`) and per tag value (`KEY=VALUE`),
+//! each slice's negative flips tested against the rest's with a false-discovery correction
+//! across slices (muscle.md section 8).
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -7,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::counts::{Counts, Tally};
+use super::fdr::benjamini_hochberg;
+use super::fisher::fisher_exact;
 use super::intervals::{Interval, wilson};
 use super::outcome::{InstanceOutcome, TaskKind};
 use super::rates::Metrics;
@@ -25,7 +29,19 @@ pub struct Slice {
     /// Wilson 95% interval of `nfr` (null when scores are not 0/1 or the slice is empty).
     #[serde(default)]
     pub nfr_interval: Option<Interval>,
+    /// This slice's negative flips against the rest's (two-sided Fisher exact test), adjusted by
+    /// Benjamini-Hochberg across every slice of the report, listed or not; null when the slice
+    /// holds every instance (there is no rest).
+    #[serde(default)]
+    pub q_value: Option<f64>,
+    /// q < 0.05 and more negative flips than the rest: worse than the rest beyond what chance
+    /// gives across this many slices. A slice ranked worst but not flagged may be noise.
+    #[serde(default)]
+    pub regressed: bool,
 }
+
+/// Below this q-value a slice worse than the rest is flagged `regressed`.
+pub const SLICE_FDR: f64 = 0.05;
 
 /// The names of every slice `instance` belongs to.
 pub fn slice_names(instance: &InstanceOutcome) -> Vec<String> {
@@ -61,7 +77,9 @@ pub fn compute_slices(
     max_slices: usize,
 ) -> SliceSet {
     let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut all = Tally::default();
     for instance in instances {
+        all.push(kind, instance);
         for name in slice_names(instance) {
             tallies.entry(name).or_default().push(kind, instance);
         }
@@ -80,8 +98,11 @@ pub fn compute_slices(
             } else {
                 None
             },
+            q_value: None,
+            regressed: false,
         })
         .collect();
+    flag_regressions(&mut slices, &all);
     slices.sort_by(|a, b| {
         worst_nfr_first(a.metrics.nfr, b.metrics.nfr).then_with(|| a.slice.cmp(&b.slice))
     });
@@ -94,6 +115,36 @@ pub fn compute_slices(
         slices,
         too_many_values,
     }
+}
+
+/// Each slice's Fisher test against the rest, BH-adjusted across `slices`, and the flag.
+fn flag_regressions(slices: &mut [Slice], all: &Tally) {
+    let tested: Vec<(usize, f64)> = slices
+        .iter()
+        .enumerate()
+        .filter(|(_, slice)| slice.n > 0 && slice.n < all.n)
+        .map(|(i, slice)| {
+            let (inside, rest) = against_rest(slice, all);
+            let p = fisher_exact(inside.0, inside.1, rest.0, rest.1);
+            (i, p)
+        })
+        .collect();
+    let q_values = benjamini_hochberg(&tested.iter().map(|&(_, p)| p).collect::<Vec<_>>());
+    for (&(i, _), q) in tested.iter().zip(q_values) {
+        let slice = &mut slices[i];
+        let (inside, rest) = against_rest(slice, all);
+        let rate = |(flips, others): (u64, u64)| flips as f64 / (flips + others) as f64;
+        slice.q_value = Some(q);
+        slice.regressed = q < SLICE_FDR && rate(inside) > rate(rest);
+    }
+}
+
+/// (negative flips, other instances) inside the slice and in the rest of the data.
+fn against_rest(slice: &Slice, all: &Tally) -> ((u64, u64), (u64, u64)) {
+    let flips = slice.counts.negative_flips;
+    let rest_n = all.n - slice.n;
+    let rest_flips = all.counts.negative_flips - flips;
+    ((flips, slice.n - flips), (rest_flips, rest_n - rest_flips))
 }
 
 /// `slices` sorted worst first, cut to `max`: the worst `max - max / 2`, then the largest `n`
@@ -259,5 +310,61 @@ mod tests {
         assert_eq!(worst_nfr_first(None, Some(0.0)), Ordering::Greater);
         assert_eq!(worst_nfr_first(Some(0.0), None), Ordering::Less);
         assert_eq!(worst_nfr_first(Some(0.2), Some(0.1)), Ordering::Less);
+    }
+
+    /// 40 topics of 25 instances: topic=law has 12 negative flips, half the other topics one
+    /// each (so they rank above the rest by chance), the others none.
+    fn forty_topics() -> Vec<InstanceOutcome> {
+        (0..1000)
+            .map(|i| {
+                let (topic, j) = (i % 40, i / 40);
+                let name = if topic == 7 {
+                    "law".to_string()
+                } else {
+                    format!("t{topic:02}")
+                };
+                let flipped = if topic == 7 {
+                    j < 12
+                } else {
+                    topic % 2 == 0 && j == 0
+                };
+                inst(
+                    None,
+                    &[("topic", &name)],
+                    1.0,
+                    if flipped { 0.0 } else { 1.0 },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_a_slice_worse_than_chance_allows_is_flagged_regressed() {
+        let set = compute_slices(TaskKind::MultipleChoice, &forty_topics(), 30, 200);
+        let flagged: Vec<&str> = set
+            .slices
+            .iter()
+            .filter(|s| s.regressed)
+            .map(|s| s.slice.as_str())
+            .collect();
+        assert_eq!(flagged, ["topic=law"]);
+        let law = &set.slices[0];
+        assert_eq!(
+            (law.slice.as_str(), law.counts.negative_flips),
+            ("topic=law", 12)
+        );
+        assert!(law.q_value.unwrap() < 1e-6);
+        // The next worst topics have a flip or two: ranked, not flagged.
+        let next = &set.slices[1];
+        assert!(next.counts.negative_flips >= 1 && !next.regressed);
+        assert!(next.q_value.unwrap() > SLICE_FDR);
+    }
+
+    #[test]
+    fn a_slice_of_every_instance_has_no_rest_to_be_tested_against() {
+        let rows = [inst(Some(0), &[], 1.0, 0.0), inst(Some(0), &[], 1.0, 1.0)];
+        let set = compute_slices(TaskKind::MultipleChoice, &rows, 30, 200);
+        assert_eq!(set.slices[0].q_value, None);
+        assert!(!set.slices[0].regressed);
     }
 }

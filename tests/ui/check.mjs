@@ -159,6 +159,9 @@ try {
   const slices = await all(".slices [data-slice]", (gs) => gs.map((g) => g.dataset.slice));
   check(JSON.stringify(slices) === JSON.stringify(r.slices.slice(0, 40).map((s) => s.slice)), `slices worst first (${slices.length})`);
   check((await all(".slices .ci", (gs) => gs.length)) === r.slices.filter((s) => s.nfr_interval).slice(0, 40).length, "slice intervals drawn");
+  const regressed = await all(".slices .regressed", (gs) => gs.map((g) => g.dataset.slice));
+  check(JSON.stringify(regressed) === JSON.stringify(r.slices.slice(0, 40).filter((s) => s.regressed).map((s) => s.slice)), `regressed slices flagged (${regressed.length})`);
+  check((await page.$eval("#slices-regressed", (p) => p.textContent)).startsWith(`${r.slices.filter((s) => s.regressed).length} regressed`), "the count of regressed slices is said");
   const contrast = await lowContrast();
   check(contrast.length === 0, `every text has AA contrast${contrast.length ? `: ${contrast.slice(0, 8).join("; ")}` : ""}`);
   const allRows = await all("#instances tbody tr", (trs) => trs.length);

@@ -45,7 +45,8 @@ export function flipQuadrant(counts, selected, onSelect) {
   return svg;
 }
 
-/// One horizontal bar per slice: its nfr, the whole dataset's nfr as a line, small slices hatched.
+/// One horizontal bar per slice: its nfr, the whole dataset's nfr as a line, small slices hatched,
+/// and "regressed" where the slice's flips exceed the rest's beyond chance (BH q < 0.05).
 export function sliceBars(slices, overall, onSelect) {
   const rowH = 26, labelW = 210, barW = 420, right = 150;
   const max = Math.min(1, Math.max(0.05, overall || 0, ...slices.map((s) => Math.max(s.metrics.nfr || 0, s.nfr_interval?.upper || 0))) * 1.1);
@@ -61,11 +62,12 @@ export function sliceBars(slices, overall, onSelect) {
     const y = i * rowH + 4;
     const nfr = s.metrics.nfr || 0;
     const label = s.slice.length > 30 ? `${s.slice.slice(0, 29)}…` : s.slice;
-    const g = h("g", { class: "slice-row", "data-slice": s.slice, tabindex: onSelect ? 0 : null, role: onSelect ? "button" : null,
-      "aria-label": `${s.slice}: nfr ${pct(nfr)} of ${s.n}${s.small ? ", small slice" : ""}`,
+    const verdict = s.regressed ? ", regressed beyond chance" : "";
+    const g = h("g", { class: s.regressed ? "slice-row regressed" : "slice-row", "data-slice": s.slice, tabindex: onSelect ? 0 : null, role: onSelect ? "button" : null,
+      "aria-label": `${s.slice}: nfr ${pct(nfr)} of ${s.n}${s.small ? ", small slice" : ""}${verdict}`,
       onclick: onSelect ? () => onSelect(s.slice) : null,
       onkeydown: onSelect ? (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); onSelect(s.slice); } } : null },
-    h("title", {}, `${s.slice}: nfr ${pct(nfr)}, ${s.counts.negative_flips} of ${s.n}${s.nfr_interval ? `, 95% CI [${pct(s.nfr_interval.lower)}, ${pct(s.nfr_interval.upper)}]` : ""}`),
+    h("title", {}, `${s.slice}: nfr ${pct(nfr)}, ${s.counts.negative_flips} of ${s.n}${s.nfr_interval ? `, 95% CI [${pct(s.nfr_interval.lower)}, ${pct(s.nfr_interval.upper)}]` : ""}${s.q_value != null ? `; against the rest q = ${s.q_value.toPrecision(2)}${s.regressed ? " (regressed)" : " (within chance)"}` : ""}`),
     h("text", { x: labelW - 8, y: y + 14, "text-anchor": "end" }, label),
     h("rect", { x: labelW, y: y + 3, width: Math.max(1, x(nfr) - labelW), height: rowH - 10, rx: 3,
       fill: s.small ? "var(--both-wrong)" : "var(--negative)", opacity: s.small ? 1 : 0.85 }),
@@ -73,7 +75,7 @@ export function sliceBars(slices, overall, onSelect) {
       h("line", { x1: x(s.nfr_interval.lower), x2: x(s.nfr_interval.upper), y1: y + 8, y2: y + 8, stroke: "var(--fg)", "stroke-width": 1.5 }),
       h("line", { x1: x(s.nfr_interval.lower), x2: x(s.nfr_interval.lower), y1: y + 4, y2: y + 12, stroke: "var(--fg)", "stroke-width": 1.5 }),
       h("line", { x1: x(s.nfr_interval.upper), x2: x(s.nfr_interval.upper), y1: y + 4, y2: y + 12, stroke: "var(--fg)", "stroke-width": 1.5 })) : null,
-    h("text", { x: labelW + barW + 8, y: y + 14 }, `${pct(nfr)} · ${s.counts.negative_flips}/${s.n}${s.small ? " · small" : ""}`));
+    h("text", { x: labelW + barW + 8, y: y + 14, "font-weight": s.regressed ? "bold" : null }, `${pct(nfr)} · ${s.counts.negative_flips}/${s.n}${s.small ? " · small" : ""}${s.regressed ? " · regressed" : ""}`));
     svg.append(g);
   });
   if (overall !== null && overall !== undefined) {

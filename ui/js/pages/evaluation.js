@@ -32,6 +32,9 @@ export async function evaluationPage(view, params, ctx) {
         report.slices.length
           ? sliceBars(report.slices.slice(0, 40), report.metrics.nfr, (slice) => ctx.go(`evaluations/${evaluation.id}`, { ...params, slice, cursor: "", trail: "" }))
           : h("p", { class: "muted" }, "No slices: the rows carry no tags."),
+        report.slices.length
+          ? h("p", { class: "small muted", id: "slices-regressed" }, `${report.slices.filter((s) => s.regressed).length} regressed: negative flips above the rest's beyond chance (Fisher's exact test, Benjamini-Hochberg q < 0.05 across slices). The others' rank may be noise.`)
+          : null,
         report.slices.length > 40 || report.slices_omitted
           ? h("p", { class: "small muted" }, `The ${Math.min(40, report.slices.length)} worst of ${report.slices.length + (report.slices_omitted || 0)} slices.`)
           : null)) : null,
