@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/metrics/reference.json: McNemar exact p-values, Wilson intervals,
-Fisher exact p-values (two-sided) and Benjamini-Hochberg adjusted p-values from scipy and
-statsmodels, which the Rust tests in src/metrics/reference_tests.rs must match.
+Fisher exact p-values (two-sided), Benjamini-Hochberg adjusted p-values and the smallest nfr
+McNemar's test detects at 80% power, from scipy and statsmodels, which the Rust tests in
+src/metrics/reference_tests.rs must match.
 
 Usage: python scripts/reference/metrics_reference.py   (pins in metrics-requirements.txt)
 """
@@ -14,7 +15,8 @@ from pathlib import Path
 import numpy
 import scipy
 import statsmodels
-from scipy.stats import binomtest, false_discovery_control, fisher_exact
+from scipy.optimize import brentq
+from scipy.stats import binom, binomtest, false_discovery_control, fisher_exact, norm
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
@@ -74,6 +76,43 @@ def bh(pvalues: list) -> list:
     return [float(x) for x in adjusted]
 
 
+# (instances, observed positive flip rate)
+POWER_CASES = [(60, 0.0), (60, 1 / 60), (200, 0.0), (200, 0.02), (1000, 0.05), (2000, 0.01),
+               (5000, 0.1), (20000, 0.02), (12, 0.25)]
+
+
+def mcnemar_power(n: int, nfr: float, pfr: float, alpha: float = 0.05) -> float:
+    """Connor (1987): the normal approximation with the variance under the alternative."""
+    z = norm.ppf(1 - alpha / 2)
+    d, delta = nfr + pfr, nfr - pfr
+    return float(norm.cdf((delta * math.sqrt(n) - z * math.sqrt(d)) / math.sqrt(d - delta**2)))
+
+
+def exact_mcnemar_power(n: int, nfr: float, pfr: float) -> float:
+    """The rejection rate of statsmodels' exact McNemar test when flips are drawn with these
+    rates (enumerated, not simulated), to show what the approximation means."""
+    total = 0.0
+    d = nfr + pfr
+    for m in range(n + 1):
+        pm = binom.pmf(m, n, d)
+        if pm < 1e-12:
+            continue
+        for k in range(m + 1):
+            pk = binom.pmf(k, m, nfr / d)
+            if pk < 1e-12 or k <= m - k:
+                continue
+            if mcnemar([[0, k], [m - k, 0]], exact=True).pvalue < 0.05:
+                total += pm * pk
+    return total
+
+
+def detectable_nfr(n: int, pfr: float):
+    high = 1 - pfr - 1e-12
+    if high <= pfr or mcnemar_power(n, high, pfr) < 0.8:
+        return None
+    return float(brentq(lambda x: mcnemar_power(n, x, pfr) - 0.8, pfr + 1e-12, high, xtol=1e-15))
+
+
 def main() -> None:
     data = {
         "generated_by": "scripts/reference/metrics_reference.py",
@@ -96,6 +135,11 @@ def main() -> None:
         {"table": [a, b, c, d], "p_value": fisher_p(a, b, c, d)} for a, b, c, d in FISHER_TABLES
     ]
     data["benjamini_hochberg"] = [{"p_values": ps, "q_values": bh(ps)} for ps in BH_SETS]
+    data["power"] = []
+    for n, pfr in POWER_CASES:
+        x = detectable_nfr(n, pfr)
+        exact = exact_mcnemar_power(n, x, pfr) if x is not None and n <= 2000 else None
+        data["power"].append({"n": n, "pfr": pfr, "nfr_detectable": x, "exact_power_there": exact})
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(data, indent=2) + "\n")
     print(f"wrote {OUT}")

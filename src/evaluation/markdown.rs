@@ -214,6 +214,11 @@ pub fn render(
             format!("{} / {}", c.negative_flips, c.positive_flips),
             format!(" McNemar p = {:.4}", report.mcnemar.p_value),
         ),
+        (
+            "smallest nfr detectable (80% power)",
+            pct(report.power.nfr_detectable),
+            " McNemar, alpha 0.05".to_owned(),
+        ),
     ];
     for (name, value, range) in rows {
         let _ = writeln!(out, "| {name} | {value} |{range} |");

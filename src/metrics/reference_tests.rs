@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use super::{benjamini_hochberg, fisher_exact, mcnemar_exact, wilson};
+use super::{benjamini_hochberg, detectable_nfr, fisher_exact, mcnemar_exact, wilson};
 
 const REFERENCE: &str = include_str!("../../tests/fixtures/metrics/reference.json");
 
@@ -14,6 +14,14 @@ struct Reference {
     wilson: Vec<WilsonCase>,
     fisher: Vec<FisherCase>,
     benjamini_hochberg: Vec<BhCase>,
+    power: Vec<PowerCase>,
+}
+
+#[derive(Deserialize)]
+struct PowerCase {
+    n: u64,
+    pfr: f64,
+    nfr_detectable: Option<f64>,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +128,28 @@ fn benjamini_hochberg_matches_scipy_and_statsmodels() {
                 case.p_values,
                 case.q_values
             );
+        }
+    }
+}
+
+#[test]
+fn detectable_nfr_matches_scipy() {
+    let cases = reference().power;
+    assert!(cases.iter().any(|c| c.nfr_detectable.is_none()));
+    for case in cases {
+        let ours = detectable_nfr(case.n, case.pfr, 0.05, 0.8);
+        match (ours, case.nfr_detectable) {
+            (None, None) => {}
+            (Some(ours), Some(theirs)) => assert!(
+                (ours - theirs).abs() <= 1e-9 * theirs,
+                "n {} pfr {}: ours {ours} scipy {theirs}",
+                case.n,
+                case.pfr
+            ),
+            (ours, theirs) => panic!(
+                "n {} pfr {}: ours {ours:?} scipy {theirs:?}",
+                case.n, case.pfr
+            ),
         }
     }
 }

@@ -11,6 +11,7 @@ use super::intervals::{Intervals, wilson};
 use super::mcnemar::{McNemar, mcnemar_exact};
 use super::noise::{NoiseFloor, NoiseFloorInput, noise_floor};
 use super::outcome::{InstanceOutcome, TaskKind};
+use super::power::Power;
 use super::rates::{Metrics, mean};
 use super::slices::{Slice, SliceSet, compute_slices};
 
@@ -78,6 +79,10 @@ pub struct Report {
     #[serde(default)]
     pub slices_omitted: u64,
     pub gate: GateResult,
+    /// The smallest negative flip rate this evaluation would find at 80% power (reports stored
+    /// before it existed read as null).
+    #[serde(default)]
+    pub power: Power,
     pub warnings: Vec<String>,
     /// Where each side's numbers came from (the final report only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,11 +148,42 @@ pub fn compute_report(
         slices,
         slices_omitted,
         gate: GateResult::default(),
+        power: Power::of(tally.n, tally.counts.positive_flips),
         warnings,
         provenance: None,
     };
     report.gate = evaluate_gate(&report, &options.gate);
+    let underpowered = underpowered_gates(&report);
+    report.warnings.extend(underpowered);
     report
+}
+
+/// "too small to detect" for each passing gate on nfr whose bound is below what the
+/// evaluation could find at 80% power: passing it says little.
+fn underpowered_gates(report: &Report) -> Vec<String> {
+    let detectable = report.power.nfr_detectable;
+    report
+        .gate
+        .checks
+        .iter()
+        .filter(|check| {
+            check.passed && (check.metric == "nfr" || check.metric == "intervals.nfr.upper")
+        })
+        .filter_map(|check| {
+            let bound = check.max?;
+            let what = match detectable {
+                Some(x) if x <= bound => return None,
+                Some(x) => format!("the smallest it finds at 80% power is {x:.4}"),
+                None => "no negative flip rate is found at 80% power".to_owned(),
+            };
+            Some(format!(
+                "too small to detect an nfr of {bound}: the gate {} <= {bound} passed, but with \
+                 {} instances and the observed positive flip rate {what} (McNemar's test, \
+                 alpha 0.05)",
+                check.metric, report.n
+            ))
+        })
+        .collect()
 }
 
 fn compute_intervals(

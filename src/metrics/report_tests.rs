@@ -164,6 +164,7 @@ fn report_json_has_the_api_shape() {
         "slices",
         "slices_omitted",
         "gate",
+        "power",
         "warnings",
     ]
     .into();
@@ -538,4 +539,48 @@ fn report_types_have_openapi_schemas() {
     }
     let nfr = &schemas["Metrics"]["properties"]["nfr"];
     assert!(nfr.to_string().contains("null"), "{nfr}");
+}
+
+#[test]
+fn a_passing_nfr_gate_on_too_few_instances_says_what_it_could_not_see() {
+    // 60 instances, 1 negative and 1 positive flip: nfr 1.7% passes a 5% gate, but McNemar's
+    // test finds only an nfr of about 17% at 80% power.
+    let mut rows: Vec<InstanceOutcome> = (0..58).map(|_| mc(0, 0, 0)).collect();
+    rows.push(mc(0, 0, 1));
+    rows.push(mc(0, 1, 0));
+    let gate = vec![GateCheck {
+        metric: "nfr".into(),
+        min: None,
+        max: Some(0.05),
+    }];
+    let report = compute_report(
+        TaskKind::MultipleChoice,
+        &rows,
+        &ReportOptions {
+            gate: gate.clone(),
+            ..ReportOptions::default()
+        },
+    );
+    assert!(report.gate.passed);
+    let detectable = report.power.nfr_detectable.unwrap();
+    assert!((0.16..0.18).contains(&detectable), "{detectable}");
+    let warning = report
+        .warnings
+        .iter()
+        .find(|w| w.starts_with("too small to detect an nfr of 0.05"))
+        .expect("the underpowered gate is named");
+    assert!(warning.contains("60 instances"), "{warning}");
+
+    // 20,000 instances with the same rates see a 5% nfr: no warning.
+    let many: Vec<InstanceOutcome> = rows.iter().cycle().take(60 * 334).cloned().collect();
+    let report = compute_report(
+        TaskKind::MultipleChoice,
+        &many,
+        &ReportOptions {
+            gate,
+            ..ReportOptions::default()
+        },
+    );
+    assert!(report.power.nfr_detectable.unwrap() < 0.05);
+    assert!(!report.warnings.iter().any(|w| w.starts_with("too small")));
 }
