@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::helpers::{repo, skip_required};
+use super::helpers::{free_port, repo, skip_required};
 
 /// The compose v2 plugin, or docker-compose where that is v1 (Debian's package; it cannot read
 /// the CPU overlay's `!reset`). A plain `docker` client without the plugin reads `compose` as an
@@ -113,14 +113,6 @@ fn the_cpu_overlay_runs_workers_on_the_cpu_image_without_gpus() {
         !config.contains("nvidia") && !config.contains("CUDA_COMPUTE_CAP"),
         "no GPU is reserved or built for:\n{config}"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn entrypoint(run: &Path, data: &Path, args: &[&str], port: u16) -> Command {

@@ -20,10 +20,13 @@ use serde_json::{Value, json};
 mod db;
 #[path = "../support/files.rs"]
 mod files;
+#[path = "../support/ports.rs"]
+mod ports;
 #[path = "../support/skip.rs"]
 mod skip;
 pub use db::*;
 pub use files::*;
+pub use ports::*;
 pub use skip::*;
 
 pub struct TestApp {

@@ -10,20 +10,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::files::repo;
+use super::ports::free_port;
 
 pub struct Stack {
     pub project: String,
     env_file: tempfile::NamedTempFile,
     pub api: String,
     http: reqwest::Client,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Whether `command` runs and exits 0, its output discarded.
