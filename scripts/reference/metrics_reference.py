@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/metrics/reference.json: McNemar exact p-values, Wilson intervals,
-Fisher exact p-values (two-sided), Benjamini-Hochberg adjusted p-values and the smallest nfr
+Fisher exact p-values (two-sided), Welch's t-test p-values, Benjamini-Hochberg adjusted p-values
+and the smallest nfr
 McNemar's test detects at 80% power, from scipy and statsmodels, which the Rust tests in
 src/metrics/reference_tests.rs must match.
 
@@ -16,7 +17,7 @@ import numpy
 import scipy
 import statsmodels
 from scipy.optimize import brentq
-from scipy.stats import binom, binomtest, false_discovery_control, fisher_exact, norm
+from scipy.stats import binom, binomtest, false_discovery_control, fisher_exact, norm, ttest_ind
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
@@ -74,6 +75,20 @@ def bh(pvalues: list) -> list:
     check = multipletests(pvalues, alpha=0.05, method="fdr_bh")[1]
     assert all(math.isclose(x, y, rel_tol=1e-12) for x, y in zip(adjusted, check)), (adjusted, check)
     return [float(x) for x in adjusted]
+
+
+# Sampled scores of one instance (old draws, new draws), continuous (ROUGE-like).
+WELCH_SAMPLES = [
+    ([0.9, 0.8, 0.85, 0.95, 0.7], [0.4, 0.5, 0.45, 0.3, 0.6]),
+    ([0.5, 0.6, 0.4, 0.55, 0.45, 0.5, 0.52, 0.48, 0.51, 0.49], [0.5, 0.61, 0.42, 0.5, 0.47, 0.5, 0.55, 0.44, 0.53, 0.5]),
+    ([0.1, 0.9, 0.2, 0.8, 0.5], [0.3, 0.35, 0.4, 0.32, 0.38]),
+    ([1.0, 0.0, 1.0, 0.25], [0.75, 0.5, 0.5, 0.5, 0.6, 0.4]),
+    ([0.33, 0.67], [0.1, 0.2, 0.15]),
+]
+
+
+def welch_p(a: list, b: list) -> float:
+    return float(ttest_ind(a, b, equal_var=False).pvalue)
 
 
 # (instances, observed positive flip rate)
@@ -135,6 +150,7 @@ def main() -> None:
         {"table": [a, b, c, d], "p_value": fisher_p(a, b, c, d)} for a, b, c, d in FISHER_TABLES
     ]
     data["benjamini_hochberg"] = [{"p_values": ps, "q_values": bh(ps)} for ps in BH_SETS]
+    data["welch"] = [{"old": a, "new": b, "p_value": welch_p(a, b)} for a, b in WELCH_SAMPLES]
     data["power"] = []
     for n, pfr in POWER_CASES:
         x = detectable_nfr(n, pfr)

@@ -22,6 +22,7 @@ mod provenance;
 mod rates;
 mod report;
 mod rouge;
+mod sampled;
 mod slices;
 
 #[cfg(test)]
@@ -51,4 +52,7 @@ pub use provenance::{EndpointProvenance, ListedModel, Provenance, SideProvenance
 pub use rates::Metrics;
 pub use report::{DEFAULT_MAX_SLICES, Report, ReportOptions, SideAccuracy, compute_report};
 pub use rouge::{rouge_l_f, rouge1_f};
+pub use sampled::{
+    INSTANCE_FDR, ReliableChange, Verdict, flip_shares, reliable_changes, welch_t_test,
+};
 pub use slices::{Slice, SliceSet, compute_slices, slice_names};

@@ -3,7 +3,9 @@
 
 use serde::Deserialize;
 
-use super::{benjamini_hochberg, detectable_nfr, fisher_exact, mcnemar_exact, wilson};
+use super::{
+    benjamini_hochberg, detectable_nfr, fisher_exact, mcnemar_exact, welch_t_test, wilson,
+};
 
 const REFERENCE: &str = include_str!("../../tests/fixtures/metrics/reference.json");
 
@@ -15,6 +17,14 @@ struct Reference {
     fisher: Vec<FisherCase>,
     benjamini_hochberg: Vec<BhCase>,
     power: Vec<PowerCase>,
+    welch: Vec<WelchCase>,
+}
+
+#[derive(Deserialize)]
+struct WelchCase {
+    old: Vec<f64>,
+    new: Vec<f64>,
+    p_value: f64,
 }
 
 #[derive(Deserialize)]
@@ -151,5 +161,21 @@ fn detectable_nfr_matches_scipy() {
                 case.n, case.pfr
             ),
         }
+    }
+}
+
+#[test]
+fn welch_matches_scipy() {
+    let cases = reference().welch;
+    assert!(cases.len() >= 5);
+    for case in cases {
+        let ours = welch_t_test(&case.old, &case.new);
+        assert!(
+            agrees(ours, case.p_value),
+            "{:?} vs {:?}: ours {ours} scipy {}",
+            case.old,
+            case.new,
+            case.p_value
+        );
     }
 }
