@@ -22,7 +22,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use muscle::engine::config::ModelConfig;
+use muscle::engine::sampling::SamplingParams;
 use muscle::engine::tokenize::TokenizerInfo;
+use muscle::engine::types::SampleRequest;
 use muscle::engine::{
     BatchConfig, DeviceSpec, EngineConfig, EngineHandle, GenItem, McItem, ModelSpec, RunOptions,
     WeightDtype,
@@ -57,13 +59,18 @@ struct Args {
     out: Option<PathBuf>,
     device: DeviceSpec,
     dtype: WeightDtype,
+    /// Sampled draws per generation prompt after the greedy one (0: greedy only).
+    samples: u32,
+    temperature: f64,
+    top_p: f64,
 }
 
 fn usage() -> ! {
     eprintln!(
         "usage: cargo bench --bench engine -- --model DIR [--mc FILE] [--gen FILE] [--batch N] \
          [--gen-batch N] [--kernels fused|plain] [--no-prefix-sharing] [--tasks mc,gen] \
-         [--limit N] [--out FILE] [--device cpu|cuda[:N]] [--dtype f32|bf16|f16]"
+         [--limit N] [--out FILE] [--device cpu|cuda[:N]] [--dtype f32|bf16|f16] \
+         [--samples K] [--temperature T] [--top-p P]"
     );
     std::process::exit(2)
 }
@@ -82,6 +89,9 @@ fn parse_args() -> Args {
         out: None,
         device: DeviceSpec::Cpu,
         dtype: WeightDtype::F32,
+        samples: 0,
+        temperature: 0.7,
+        top_p: 0.95,
     };
     let mut it = std::env::args().skip(1);
     let mut model = None;
@@ -115,6 +125,9 @@ fn parse_args() -> Args {
                 }
             }
             "--dtype" => a.dtype = WeightDtype::parse(&val()).unwrap_or_else(|_| usage()),
+            "--samples" => a.samples = val().parse().unwrap_or_else(|_| usage()),
+            "--temperature" => a.temperature = val().parse().unwrap_or_else(|_| usage()),
+            "--top-p" => a.top_p = val().parse().unwrap_or_else(|_| usage()),
             // `cargo bench` passes --bench to harness-less benches.
             "--bench" => {}
             _ => usage(),
@@ -244,12 +257,23 @@ async fn run(args: Args) {
         let lines: Vec<GenLine> = read_jsonl(path, args.limit);
         let items: Vec<GenItem> = lines
             .iter()
-            .map(|l| GenItem {
+            .enumerate()
+            .map(|(i, l)| GenItem {
                 prompt: l.prompt.clone(),
                 max_new_tokens: l.max_new_tokens,
                 stop: vec![],
                 no_repeat_ngram_size: 0,
-                sampling: None,
+                sampling: (args.samples > 0).then(|| SampleRequest {
+                    params: SamplingParams {
+                        temperature: args.temperature,
+                        top_k: None,
+                        top_p: args.top_p,
+                    },
+                    samples: args.samples,
+                    seed: 0,
+                    side: "new".into(),
+                    instance: i.to_string(),
+                }),
             })
             .collect();
         let opts = RunOptions {
@@ -269,9 +293,15 @@ async fn run(args: Args) {
             .expect("generate");
         let wall = t.elapsed().as_secs_f64();
         let tokens: usize = res.iter().map(|r| r.output_ids.len()).sum();
+        let sampled_tokens: usize = res
+            .iter()
+            .flat_map(|r| r.samples.iter().map(|g| g.output_ids.len()))
+            .sum();
         summary["gen"] = json!({
             "instances": res.len(),
             "tokens": tokens,
+            "samples": args.samples,
+            "sampled_tokens": sampled_tokens,
             "prompt_tokens": res.iter().map(|r| r.prompt_ids.len()).sum::<usize>(),
             "batch": args.gen_batch,
             "wall_s": wall,

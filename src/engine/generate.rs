@@ -319,23 +319,12 @@ pub fn generate(
             Ok(p)
         })
         .collect::<Result<Vec<_>>>()?;
-    // Sampled draws decode as rows of their own: a batch holds as many rows as it would
-    // greedy items, its instances sharing them.
-    let draws = |it: &GenItem| {
-        it.sampling
-            .as_ref()
-            .map_or(1, |s| s.samples.max(1) as usize)
-    };
-    let most_draws = items.iter().map(draws).max().unwrap_or(1);
+    // A batch's sampled draws decode together after its greedy pass: K rows per instance.
     let lengths: Vec<usize> = prompts
         .iter()
         .zip(items)
-        .map(|(p, it)| (p.len() + it.max_new_tokens) * draws(it))
+        .map(|(p, it)| p.len() + it.max_new_tokens)
         .collect();
-    let batch = BatchConfig {
-        max_batch_size: (batch.max_batch_size / most_draws).max(1),
-        ..batch
-    };
     let mut out: Vec<Option<GenResult>> = vec![None; items.len()];
     for idx in plan(&lengths, batch) {
         opts.check_cancel()?;

@@ -51,10 +51,11 @@ fn keep_top_k(scores: &mut [f32], k: usize) {
 /// TopPLogitsWarper: in ascending order of score, tokens are removed while the cumulative
 /// probability (softmax in f32) stays at or below 1 - top_p; the most probable token stays.
 fn keep_top_p(scores: &mut [f32], top_p: f64) {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let max = scores[order[order.len() - 1]];
-    let exps: Vec<f32> = order.iter().map(|&i| (scores[i] - max).exp()).collect();
+    let mut sorted: Vec<(f32, u32)> = (0..).zip(scores.iter()).map(|(i, &s)| (s, i)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let order: Vec<usize> = sorted.iter().map(|&(_, i)| i as usize).collect();
+    let max = sorted[sorted.len() - 1].0;
+    let exps: Vec<f32> = sorted.iter().map(|&(s, _)| (s - max).exp()).collect();
     let total: f32 = exps.iter().sum();
     // torch compares the f32 cumulative sum with the Python float 1 - top_p cast to f32.
     let threshold = (1.0 - top_p) as f32;
