@@ -1,6 +1,6 @@
 //! Generation over batches of prompts: each batch left-padded, with per-row positions and a KV
-//! cache; greedy, then (where asked) sampled draws that continue the greedy pass's prompts
-//! through a copy of their cache. `RunOptions::cancel` is checked between batches.
+//! cache; the greedy output and (where asked) sampled draws decode side by side from one pass
+//! over the prompts, whose cache each of them continues. `RunOptions::cancel` is checked between batches.
 
 use candle_core::{D, DType, Tensor};
 
@@ -77,7 +77,7 @@ struct Row<'a> {
 fn decode_batch(
     model: &LoadedModel,
     prompts: &[Vec<u32>],
-    rows: Vec<Row<'_>>,
+    mut rows: Vec<Row<'_>>,
 ) -> Result<Vec<Generation>> {
     let dec = &model.decoder;
     let tok = &model.tokenizer;
@@ -89,7 +89,6 @@ fn decode_batch(
         ids.extend(std::iter::repeat_n(pad_id, t - p.len()));
         ids.extend(p);
     }
-    let mut rows = rows;
     let mut states: Vec<GenState> = rows
         .iter()
         .map(|row| GenState {
@@ -237,7 +236,8 @@ fn generate_batch(
     items: &[&GenItem],
     prompts: Vec<Vec<u32>>,
 ) -> Result<Vec<GenResult>> {
-    let greedy_rows = items
+    // Greedy rows first, in item order, then every item's draws: one prompt pass serves both.
+    let mut rows: Vec<Row<'_>> = items
         .iter()
         .enumerate()
         .map(|(i, item)| Row {
@@ -246,33 +246,26 @@ fn generate_batch(
             pick: Pick::Greedy,
         })
         .collect();
-    let greedy = decode_batch(model, &prompts, greedy_rows)?;
-    let mut sampled_rows = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Some(request) = &item.sampling else {
             continue;
         };
         for index in 0..request.samples {
             let stream = draw_stream(request.seed, &request.side, &request.instance, index);
-            sampled_rows.push(Row {
+            rows.push(Row {
                 item,
                 prompt: i,
                 pick: Pick::Sample(request.params, Box::new(stream)),
             });
         }
     }
-    let owners: Vec<usize> = sampled_rows.iter().map(|r| r.prompt).collect();
+    let owners: Vec<usize> = rows[items.len()..].iter().map(|r| r.prompt).collect();
+    let mut generations = decode_batch(model, &prompts, rows)?;
     let mut samples: Vec<Vec<Generation>> = vec![Vec::new(); items.len()];
-    if !sampled_rows.is_empty() {
-        for (owner, generation) in
-            owners
-                .into_iter()
-                .zip(decode_batch(model, &prompts, sampled_rows)?)
-        {
-            samples[owner].push(generation);
-        }
+    for (owner, generation) in owners.into_iter().zip(generations.split_off(items.len())) {
+        samples[owner].push(generation);
     }
-    Ok(greedy
+    Ok(generations
         .into_iter()
         .zip(prompts)
         .zip(samples)
