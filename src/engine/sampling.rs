@@ -53,19 +53,18 @@ fn keep_top_k(scores: &mut [f32], k: usize) {
 fn keep_top_p(scores: &mut [f32], top_p: f64) {
     let mut sorted: Vec<(f32, u32)> = (0..).zip(scores.iter()).map(|(i, &s)| (s, i)).collect();
     sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let order: Vec<usize> = sorted.iter().map(|&(_, i)| i as usize).collect();
     let max = sorted[sorted.len() - 1].0;
     let exps: Vec<f32> = sorted.iter().map(|&(s, _)| (s - max).exp()).collect();
     let total: f32 = exps.iter().sum();
     // torch compares the f32 cumulative sum with the Python float 1 - top_p cast to f32.
     let threshold = (1.0 - top_p) as f32;
     let mut cumulative = 0f32;
-    for (position, &token) in order[..order.len() - 1].iter().enumerate() {
-        cumulative += exps[position] / total;
+    for (&(_, token), exp) in sorted[..sorted.len() - 1].iter().zip(&exps) {
+        cumulative += exp / total;
         if cumulative > threshold {
             break;
         }
-        scores[token] = f32::NEG_INFINITY;
+        scores[token as usize] = f32::NEG_INFINITY;
     }
 }
 

@@ -47,9 +47,8 @@ impl Power {
             })
             .flatten();
         Power {
-            alpha: POWER_ALPHA,
-            power: POWER_TARGET,
             nfr_detectable,
+            ..Power::default()
         }
     }
 }
