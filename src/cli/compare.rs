@@ -100,6 +100,7 @@ fn task(args: &CompareArgs, kind: SamplesKind) -> Result<TaskSpec, Failure> {
             exact_match: None,
             no_repeat_ngram_size: 0,
             preset: None,
+            sampling: None,
         },
     })
 }

@@ -5,6 +5,6 @@ mod instance;
 mod shards;
 mod vocabulary;
 
-pub use instance::{InstanceRecord, SideResult, Tags};
+pub use instance::{InstanceRecord, InstanceSampled, SampledOutput, SideResult, Tags};
 pub use shards::{DEFAULT_SHARD_SIZE, JobPlanning, NewShard, plan_shards};
 pub use vocabulary::{DatasetKind, JobKind, JobStatus, ShardKind, SideName};

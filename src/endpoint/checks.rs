@@ -6,7 +6,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::Endpoints;
 use super::client::{Answer, EndpointClient, EndpointError};
-use super::wire::{CompletionRequest, CompletionResponse, ModelList, Prompt, PromptInput};
+use super::wire::{
+    CompletionRequest, CompletionResponse, Decoding, ModelList, Prompt, PromptInput,
+};
 use crate::engine::Bos;
 use crate::engine::tokenize::TokenizerInfo;
 use crate::metrics::{EndpointProvenance, ListedModel};
@@ -221,7 +223,7 @@ async fn complete(
         model: &spec.model,
         prompt: Prompt::One(prompt),
         max_tokens: 1,
-        temperature: 0.0,
+        decoding: Decoding::GREEDY,
         echo,
         logprobs: Some(1),
         stop: &[],

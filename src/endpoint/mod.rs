@@ -21,7 +21,7 @@ pub use checks::{check_served, listed_model, provenance};
 pub use client::{Answer, EndpointClient, EndpointError};
 pub use policy::EndpointPolicy;
 pub use retry::Backoff;
-pub use served::{Scored, ServedModel};
+pub use served::{GenerationRequest, Scored, ServedModel};
 
 use crate::engine::tokenize::TokenizerInfo;
 use crate::models::{FolderKind, Resolver};

@@ -1,6 +1,7 @@
 //! Scoring a shard's instances on a served model: multiple choice as lm-evaluation-harness's
 //! `local-completions` does it (token-id prompts with echo, the continuation's log-probabilities
-//! summed), and greedy generation through `/completions` or `/chat/completions`.
+//! summed), and generation (greedy, and seeded draws) through `/completions` or
+//! `/chat/completions`.
 
 use std::sync::Arc;
 
@@ -11,10 +12,12 @@ use super::Tokenizer;
 use super::client::{EndpointClient, EndpointError};
 use super::wire::{
     ChatMessage, ChatRequest, ChatResponse, CompletionChoice, CompletionRequest,
-    CompletionResponse, Prompt, PromptInput, Usage,
+    CompletionResponse, Decoding, Prompt, PromptInput, Usage,
 };
+use crate::engine::sampling::draw_stream;
 use crate::engine::{Bos, McItem, McResult};
-use crate::spec::{EndpointApi, EndpointSpec, PromptFormat};
+use crate::spec::{EndpointApi, EndpointSpec, PromptFormat, SamplingSpec};
+use rand::Rng;
 
 /// The context length assumed when neither the server nor the tokenizer folder gives one
 /// (lm-evaluation-harness's default for API models).
@@ -156,7 +159,7 @@ impl ServedModel {
             model: &self.spec.model,
             prompt: Prompt::of(group.iter().map(|p| p.input.clone()).collect()),
             max_tokens: 1,
-            temperature: 0.0,
+            decoding: Decoding::GREEDY,
             echo: true,
             logprobs: Some(1),
             stop: &[],
@@ -209,25 +212,21 @@ impl ServedModel {
 
     /// Greedy answers to `prompts`, at most `max_new_tokens` each, cut before the first of
     /// `stop`.
+    /// Each prompt's output, decoded as `decoding` says (greedy, or one seeded draw).
     pub async fn generate(
         &self,
         prompts: &[String],
-        max_new_tokens: u32,
-        stop_strings: &[String],
-        no_repeat_ngram_size: u32,
-        bos: Bos,
+        request: &GenerationRequest<'_>,
         stop: &CancellationToken,
     ) -> Result<Scored<String>, EndpointError> {
-        let stop_strings: Vec<String> = stop_strings
-            .iter()
-            .filter(|s| !s.is_empty())
-            .cloned()
-            .collect();
+        let stop_strings = request.stop_strings();
         let answers: Vec<(Vec<String>, u64)> = match self.spec.api {
             EndpointApi::Completions => {
                 let inputs = prompts
                     .iter()
-                    .map(|prompt| self.generation_input(prompt, max_new_tokens, bos))
+                    .map(|prompt| {
+                        self.generation_input(prompt, request.max_new_tokens, request.bos)
+                    })
                     .collect::<Result<Vec<_>, EndpointError>>()?;
                 let per_request = self.spec.prompts_per_request as usize;
                 let requests: Vec<_> = inputs
@@ -235,9 +234,9 @@ impl ServedModel {
                     .map(|group| {
                         self.complete(
                             group.to_vec(),
-                            max_new_tokens,
+                            request,
+                            Decoding::GREEDY,
                             &stop_strings,
-                            no_repeat_ngram_size,
                             stop,
                         )
                     })
@@ -250,7 +249,7 @@ impl ServedModel {
             EndpointApi::Chat => {
                 let requests: Vec<_> = prompts
                     .iter()
-                    .map(|prompt| self.chat(prompt, max_new_tokens, &stop_strings, stop))
+                    .map(|prompt| self.chat(prompt, request, Decoding::GREEDY, &stop_strings, stop))
                     .collect();
                 stream::iter(requests)
                     .buffered(self.spec.max_in_flight as usize)
@@ -258,17 +257,78 @@ impl ServedModel {
                     .await?
             }
         };
-        let mut tokens = 0;
-        let mut results = Vec::with_capacity(prompts.len());
-        for (texts, used) in answers {
-            tokens += used;
-            results.extend(
-                texts
-                    .into_iter()
-                    .map(|text| cut_at_stop(text, &stop_strings)),
-            );
+        Ok(collect_texts(answers, &stop_strings, prompts.len()))
+    }
+
+    /// `sampling.samples` draws for each prompt, one request per draw with a seed of its own
+    /// from (the task's seed, the side, the instance id, the draw's index), so what a draw gets
+    /// does not depend on how the instances were batched or sharded.
+    pub async fn sample(
+        &self,
+        prompts: &[(String, String)],
+        sampling: &SamplingSpec,
+        request: &GenerationRequest<'_>,
+        stop: &CancellationToken,
+    ) -> Result<Scored<Vec<String>>, EndpointError> {
+        let stop_strings = request.stop_strings();
+        let samples = sampling.samples as usize;
+        let mut inputs = Vec::with_capacity(prompts.len());
+        for (_, prompt) in prompts {
+            inputs.push(match self.spec.api {
+                EndpointApi::Completions => {
+                    Some(self.generation_input(prompt, request.max_new_tokens, request.bos)?)
+                }
+                EndpointApi::Chat => None,
+            });
         }
-        Ok(Scored { results, tokens })
+        let draws = prompts
+            .iter()
+            .zip(&inputs)
+            .flat_map(|((id, prompt), input)| {
+                (0..sampling.samples).map(move |k| (id, prompt, input, k))
+            });
+        let requests: Vec<_> = draws
+            .map(|(id, prompt, input, k)| {
+                let decoding = Decoding {
+                    temperature: sampling.temperature,
+                    top_p: (sampling.top_p < 1.0).then_some(sampling.top_p),
+                    top_k: sampling.top_k,
+                    seed: Some(request_seed(sampling.seed, request.side, id, k)),
+                };
+                let stop_strings = &stop_strings;
+                async move {
+                    match input {
+                        Some(input) => {
+                            self.complete(
+                                vec![input.clone()],
+                                request,
+                                decoding,
+                                stop_strings,
+                                stop,
+                            )
+                            .await
+                        }
+                        None => {
+                            self.chat(prompt, request, decoding, stop_strings, stop)
+                                .await
+                        }
+                    }
+                }
+            })
+            .collect();
+        let answers: Vec<(Vec<String>, u64)> = stream::iter(requests)
+            .buffered(self.spec.max_in_flight as usize)
+            .try_collect()
+            .await?;
+        let flat = collect_texts(answers, &stop_strings, prompts.len() * samples);
+        let mut texts = flat.results.into_iter();
+        let results = (0..prompts.len())
+            .map(|_| texts.by_ref().take(samples).collect())
+            .collect();
+        Ok(Scored {
+            results,
+            tokens: flat.tokens,
+        })
     }
 
     /// A generation prompt as this side sends it: token ids with room for the answer (the
@@ -299,22 +359,23 @@ impl ServedModel {
     async fn complete(
         &self,
         group: Vec<PromptInput>,
-        max_new_tokens: u32,
+        generation: &GenerationRequest<'_>,
+        decoding: Decoding,
         stop_strings: &[String],
-        no_repeat_ngram_size: u32,
         stop: &CancellationToken,
     ) -> Result<(Vec<String>, u64), EndpointError> {
         let n = group.len();
         let sent: usize = group.iter().map(PromptInput::size).sum();
+        let no_repeat = generation.no_repeat_ngram_size;
         let request = CompletionRequest {
             model: &self.spec.model,
             prompt: Prompt::of(group),
-            max_tokens: max_new_tokens,
-            temperature: 0.0,
+            max_tokens: generation.max_new_tokens,
+            decoding,
             echo: false,
             logprobs: None,
             stop: stop_strings,
-            no_repeat_ngram_size: (no_repeat_ngram_size > 0).then_some(no_repeat_ngram_size),
+            no_repeat_ngram_size: (no_repeat > 0).then_some(no_repeat),
             extra: &self.spec.extra_body,
         };
         let (choices, usage) = self.completions(&request, n, stop).await?;
@@ -325,7 +386,8 @@ impl ServedModel {
     async fn chat(
         &self,
         prompt: &str,
-        max_new_tokens: u32,
+        generation: &GenerationRequest<'_>,
+        decoding: Decoding,
         stop_strings: &[String],
         stop: &CancellationToken,
     ) -> Result<(Vec<String>, u64), EndpointError> {
@@ -335,8 +397,8 @@ impl ServedModel {
                 role: "user",
                 content: prompt,
             }],
-            max_tokens: max_new_tokens,
-            temperature: 0.0,
+            max_tokens: generation.max_new_tokens,
+            decoding,
             stop: stop_strings,
             extra: &self.spec.extra_body,
         };
@@ -351,6 +413,52 @@ impl ServedModel {
         let tokens = used_tokens(answer.body.usage.as_ref(), 0);
         Ok((vec![text], tokens))
     }
+}
+
+/// What every generation request of a side shares.
+pub struct GenerationRequest<'a> {
+    pub max_new_tokens: u32,
+    pub stop_strings: &'a [String],
+    pub no_repeat_ngram_size: u32,
+    pub bos: Bos,
+    /// `old` or `new`: part of each draw's seed.
+    pub side: &'a str,
+}
+
+impl GenerationRequest<'_> {
+    fn stop_strings(&self) -> Vec<String> {
+        self.stop_strings
+            .iter()
+            .filter(|s| !s.is_empty())
+            .cloned()
+            .collect()
+    }
+}
+
+/// The seed a draw's request carries: from the same inputs as a local draw's random stream,
+/// below 2^63 (servers take a signed 64-bit seed).
+fn request_seed(seed: u64, side: &str, instance: &str, index: u32) -> i64 {
+    let mut stream = draw_stream(seed, side, instance, index);
+    (stream.random::<u64>() >> 1) as i64
+}
+
+/// The answers' texts, each cut at the first stop string, and the tokens they took.
+fn collect_texts(
+    answers: Vec<(Vec<String>, u64)>,
+    stop_strings: &[String],
+    n: usize,
+) -> Scored<String> {
+    let mut tokens = 0;
+    let mut results = Vec::with_capacity(n);
+    for (texts, used) in answers {
+        tokens += used;
+        results.extend(
+            texts
+                .into_iter()
+                .map(|text| cut_at_stop(text, stop_strings)),
+        );
+    }
+    Scored { results, tokens }
 }
 
 /// The server's own count of the tokens a request took, else what was sent.

@@ -19,7 +19,8 @@ pub struct CompletionRequest<'a> {
     /// Token ids: one prompt, or a list of prompts.
     pub prompt: Prompt,
     pub max_tokens: u32,
-    pub temperature: f64,
+    #[serde(flatten)]
+    pub decoding: Decoding,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub echo: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -33,6 +34,29 @@ pub struct CompletionRequest<'a> {
     /// The side's `extra_body` (checked at submission not to name any field above).
     #[serde(flatten)]
     pub extra: &'a BTreeMap<String, Value>,
+}
+
+/// How the server decodes: greedily (temperature 0), or one draw seeded by the request (vLLM
+/// and SGLang seed a request's own generator with `seed`, so a draw does not depend on what
+/// else the server is running).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Decoding {
+    pub temperature: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seed: Option<i64>,
+}
+
+impl Decoding {
+    pub const GREEDY: Decoding = Decoding {
+        temperature: 0.0,
+        top_p: None,
+        top_k: None,
+        seed: None,
+    };
 }
 
 /// What a prompt is sent as.
@@ -80,7 +104,8 @@ pub struct ChatRequest<'a> {
     pub model: &'a str,
     pub messages: [ChatMessage<'a>; 1],
     pub max_tokens: u32,
-    pub temperature: f64,
+    #[serde(flatten)]
+    pub decoding: Decoding,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
     pub stop: &'a [String],
     #[serde(flatten)]

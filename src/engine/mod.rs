@@ -35,5 +35,5 @@ pub use handle::{EngineConfig, EngineHandle};
 pub use model::LoadedModel;
 pub use types::{
     BatchObserver, Bos, CancelFlag, DeviceSpec, FinishReason, GenItem, GenResult, LlRequest,
-    LlResult, McItem, McResult, ModelSpec, RunOptions, WeightDtype,
+    LlResult, McItem, McResult, ModelSpec, RunOptions, SampleRequest, WeightDtype,
 };

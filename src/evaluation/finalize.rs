@@ -4,7 +4,9 @@
 use sha2::{Digest, Sha256};
 
 use super::EvalRuntime;
-use super::{EvaluationSummary, alignment_warnings, build_report, chosen_filter, load_recorded};
+use super::{
+    EvaluationSummary, alignment_warnings, build_report_with_verdicts, chosen_filter, load_recorded,
+};
 use crate::endpoint::provenance;
 use crate::metrics::{Provenance, SideProvenance};
 use crate::models::{FolderKind, Resolver};
@@ -110,7 +112,7 @@ pub async fn finalize(
         }
         warnings.extend(alignment_warnings(&loaded[0], &loaded[1]));
     }
-    let mut report = build_report(
+    let (mut report, verdicts) = build_report_with_verdicts(
         ctx.store.as_ref(),
         &ctx.claim.fence.job_id,
         spec,
@@ -123,6 +125,7 @@ pub async fn finalize(
         summary: Some(Document::of(&EvaluationSummary::of(&report))),
         report: Some(Document::of(&report)),
         result: None,
+        verdicts,
     })
 }
 

@@ -348,7 +348,7 @@ mod tests {
             output: None,
             answer: None,
             score: 0.0,
-            rerun_score: None,
+            ..Default::default()
         }
     }
 
@@ -365,6 +365,7 @@ mod tests {
         let side = |p: usize| SideOutcome {
             score: if p == gold { 1.0 } else { 0.0 },
             answer: Answer::Choice(p),
+            samples: Vec::new(),
         };
         InstanceOutcome {
             id: id.into(),
@@ -394,6 +395,7 @@ mod tests {
             old: chose(0),
             new: chose(1),
             slices: vec![],
+            sampled: None,
         };
         let long = format!("Is the sky | blue?\n{}", "very ".repeat(40));
         let inputs = HashMap::from([(
@@ -548,6 +550,7 @@ mod tests {
             old,
             new,
             slices: vec![],
+            sampled: None,
         };
         let flips = [
             record(0, ID, chose(0), chose(1)),

@@ -21,7 +21,7 @@ pub use job::evaluation_job;
 pub use listing::{LISTING_METRIC, parse_listing};
 pub use partial::PartialReports;
 pub use recorded::{chosen_filter, load_recorded, load_recorded_for, metric_name, recorded_result};
-pub use report::{build_report, report_options, task_kind};
+pub use report::{build_report, build_report_with_verdicts, report_options, task_kind};
 pub use run::{EvalRuntime, run_shard};
 pub use summary::{EvaluationSummary, Verdict};
 pub use view::InstanceView;

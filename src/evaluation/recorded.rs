@@ -125,7 +125,7 @@ pub fn recorded_result(
                 output: None,
                 answer: None,
                 score: if correct { 1.0 } else { 0.0 },
-                rerun_score: None,
+                ..Default::default()
             })
         }
         TaskSpec::Generation { .. } => {
@@ -144,7 +144,7 @@ pub fn recorded_result(
                     .then(|| recorded.output.clone())
                     .flatten(),
                 score,
-                rerun_score: None,
+                ..Default::default()
             })
         }
     }

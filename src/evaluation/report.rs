@@ -1,8 +1,9 @@
 use crate::metrics::{
-    Flip, NoiseFloorInput, Report, ReportOptions, TaskKind, classify, compute_report,
+    Flip, NoiseFloorInput, Report, ReportOptions, SamplingSettings, TaskKind, classify,
+    compute_report_with_changes,
 };
 use crate::spec::{EvaluationSpec, TaskSpec};
-use crate::store::{InstanceFilter, PageRequest, Store, StoreResult};
+use crate::store::{InstanceFilter, InstanceVerdict, PageRequest, Store, StoreResult};
 
 const PAGE: i64 = 5000;
 
@@ -24,6 +25,12 @@ pub fn report_options(spec: &EvaluationSpec, partial: bool) -> ReportOptions {
         noise_floor: None,
         partial,
         gate: spec.gate.clone(),
+        sampling: spec.task.sampling().map(|s| SamplingSettings {
+            samples: s.samples,
+            temperature: s.temperature,
+            top_p: s.top_p,
+            top_k: s.top_k,
+        }),
     }
 }
 
@@ -35,8 +42,24 @@ pub async fn build_report(
     partial: bool,
     warnings: &[String],
 ) -> StoreResult<Report> {
+    Ok(
+        build_report_with_verdicts(store, job_id, spec, partial, warnings)
+            .await?
+            .0,
+    )
+}
+
+/// The report, and with sampling each instance's reliable change, by dataset index.
+pub async fn build_report_with_verdicts(
+    store: &Store,
+    job_id: &str,
+    spec: &EvaluationSpec,
+    partial: bool,
+    warnings: &[String],
+) -> StoreResult<(Report, Vec<InstanceVerdict>)> {
     let kind = task_kind(&spec.task);
     let mut outcomes = Vec::new();
+    let mut indices = Vec::new();
     let mut noise = NoiseFloorInput {
         self_flips: 0,
         n: 0,
@@ -60,6 +83,7 @@ pub async fn build_report(
                 }
             }
             outcomes.push(outcome);
+            indices.push(record.idx);
         }
         match page.next_cursor {
             Some(next) => cursor = Some(next),
@@ -71,11 +95,23 @@ pub async fn build_report(
         options.noise_floor = Some(noise);
     }
     // The bootstrap alone is up to 100,000 resamples: never on an async thread.
-    let computed = tokio::task::spawn_blocking(move || compute_report(kind, &outcomes, &options));
-    let mut report = match computed.await {
-        Ok(report) => report,
+    let computed =
+        tokio::task::spawn_blocking(move || compute_report_with_changes(kind, &outcomes, &options));
+    let (mut report, changes) = match computed.await {
+        Ok(computed) => computed,
         Err(error) => std::panic::resume_unwind(error.into_panic()),
     };
     report.warnings.extend(warnings.iter().cloned());
-    Ok(report)
+    let verdicts = indices
+        .into_iter()
+        .zip(changes)
+        .filter_map(|(idx, change)| {
+            change.map(|change| InstanceVerdict {
+                idx,
+                q_value: change.q_value,
+                verdict: change.verdict,
+            })
+        })
+        .collect();
+    Ok((report, verdicts))
 }

@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 use super::report::task_kind;
 use super::{chosen_filter, load_recorded_for, recorded_result};
 use crate::dataset::Item;
-use crate::domain::SideResult;
 use crate::domain::{InstanceRecord, SideName};
-use crate::endpoint::{EndpointError, Endpoints, ServedModel, listed_model};
+use crate::domain::{SampledOutput, SideResult};
+use crate::endpoint::{EndpointError, Endpoints, GenerationRequest, ServedModel, listed_model};
 use crate::engine::{
     BatchConfig, CancelFlag, DeviceSpec, EngineError, EngineHandle, GenItem, McItem, McResult,
-    ModelSpec, RunOptions, WeightDtype,
+    ModelSpec, RunOptions, SampleRequest, WeightDtype,
 };
 use crate::metrics::{
     AnswerFilter, ExactMatchOptions, HarnessExactMatch, InstanceOutcome, classify, rouge_l_f,
@@ -93,9 +93,10 @@ async fn score_side(
     runtime: &EvalRuntime,
     model: &ModelSpec,
     spec: &EvaluationSpec,
-    items: &[Item],
+    instances: &Instances<'_>,
     cancel: &CancelFlag,
 ) -> Result<Vec<SideResult>, EngineError> {
+    let items = instances.items;
     let options = RunOptions {
         bos: spec.options.add_bos.engine(),
         batch: Some(BatchConfig {
@@ -119,12 +120,19 @@ async fn score_side(
             let rules = spec.task.generation_rules().expect("a generation task");
             let requests: Vec<GenItem> = items
                 .iter()
-                .map(|item| GenItem {
+                .zip(instances.ids)
+                .map(|(item, id)| GenItem {
                     prompt: item.prompt().to_string(),
                     max_new_tokens: rules.max_new_tokens as usize,
                     stop: rules.stop.clone(),
                     no_repeat_ngram_size: rules.no_repeat_ngram_size as usize,
-                    sampling: None,
+                    sampling: rules.sampling.map(|sampling| SampleRequest {
+                        params: sampling.params(),
+                        samples: sampling.samples,
+                        seed: sampling.seed,
+                        side: instances.side.as_str().to_string(),
+                        instance: id.clone(),
+                    }),
                 })
                 .collect();
             let results = runtime
@@ -135,7 +143,10 @@ async fn score_side(
                 .map_err(|e| EngineError::InvalidRequest(e.to_string()))?;
             Ok(generated_results(
                 &scorer,
-                results.into_iter().map(|r| r.text),
+                results.into_iter().map(|r| Generated {
+                    text: r.text,
+                    samples: r.samples.into_iter().map(|g| g.text).collect(),
+                }),
                 items,
             ))
         }
@@ -182,38 +193,68 @@ fn choice_results(results: Vec<McResult>, items: &[Item], score: McScore) -> Vec
                 output: None,
                 answer: None,
                 score: if correct { 1.0 } else { 0.0 },
-                rerun_score: None,
+                ..Default::default()
             }
         })
         .collect()
 }
 
+/// One instance's generated text: the greedy output and the sampled ones (if any).
+struct Generated {
+    text: String,
+    samples: Vec<String>,
+}
+
 /// Each item's result from its generated text, wherever it was generated.
 fn generated_results(
     scorer: &GenerationScorer,
-    texts: impl IntoIterator<Item = String>,
+    generated: impl IntoIterator<Item = Generated>,
     items: &[Item],
 ) -> Vec<SideResult> {
-    texts
+    generated
         .into_iter()
         .zip(items)
-        .map(|(text, item)| {
+        .map(|(generated, item)| {
             let targets: &[String] = match item {
                 Item::Generation { targets, .. } => targets,
                 Item::MultipleChoice { .. } => &[],
             };
-            let (answer, score) = scorer.score(&text, targets);
+            let (answer, score) = scorer.score(&generated.text, targets);
+            let samples: Vec<SampledOutput> = generated
+                .samples
+                .into_iter()
+                .map(|output| {
+                    let (answer, score) = scorer.score(&output, targets);
+                    SampledOutput {
+                        output,
+                        answer,
+                        score,
+                    }
+                })
+                .collect();
+            let p = (!samples.is_empty())
+                .then(|| samples.iter().map(|s| s.score).sum::<f64>() / samples.len() as f64);
             SideResult {
                 prediction: None,
                 correct: Some(score >= 1.0),
                 scores: None,
-                output: Some(text),
+                output: Some(generated.text),
                 answer,
                 score,
-                rerun_score: None,
+                samples,
+                p,
+                ..Default::default()
             }
         })
         .collect()
+}
+
+/// The rows of a chunk as a side scores them: their parsed items, their instance ids (which
+/// seed the sampled draws) and the side.
+struct Instances<'a> {
+    items: &'a [Item],
+    ids: &'a [String],
+    side: SideName,
 }
 
 /// One served model's results on a chunk of rows, in row order.
@@ -221,9 +262,10 @@ async fn score_served(
     runtime: &EvalRuntime,
     served: &ServedModel,
     spec: &EvaluationSpec,
-    items: &[Item],
+    instances: &Instances<'_>,
     stop: &CancellationToken,
 ) -> Result<Vec<SideResult>, EndpointError> {
+    let items = instances.items;
     let bos = spec.options.add_bos.engine();
     match &spec.task {
         TaskSpec::MultipleChoice { delimiter, score } => {
@@ -238,18 +280,29 @@ async fn score_served(
             let scorer =
                 GenerationScorer::new(&rules).map_err(|e| EndpointError::Refused(e.to_string()))?;
             let prompts: Vec<String> = items.iter().map(|i| i.prompt().to_string()).collect();
-            let scored = served
-                .generate(
-                    &prompts,
-                    rules.max_new_tokens,
-                    &rules.stop,
-                    rules.no_repeat_ngram_size,
-                    bos,
-                    stop,
-                )
-                .await?;
-            runtime.stats.tokens_scored.inc_by(scored.tokens);
-            Ok(generated_results(&scorer, scored.results, items))
+            let request = GenerationRequest {
+                max_new_tokens: rules.max_new_tokens,
+                stop_strings: &rules.stop,
+                no_repeat_ngram_size: rules.no_repeat_ngram_size,
+                bos,
+                side: instances.side.as_str(),
+            };
+            let greedy = served.generate(&prompts, &request, stop).await?;
+            runtime.stats.tokens_scored.inc_by(greedy.tokens);
+            let mut samples: Vec<Vec<String>> = vec![Vec::new(); prompts.len()];
+            if let Some(sampling) = &rules.sampling {
+                let keyed: Vec<(String, String)> =
+                    instances.ids.iter().cloned().zip(prompts).collect();
+                let drawn = served.sample(&keyed, sampling, &request, stop).await?;
+                runtime.stats.tokens_scored.inc_by(drawn.tokens);
+                samples = drawn.results;
+            }
+            let generated = greedy
+                .results
+                .into_iter()
+                .zip(samples)
+                .map(|(text, samples)| Generated { text, samples });
+            Ok(generated_results(&scorer, generated, items))
         }
     }
 }
@@ -327,6 +380,10 @@ async fn rerun_scores(
     cancel: &CancelFlag,
 ) -> Result<Vec<f64>, ShardError> {
     let mut other = spec.clone();
+    // The noise floor compares greedy scores: the second run draws no samples.
+    if let TaskSpec::Generation { sampling, .. } = &mut other.task {
+        *sampling = None;
+    }
     let size = spec.options.batch_size;
     other.options.batch_size = if size < 1024 { size * 2 } else { size / 2 };
     let reversed: Vec<Item> = items.iter().rev().cloned().collect();
@@ -377,6 +434,7 @@ fn record(
         old,
         new,
         slices,
+        sampled: None,
     }
 }
 
@@ -481,18 +539,23 @@ impl Runner {
         side: SideName,
     ) -> Result<Vec<SideResult>, ShardError> {
         let field = side.as_str();
+        let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+        let instances = Instances {
+            items,
+            ids: &ids,
+            side,
+        };
         match self {
-            Self::Model(model) => score_side(runtime, model, spec, items, cancel)
+            Self::Model(model) => score_side(runtime, model, spec, &instances, cancel)
                 .await
                 .map_err(|e| engine_failure(ctx, e, &format!("{field} model"))),
-            Self::Endpoint(served) => score_served(runtime, served, spec, items, &ctx.stop)
+            Self::Endpoint(served) => score_served(runtime, served, spec, &instances, &ctx.stop)
                 .await
                 .map_err(|e| endpoint_failure(ctx, e, field)),
             Self::Recorded {
                 predictions,
                 filter,
             } => {
-                let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
                 let by_doc =
                     load_recorded_for(ctx.store.as_ref(), predictions, filter, &ids).await?;
                 rows.iter()

@@ -4,7 +4,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::InstanceInput;
-use crate::domain::{InstanceRecord, SideResult, Tags};
+use crate::domain::{InstanceRecord, InstanceSampled, SideResult, Tags};
 use crate::metrics::Flip;
 
 /// One instance as the API lists it (and `muscle eval --instances` writes it).
@@ -29,6 +29,9 @@ pub struct InstanceView {
     pub targets: Option<Vec<String>>,
     pub old: SideResult,
     pub new: SideResult,
+    /// With sampling, once the evaluation has finished: the instance's reliable change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled: Option<InstanceSampled>,
 }
 
 impl InstanceView {
@@ -48,6 +51,7 @@ impl InstanceView {
             tags: record.tags,
             old: record.old,
             new: record.new,
+            sampled: record.sampled,
         }
     }
 }

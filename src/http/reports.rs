@@ -20,7 +20,7 @@ use super::extract::ApiQuery;
 use super::jobs::{DEFAULT_LIMIT, MAX_LIMIT};
 use crate::domain::InstanceRecord;
 use crate::evaluation::{InstanceInput, InstanceView, inputs_of, markdown};
-use crate::metrics::Flip;
+use crate::metrics::{Flip, Verdict};
 use crate::spec::EvaluationSpec;
 use crate::store::{InstanceFilter, Job, PageRequest, Store, StoreResult};
 
@@ -36,6 +36,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct InstanceParams {
     /// Only instances with this outcome.
     pub flip: Option<Flip>,
+    /// With sampling, once the evaluation has finished: only instances whose sampled outputs
+    /// got reliably worse, reliably better, or did not reliably change.
+    pub verdict: Option<Verdict>,
     /// Only instances in this slice (`answer=1`, `topic=physics`), as named in the report.
     pub slice: Option<String>,
     /// Page size, 1 to 500 (default 50).
@@ -72,6 +75,7 @@ fn instance_filter(params: InstanceParams) -> ApiResult<InstanceFilter> {
     }
     Ok(InstanceFilter {
         flip: params.flip,
+        verdict: params.verdict,
         slice: params.slice,
         page: PageRequest { limit, cursor },
     })
@@ -198,6 +202,7 @@ async fn report_markdown(
             &job.id,
             &InstanceFilter {
                 flip: Some(Flip::Negative),
+                verdict: None,
                 slice: None,
                 page: PageRequest {
                     limit: FIRST_NEGATIVE_FLIPS,
@@ -388,7 +393,7 @@ mod tests {
                 output: Some("-2+3".into()),
                 answer: None,
                 score: -1.5,
-                rerun_score: None,
+                ..Default::default()
             },
             new: SideResult {
                 prediction: Some(1),
@@ -397,9 +402,10 @@ mod tests {
                 output: Some("\t=cmd|' /C calc'!A0".into()),
                 answer: None,
                 score: -0.25,
-                rerun_score: None,
+                ..Default::default()
             },
             slices: vec![],
+            sampled: None,
         };
         let input = InstanceInput {
             prompt: "@SUM(A1:A9)".into(),

@@ -175,10 +175,12 @@ mod tests {
             old: SideOutcome {
                 score: old,
                 answer: Answer::Choice(a_old),
+                samples: Vec::new(),
             },
             new: SideOutcome {
                 score: new,
                 answer: Answer::Choice(a_new),
+                samples: Vec::new(),
             },
         }
     }

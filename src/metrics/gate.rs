@@ -8,6 +8,7 @@ use super::generative::Generative;
 use super::intervals::Intervals;
 use super::rates::Metrics;
 use super::report::Report;
+use super::sampled_report::SampledReport;
 
 /// One bound on one report value; `min` and `max` are inclusive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -132,6 +133,7 @@ pub fn known_gate_metrics() -> &'static [String] {
         );
         names.extend(Generative::NAMES.iter().map(|n| format!("generative.{n}")));
         names.extend(Counts::NAMES.iter().map(|n| format!("counts.{n}")));
+        names.extend(SampledReport::NAMES.iter().map(|n| format!("sampled.{n}")));
         names
     });
     &NAMES
@@ -197,6 +199,9 @@ pub fn gate_value(report: &Report, metric: &str) -> Option<f64> {
     }
     if let Some(name) = metric.strip_prefix("generative.") {
         return report.generative.get(name);
+    }
+    if let Some(name) = metric.strip_prefix("sampled.") {
+        return report.sampled.as_ref()?.get(name);
     }
     if let Some(name) = metric.strip_prefix("counts.") {
         return report.counts.get(name).map(|c| c as f64);
@@ -303,6 +308,13 @@ mod tests {
         "counts.both_correct",
         "counts.both_wrong",
         "counts.ties",
+        "sampled.expected_nfr",
+        "sampled.expected_pfr",
+        "sampled.reliably_worse",
+        "sampled.reliably_better",
+        "sampled.no_reliable_change",
+        "sampled.greedy_flips_reliable",
+        "sampled.reliable_missed_by_greedy",
     ];
 
     #[test]
@@ -358,6 +370,22 @@ mod tests {
             output_similarity: Some(0.3),
             identical_outputs: Some(0.3),
         };
+        report.sampled = Some(crate::metrics::SampledReport {
+            samples: 10,
+            temperature: 0.7,
+            top_p: 0.95,
+            top_k: None,
+            n: 4,
+            expected_nfr: Some(0.1),
+            expected_pfr: Some(0.1),
+            intervals: Default::default(),
+            reliably_worse: 1,
+            reliably_better: 1,
+            no_reliable_change: 2,
+            greedy_flips: 2,
+            greedy_flips_reliable: 1,
+            reliable_missed_by_greedy: 1,
+        });
         for name in known_gate_metrics() {
             assert!(gate_value(&report, name).is_some(), "{name}");
         }

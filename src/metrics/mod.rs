@@ -23,6 +23,7 @@ mod rates;
 mod report;
 mod rouge;
 mod sampled;
+mod sampled_report;
 mod slices;
 
 #[cfg(test)]
@@ -50,9 +51,13 @@ pub use outcome::{Answer, Flip, InstanceOutcome, SideOutcome, TaskKind, classify
 pub use power::{POWER_ALPHA, POWER_TARGET, Power, detectable_nfr, mcnemar_power};
 pub use provenance::{EndpointProvenance, ListedModel, Provenance, SideProvenance};
 pub use rates::Metrics;
-pub use report::{DEFAULT_MAX_SLICES, Report, ReportOptions, SideAccuracy, compute_report};
+pub use report::{
+    DEFAULT_MAX_SLICES, Report, ReportOptions, SideAccuracy, compute_report,
+    compute_report_with_changes,
+};
 pub use rouge::{rouge_l_f, rouge1_f};
 pub use sampled::{
     INSTANCE_FDR, ReliableChange, Verdict, flip_shares, reliable_changes, welch_t_test,
 };
+pub use sampled_report::{SampledIntervals, SampledReport, SamplingSettings, compute_sampled};
 pub use slices::{Slice, SliceSet, compute_slices, slice_names};

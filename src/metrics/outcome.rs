@@ -19,6 +19,9 @@ pub struct SideOutcome {
     /// 1.0 / 0.0 for multiple-choice correctness; the metric value in [0, 1] for generation.
     pub score: f64,
     pub answer: Answer,
+    /// The scores of the sampled outputs (none without `task.sampling`).
+    #[serde(default)]
+    pub samples: Vec<f64>,
 }
 
 /// Both models' results on one instance.

@@ -25,10 +25,12 @@ fn mc_rows() -> impl Strategy<Value = Vec<InstanceOutcome>> {
                     old: SideOutcome {
                         score: score(old),
                         answer: Answer::Choice(old),
+                        samples: Vec::new(),
                     },
                     new: SideOutcome {
                         score: score(new),
                         answer: Answer::Choice(new),
+                        samples: Vec::new(),
                     },
                 }
             })
@@ -50,10 +52,12 @@ fn gen_rows() -> impl Strategy<Value = Vec<InstanceOutcome>> {
                 old: SideOutcome {
                     score: old,
                     answer: Answer::Text(format!("w{a} x")),
+                    samples: Vec::new(),
                 },
                 new: SideOutcome {
                     score: new,
                     answer: Answer::Text(format!("w{b} x")),
+                    samples: Vec::new(),
                 },
             })
             .collect()

@@ -13,6 +13,8 @@ use super::noise::{NoiseFloor, NoiseFloorInput, noise_floor};
 use super::outcome::{InstanceOutcome, TaskKind};
 use super::power::Power;
 use super::rates::{Metrics, mean};
+use super::sampled::ReliableChange;
+use super::sampled_report::{SampledReport, SamplingSettings, compute_sampled};
 use super::slices::{Slice, SliceSet, compute_slices};
 
 /// How to compute a report.
@@ -33,6 +35,8 @@ pub struct ReportOptions {
     pub partial: bool,
     /// Checks evaluated into `gate`.
     pub gate: Vec<GateCheck>,
+    /// How the instances' sampled outputs were drawn; gives `sampled`.
+    pub sampling: Option<SamplingSettings>,
 }
 
 impl Default for ReportOptions {
@@ -45,6 +49,7 @@ impl Default for ReportOptions {
             noise_floor: None,
             partial: false,
             gate: Vec::new(),
+            sampling: None,
         }
     }
 }
@@ -84,6 +89,10 @@ pub struct Report {
     #[serde(default)]
     pub power: Power,
     pub warnings: Vec<String>,
+    /// With `task.sampling`: expected flip rates over users and per-instance reliable changes;
+    /// null otherwise.
+    #[serde(default)]
+    pub sampled: Option<SampledReport>,
     /// Where each side's numbers came from (the final report only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<super::Provenance>,
@@ -95,6 +104,29 @@ pub fn compute_report(
     instances: &[InstanceOutcome],
     options: &ReportOptions,
 ) -> Report {
+    compute_report_with_changes(kind, instances, options).0
+}
+
+/// The report, and with sampling each instance's reliable change (in the order of
+/// `instances`; empty without sampling).
+pub fn compute_report_with_changes(
+    kind: TaskKind,
+    instances: &[InstanceOutcome],
+    options: &ReportOptions,
+) -> (Report, Vec<Option<ReliableChange>>) {
+    let (sampled, changes) = match options.sampling {
+        Some(settings) => {
+            let (section, changes) = compute_sampled(
+                kind,
+                instances,
+                settings,
+                options.bootstrap_resamples,
+                options.seed,
+            );
+            (Some(section), changes)
+        }
+        None => (None, Vec::new()),
+    };
     let tally = Tally::from_instances(kind, instances);
     let intervals = compute_intervals(kind, &tally, instances, options);
     let mut warnings = score_warnings(kind, &tally);
@@ -150,12 +182,13 @@ pub fn compute_report(
         gate: GateResult::default(),
         power: Power::of(tally.n, tally.counts.positive_flips),
         warnings,
+        sampled,
         provenance: None,
     };
     report.gate = evaluate_gate(&report, &options.gate);
     let underpowered = underpowered_gates(&report);
     report.warnings.extend(underpowered);
-    report
+    (report, changes)
 }
 
 /// "too small to detect" for each passing gate on nfr whose bound is below what the

@@ -13,10 +13,12 @@ fn mc(gold: usize, old_answer: usize, new_answer: usize) -> InstanceOutcome {
         old: SideOutcome {
             score: score(old_answer),
             answer: Answer::Choice(old_answer),
+            samples: Vec::new(),
         },
         new: SideOutcome {
             score: score(new_answer),
             answer: Answer::Choice(new_answer),
+            samples: Vec::new(),
         },
     }
 }
@@ -29,10 +31,12 @@ fn gen_row(old: f64, new: f64, old_text: &str, new_text: &str) -> InstanceOutcom
         old: SideOutcome {
             score: old,
             answer: Answer::Text(old_text.to_owned()),
+            samples: Vec::new(),
         },
         new: SideOutcome {
             score: new,
             answer: Answer::Text(new_text.to_owned()),
+            samples: Vec::new(),
         },
     }
 }
@@ -165,6 +169,7 @@ fn report_json_has_the_api_shape() {
         "slices_omitted",
         "gate",
         "power",
+        "sampled",
         "warnings",
     ]
     .into();
@@ -361,10 +366,12 @@ fn binary_generation_reduces_to_the_classical_report() {
             old: SideOutcome {
                 score: i.old.score,
                 answer: as_text(&i.old.answer),
+                samples: Vec::new(),
             },
             new: SideOutcome {
                 score: i.new.score,
                 answer: as_text(&i.new.answer),
+                samples: Vec::new(),
             },
             ..i.clone()
         })

@@ -14,12 +14,31 @@ use super::fisher::fisher_exact;
 pub const INSTANCE_FDR: f64 = 0.05;
 
 /// Whether an instance's sampled scores changed beyond chance, and which way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    ToSchema,
+    strum::IntoStaticStr,
+    strum::EnumString,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Verdict {
     Worse,
     Better,
     None,
+}
+
+impl Verdict {
+    /// The snake_case name used in JSON, query strings and the database.
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
 }
 
 /// One instance's test: its p-value, q-value across the instances, and verdict.

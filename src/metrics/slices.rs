@@ -206,10 +206,12 @@ mod tests {
             old: SideOutcome {
                 score: old,
                 answer: Answer::Choice(0),
+                samples: Vec::new(),
             },
             new: SideOutcome {
                 score: new,
                 answer: Answer::Choice(usize::from(new == old)),
+                samples: Vec::new(),
             },
         }
     }

@@ -85,7 +85,7 @@ pub enum PromptFormat {
 }
 
 /// Request fields muscle sets, which `extra_body` may not name.
-const SET_BY_MUSCLE: [&str; 9] = [
+const SET_BY_MUSCLE: [&str; 13] = [
     "model",
     "prompt",
     "messages",
@@ -95,6 +95,10 @@ const SET_BY_MUSCLE: [&str; 9] = [
     "logprobs",
     "stop",
     "no_repeat_ngram_size",
+    "top_p",
+    "top_k",
+    "seed",
+    "n",
 ];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

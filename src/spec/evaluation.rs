@@ -2,7 +2,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::harness::check_regex;
-use super::{DatasetRef, EndpointApi, ExactMatchRules, Extract, Preset, Side, check_name};
+use super::{
+    DatasetRef, EndpointApi, ExactMatchRules, Extract, Preset, SamplingSpec, Side, check_name,
+};
 use crate::callback::CallbackSpec;
 use crate::domain::{DatasetKind, SideName};
 use crate::engine::Bos;
@@ -46,7 +48,8 @@ pub enum TaskSpec {
         #[serde(default)]
         score: McScore,
     },
-    /// Greedy decoding, scored against the row's target(s).
+    /// Greedy decoding, scored against the row's target(s); with `sampling`, also K sampled
+    /// outputs per instance and side.
     Generation {
         #[serde(default = "default_max_new_tokens")]
         max_new_tokens: u32,
@@ -84,6 +87,11 @@ pub enum TaskSpec {
         /// `gsm8k` or `samsum`: fills in what the fields above leave unset.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         preset: Option<Preset>,
+        /// Also draw `samples` outputs per instance and side at this temperature, top-p and
+        /// top-k (transformers' order), scored like the greedy one: the report's `sampled`
+        /// section and each instance's verdict.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sampling: Option<SamplingSpec>,
     },
 }
 
@@ -96,6 +104,7 @@ pub struct GenerationRules {
     pub extract: Option<Extract>,
     pub exact_match: ExactMatchRules,
     pub no_repeat_ngram_size: u32,
+    pub sampling: Option<SamplingSpec>,
 }
 
 impl TaskSpec {
@@ -113,6 +122,7 @@ impl TaskSpec {
             exact_match,
             no_repeat_ngram_size,
             preset,
+            sampling,
             ..
         } = self
         else {
@@ -145,7 +155,16 @@ impl TaskSpec {
                 Some(p) if *no_repeat_ngram_size == 0 => p.no_repeat_ngram_size(),
                 _ => *no_repeat_ngram_size,
             },
+            sampling: *sampling,
         })
+    }
+
+    /// The task's sampling, if it draws outputs.
+    pub fn sampling(&self) -> Option<&SamplingSpec> {
+        match self {
+            Self::Generation { sampling, .. } => sampling.as_ref(),
+            Self::MultipleChoice { .. } => None,
+        }
     }
 
     pub fn dataset_kind(&self) -> DatasetKind {
@@ -320,7 +339,41 @@ impl EvaluationSpec {
             errors.add("options.slice_by", format!("at most {MAX_SLICE_BY} fields"));
         }
         check_gate(&self.gate, "gate", &mut errors);
+        self.check_sampling(&mut errors);
         errors.into_result(())
+    }
+
+    /// Sampling needs both sides run (recorded runs hold one output per instance), and gate
+    /// checks on `sampled.*` need sampling.
+    fn check_sampling(&self, errors: &mut Errors) {
+        if self.task.sampling().is_some() {
+            for side in [SideName::Old, SideName::New] {
+                if self.side(side).predictions().is_some() {
+                    errors.add(
+                        "task.sampling",
+                        format!(
+                            "{} is a recorded run, which holds one output per instance: sampled \
+                             outputs need both sides run here (a model folder) or served (an \
+                             endpoint)",
+                            side.as_str()
+                        ),
+                    );
+                }
+            }
+            return;
+        }
+        for (i, check) in self.gate.iter().enumerate() {
+            if check.metric.starts_with("sampled.") {
+                errors.add(
+                    format!("gate[{i}].metric"),
+                    format!(
+                        "{} needs sampled outputs: give the generation task a \"sampling\" \
+                         object",
+                        check.metric
+                    ),
+                );
+            }
+        }
     }
 }
 
@@ -339,9 +392,13 @@ pub(crate) fn check_task(task: &TaskSpec, field: &str, errors: &mut Errors) {
         max_new_tokens,
         stop,
         tolerance,
+        sampling,
         ..
     } = task
     {
+        if let Some(sampling) = sampling {
+            sampling.check(&format!("{field}.sampling"), errors);
+        }
         if !(1..=4096).contains(max_new_tokens) {
             errors.add(format!("{field}.max_new_tokens"), "must be from 1 to 4096");
         }
@@ -558,6 +615,34 @@ mod tests {
             errors
                 .iter()
                 .all(|e| e.message.starts_with("at most") || e.message.starts_with("must be from"))
+        );
+    }
+
+    #[test]
+    fn sampling_needs_both_sides_run_and_gates_on_sampled_need_sampling() {
+        let (_root, resolver) = models();
+        let recorded: EvaluationSpec = parse_body(
+            br#"{"old": {"predictions": "p1"}, "new": {"model": "new"}, "dataset": "d",
+                "task": {"type": "generation",
+                         "sampling": {"samples": 4, "temperature": 0.7}}}"#,
+        )
+        .unwrap();
+        let errors = recorded.check(&resolver).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert_eq!(errors[0].field, "task.sampling");
+        assert!(errors[0].message.starts_with("old is a recorded run"));
+        let sampled: EvaluationSpec = parse_body(
+            br#"{"old": {"model": "old"}, "new": {"model": "new"}, "dataset": "d",
+                "task": {"type": "generation", "sampling": {"samples": 4, "temperature": 0.7}},
+                "gate": [{"metric": "sampled.reliably_worse", "max": 0}]}"#,
+        )
+        .unwrap();
+        sampled.check(&resolver).unwrap();
+        let rules = sampled.task.generation_rules().unwrap();
+        let sampling = rules.sampling.unwrap();
+        assert_eq!(
+            (sampling.top_p, sampling.top_k, sampling.seed),
+            (1.0, None, 0)
         );
     }
 

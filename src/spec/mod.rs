@@ -4,6 +4,7 @@
 mod endpoint;
 mod evaluation;
 mod harness;
+mod sampling;
 mod side;
 mod training;
 
@@ -24,6 +25,7 @@ use crate::validation::{Errors, FieldError};
 pub use endpoint::*;
 pub use evaluation::*;
 pub use harness::{ExactMatchRules, Extract, GSM8K_FLEXIBLE, GSM8K_STRICT, Preset};
+pub use sampling::{MAX_SAMPLES, SamplingSpec};
 pub use side::{PredictionsRef, Side};
 pub use training::*;
 

@@ -3,7 +3,7 @@ use serde_json::value::RawValue;
 
 use super::{Document, StoreError, StoreResult};
 use crate::domain::{DatasetKind, JobKind, JobStatus, NewShard, ShardKind};
-use crate::metrics::Flip;
+use crate::metrics::{Flip, Verdict};
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
@@ -297,11 +297,23 @@ pub struct Completion {
     pub report: Option<Document>,
     pub summary: Option<Document>,
     pub result: Option<Document>,
+    /// Evaluations with sampling: each instance's reliable change, stored with the report.
+    pub verdicts: Vec<InstanceVerdict>,
+}
+
+/// One instance's reliable change across its sampled outputs, known once every instance is in
+/// (its q-value is adjusted across all of them).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct InstanceVerdict {
+    pub idx: i64,
+    pub q_value: f64,
+    pub verdict: Verdict,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct InstanceFilter {
     pub flip: Option<Flip>,
+    pub verdict: Option<Verdict>,
     pub slice: Option<String>,
     pub page: PageRequest,
 }

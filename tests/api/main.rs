@@ -27,6 +27,7 @@ mod multi_worker;
 mod operations;
 mod own_postgres;
 mod reports_once;
+mod sampled;
 mod slow_bodies;
 mod train_api;
 mod train_cli;

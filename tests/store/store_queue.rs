@@ -68,6 +68,7 @@ fn instance(idx: i64, flip: &str, slices: &[&str]) -> InstanceRecord {
         old: serde_json::from_value(json!({"prediction": 1, "correct": true, "scores": [-2.0, -1.0], "output": null, "score": 1.0})).unwrap(),
         new: serde_json::from_value(json!({"prediction": 0, "correct": false, "scores": [-1.0, -2.0], "output": null, "score": 0.0})).unwrap(),
         slices: slices.iter().map(|s| s.to_string()).collect(),
+        sampled: None,
     }
 }
 
@@ -205,6 +206,7 @@ mod scenarios {
             report: None,
             summary: None,
             result: None,
+            verdicts: Vec::new(),
         };
         assert_eq!(
             store.complete_shard(&a.fence, &done).await.unwrap(),
@@ -237,6 +239,7 @@ mod scenarios {
             report: Some(report.clone()),
             summary: None,
             result: None,
+            verdicts: Vec::new(),
         };
         store
             .complete_shard(&finalize.fence, &completion)
@@ -277,6 +280,7 @@ mod scenarios {
                             report: None,
                             summary: None,
                             result: None,
+                            verdicts: Vec::new(),
                         };
                         store.complete_shard(&claim.fence, &done).await.unwrap();
                     } else {
@@ -284,6 +288,7 @@ mod scenarios {
                             report: Some(Document::of(&json!({}))),
                             summary: None,
                             result: None,
+                            verdicts: Vec::new(),
                         };
                         store.complete_shard(&claim.fence, &done).await.unwrap();
                     }
@@ -343,6 +348,7 @@ mod scenarios {
             report: None,
             summary: None,
             result: None,
+            verdicts: Vec::new(),
         };
         assert_eq!(
             store.complete_shard(&zombie.fence, &done).await.unwrap(),
@@ -620,6 +626,7 @@ mod scenarios {
             all.items[1],
             InstanceRecord {
                 slices: vec![],
+                sampled: None,
                 ..rows[1].clone()
             }
         );
@@ -629,6 +636,7 @@ mod scenarios {
                 &job.id,
                 &InstanceFilter {
                     flip: Some(muscle::metrics::Flip::Negative),
+                    verdict: None,
                     slice: Some("answer=1".into()),
                     page: PageRequest {
                         limit: 100,

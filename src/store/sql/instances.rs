@@ -1,9 +1,11 @@
-use sqlx::Row;
-use sqlx::any::AnyRow;
+use sqlx::any::{Any, AnyRow};
+use sqlx::{Row, Transaction};
 
 use super::datasets::paginate;
 use super::queue::Touch;
 use super::*;
+use crate::domain::InstanceSampled;
+use crate::metrics::Verdict;
 
 const ROWS_PER_INSERT: usize = 200;
 
@@ -21,6 +23,17 @@ fn instance_from_row(job_id: &str, row: &AnyRow) -> StoreResult<InstanceRecord> 
     let tags = json_column(row, "tags").map_err(|e| corrupt("tags", e))?;
     let old = json_column(row, "old_side").map_err(|e| corrupt("old_side", e))?;
     let new = json_column(row, "new_side").map_err(|e| corrupt("new_side", e))?;
+    let verdict: Option<String> = row.try_get("verdict")?;
+    let q_value: Option<f64> = row.try_get("q_value")?;
+    let sampled = match (verdict, q_value) {
+        (Some(verdict), Some(q_value)) => Some(InstanceSampled {
+            verdict: verdict
+                .parse::<Verdict>()
+                .map_err(|_| corrupt("verdict", format!("{verdict:?} is not a verdict")))?,
+            q_value,
+        }),
+        _ => None,
+    };
     Ok(InstanceRecord {
         idx: row.try_get("idx")?,
         id,
@@ -30,6 +43,7 @@ fn instance_from_row(job_id: &str, row: &AnyRow) -> StoreResult<InstanceRecord> 
         old,
         new,
         slices: Vec::new(),
+        sampled,
     })
 }
 
@@ -122,12 +136,15 @@ impl Store {
         filter: &InstanceFilter,
     ) -> StoreResult<Page<InstanceRecord>> {
         let mut sql = Sql::new(
-            "SELECT i.idx, i.instance_id, i.flip, i.gold, i.tags, i.old_side, i.new_side \
-             FROM instances i WHERE i.job_id = ",
+            "SELECT i.idx, i.instance_id, i.flip, i.gold, i.tags, i.old_side, i.new_side, \
+             i.verdict, i.q_value FROM instances i WHERE i.job_id = ",
         );
         sql.bind(job_id.to_string());
         if let Some(flip) = &filter.flip {
             sql.push(" AND i.flip = ").bind(flip.as_str());
+        }
+        if let Some(verdict) = filter.verdict {
+            sql.push(" AND i.verdict = ").bind(verdict.as_str());
         }
         if let Some(slice) = &filter.slice {
             sql.push(
@@ -151,6 +168,34 @@ impl Store {
             .map(|row| instance_from_row(job_id, row))
             .collect::<StoreResult<Vec<_>>>()?;
         Ok(paginate(items, filter.page.limit, |r| r.idx.to_string()))
+    }
+
+    /// Stores each instance's reliable change (in the finalize shard's transaction).
+    pub(super) async fn write_verdicts(
+        tx: &mut Transaction<'static, Any>,
+        job_id: &str,
+        verdicts: &[InstanceVerdict],
+    ) -> StoreResult<()> {
+        for chunk in verdicts.chunks(ROWS_PER_INSERT) {
+            let mut sql = Sql::new("WITH v (idx, verdict, q_value) AS (VALUES ");
+            for (i, v) in chunk.iter().enumerate() {
+                sql.push(if i == 0 { "(" } else { ", (" })
+                    .bind(v.idx)
+                    .push(", ")
+                    .bind(v.verdict.as_str())
+                    .push(", ")
+                    .bind(v.q_value)
+                    .push(")");
+            }
+            sql.push(
+                ") UPDATE instances SET verdict = v.verdict, q_value = v.q_value FROM v \
+                 WHERE instances.job_id = ",
+            )
+            .bind(job_id.to_string())
+            .push(" AND instances.idx = v.idx");
+            sql.query().execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 
     /// Dataset indices in `start..end` whose instance rows are already stored (a reclaimed shard

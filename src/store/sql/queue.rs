@@ -287,6 +287,7 @@ impl Store {
         };
         let kind: String = row.try_get("kind")?;
         if kind == ShardKind::Finalize.as_str() {
+            Self::write_verdicts(&mut tx, &fence.job_id, &completion.verdicts).await?;
             sqlx::query(
                 "UPDATE jobs SET status = 'succeeded', report = $1, result = $2, summary = $5, \
                  progress_done = progress_total, finished_at = $3, updated_at = $3 \
