@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use super::InstanceInput;
 use crate::domain::{InstanceRecord, SideResult};
-use crate::metrics::{Interval, Report, SideProvenance, is_known_gate_metric};
+use crate::metrics::{Interval, Report, SampledReport, SideProvenance, is_known_gate_metric};
 use crate::store::Job;
 
 const WORST_SLICES: usize = 5;
@@ -104,6 +104,56 @@ fn side_source(side: &SideProvenance) -> String {
             }
             text
         }
+    }
+}
+
+/// What users meet at the deployment's temperature, and what the greedy comparison missed.
+fn sampled_section(out: &mut String, sampled: &SampledReport) {
+    let top_k = sampled
+        .top_k
+        .map(|k| format!(", top-k {k}"))
+        .unwrap_or_default();
+    let _ = writeln!(
+        out,
+        "\n### Sampled outputs\n\n{} draws per instance and side at temperature {}, top-p {}{top_k}, \
+         on {} instances.\n\n| metric | value | 95% interval |\n|---|---|---|",
+        sampled.samples, sampled.temperature, sampled.top_p, sampled.n
+    );
+    let rows = [
+        (
+            "expected nfr (one draw of each model)",
+            pct(sampled.expected_nfr),
+            interval(sampled.intervals.expected_nfr),
+        ),
+        (
+            "expected pfr",
+            pct(sampled.expected_pfr),
+            interval(sampled.intervals.expected_pfr),
+        ),
+        (
+            "reliably worse / better / no reliable change",
+            format!(
+                "{} / {} / {}",
+                sampled.reliably_worse, sampled.reliably_better, sampled.no_reliable_change
+            ),
+            " Fisher or Welch per instance, BH q < 0.05".to_owned(),
+        ),
+        (
+            "greedy flips that are reliable changes",
+            format!(
+                "{} of {}",
+                sampled.greedy_flips_reliable, sampled.greedy_flips
+            ),
+            String::new(),
+        ),
+        (
+            "reliable changes greedy missed",
+            sampled.reliable_missed_by_greedy.to_string(),
+            String::new(),
+        ),
+    ];
+    for (name, value, range) in rows {
+        let _ = writeln!(out, "| {name} | {value} |{range} |");
     }
 }
 
@@ -263,6 +313,9 @@ pub fn render(
              (Fisher's exact test, Benjamini-Hochberg q < 0.05 across the slices); the others' \
              rank may be noise."
         );
+    }
+    if let Some(sampled) = &report.sampled {
+        sampled_section(&mut out, sampled);
     }
     if !first_negative_flips.is_empty() {
         let _ = writeln!(
@@ -437,6 +490,60 @@ mod tests {
         let text = render(&job(), Some(&report), &[flip], &HashMap::new());
         assert!(text.contains("| a |  | choice 0 | choice 1 |"), "{text}");
         assert!(text.find("Gate").unwrap() < text.find("Worst slices").unwrap());
+    }
+
+    #[test]
+    fn sampled_outputs_get_their_own_table() {
+        let side = |score: f64, samples: &[f64]| SideOutcome {
+            score,
+            answer: Answer::Text("x".into()),
+            samples: samples.to_vec(),
+        };
+        let instance = |id: &str, old: SideOutcome, new: SideOutcome| InstanceOutcome {
+            id: id.into(),
+            gold: None,
+            tags: BTreeMap::new(),
+            old,
+            new,
+        };
+        let (right, wrong) = ([1.0; 8], [0.0; 8]);
+        let outcomes = [
+            instance("a", side(1.0, &right), side(0.0, &wrong)),
+            instance("b", side(1.0, &right), side(1.0, &right)),
+        ];
+        let options = ReportOptions {
+            sampling: Some(crate::metrics::SamplingSettings {
+                samples: 8,
+                temperature: 0.7,
+                top_p: 0.9,
+                top_k: Some(40),
+            }),
+            ..ReportOptions::default()
+        };
+        let report = compute_report(TaskKind::Generation { tolerance: 0.0 }, &outcomes, &options);
+        let text = render(&job(), Some(&report), &[], &HashMap::new());
+        assert!(
+            text.contains("8 draws per instance and side at temperature 0.7, top-p 0.9, top-k 40, on 2 instances."),
+            "{text}"
+        );
+        assert!(
+            text.contains("| expected nfr (one draw of each model) | 50.00% |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| reliably worse / better / no reliable change | 1 / 0 / 1 |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| greedy flips that are reliable changes | 1 of 1 |"),
+            "{text}"
+        );
+        let plain = compute_report(
+            TaskKind::Generation { tolerance: 0.0 },
+            &outcomes,
+            &ReportOptions::default(),
+        );
+        assert!(!render(&job(), Some(&plain), &[], &HashMap::new()).contains("Sampled"));
     }
 
     #[test]

@@ -221,7 +221,7 @@ async fn report_markdown(
 }
 
 const CSV_PAGE: i64 = 1000;
-const CSV_HEADER: [&str; 18] = [
+const CSV_HEADER: [&str; 24] = [
     "index",
     "id",
     "flip",
@@ -240,6 +240,12 @@ const CSV_HEADER: [&str; 18] = [
     "prompt",
     "choices",
     "targets",
+    "old_p",
+    "new_p",
+    "old_samples",
+    "new_samples",
+    "verdict",
+    "q_value",
 ];
 
 /// Text a spreadsheet will not run: a cell starting with `=`, `+`, `-`, `@`, TAB or CR opens as
@@ -284,6 +290,28 @@ fn csv_row(record: &InstanceRecord, input: Option<&InstanceInput>) -> Vec<String
     row.push(inert(input.map(|i| i.prompt.clone()).unwrap_or_default()));
     row.push(list(input.and_then(|i| i.choices.as_ref())));
     row.push(list(input.and_then(|i| i.targets.as_ref())));
+    for side in [&record.old, &record.new] {
+        row.push(side.p.map(|p| json_text(&p)).unwrap_or_default());
+    }
+    for side in [&record.old, &record.new] {
+        row.push(if side.samples.is_empty() {
+            String::new()
+        } else {
+            inert(json_text(&side.samples))
+        });
+    }
+    row.push(
+        record
+            .sampled
+            .map(|s| s.verdict.as_str().to_string())
+            .unwrap_or_default(),
+    );
+    row.push(
+        record
+            .sampled
+            .map(|s| json_text(&s.q_value))
+            .unwrap_or_default(),
+    );
     row
 }
 
@@ -393,6 +421,12 @@ mod tests {
                 output: Some("-2+3".into()),
                 answer: None,
                 score: -1.5,
+                samples: vec![crate::domain::SampledOutput {
+                    output: "=1+1".into(),
+                    answer: None,
+                    score: 1.0,
+                }],
+                p: Some(1.0),
                 ..Default::default()
             },
             new: SideResult {
@@ -405,7 +439,10 @@ mod tests {
                 ..Default::default()
             },
             slices: vec![],
-            sampled: None,
+            sampled: Some(crate::domain::InstanceSampled {
+                verdict: Verdict::Worse,
+                q_value: 0.01,
+            }),
         };
         let input = InstanceInput {
             prompt: "@SUM(A1:A9)".into(),
@@ -430,6 +467,9 @@ mod tests {
         // Numbers are not text: a negative score is written as the number it is.
         assert_eq!(cell("old_score"), "-1.5");
         assert_eq!(cell("new_score"), "-0.25");
+        assert_eq!(cell("old_samples"), r#"[{"output":"=1+1","score":1.0}]"#);
+        assert_eq!((cell("old_p"), cell("new_p")), ("1.0", ""));
+        assert_eq!((cell("verdict"), cell("q_value")), ("worse", "0.01"));
         assert_eq!(cell("old_scores"), "[-1.5,-2.0]");
         assert_eq!(cell("index"), "3");
         let numeric = ["old_score", "new_score"];

@@ -26,7 +26,8 @@ pub enum Act {
     Status(u16, Option<u64>),
     /// Never answers.
     Hang,
-    /// Answers "4" to every prompt, after a pause.
+    /// Answers "4" to every prompt (a seeded draw: "4" or "5" by the seed's parity), after a
+    /// pause.
     Answer(Duration),
 }
 
@@ -183,8 +184,13 @@ async fn completions(
                 Value::Array(items) if items.first().is_some_and(Value::is_array) => items.len(),
                 _ => 1,
             };
+            // A seeded draw answers by its seed's parity, so draws differ as a server's do.
+            let text = match body["seed"].as_i64() {
+                Some(seed) if seed % 2 == 1 => "5",
+                _ => "4",
+            };
             let choices: Vec<Value> = (0..prompts)
-                .map(|index| json!({"index": index, "text": "4", "finish_reason": "stop"}))
+                .map(|index| json!({"index": index, "text": text, "finish_reason": "stop"}))
                 .collect();
             let mut response = Json(json!({
                 "object": "text_completion",
