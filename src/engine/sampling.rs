@@ -40,31 +40,60 @@ pub fn warped_probs(logits: &[f32], params: &SamplingParams) -> Vec<f64> {
 
 /// TopKLogitsWarper: every score below the k-th largest is removed (ties with it stay).
 fn keep_top_k(scores: &mut [f32], k: usize) {
-    let mut sorted = scores.to_vec();
-    sorted.sort_unstable_by(|a, b| b.total_cmp(a));
-    let kth = sorted[k - 1];
+    let mut values = scores.to_vec();
+    let (_, &mut kth, _) = values.select_nth_unstable_by(k - 1, |a, b| b.total_cmp(a));
     for s in scores.iter_mut().filter(|s| **s < kth) {
         *s = f32::NEG_INFINITY;
     }
 }
 
-/// TopPLogitsWarper: in ascending order of score, tokens are removed while the cumulative
-/// probability (softmax in f32) stays at or below 1 - top_p; the most probable token stays.
+/// Most probable tokens ordered first when top-p looks for its cut; doubled until the cut is
+/// among them.
+const TOP_P_FIRST_CANDIDATES: usize = 256;
+
+/// TopPLogitsWarper: in ascending order of (score, token id), tokens are removed while the
+/// cumulative probability (softmax in f32, summed in f64 and compared in f32, as torch's CPU
+/// cumsum does) stays at or below 1 - top_p; the most probable token stays. The cumulative sum
+/// at a token is the total less the mass ordered above it, and it only grows, so the kept
+/// tokens are found from the top: only the most probable few are sorted, not the vocabulary.
 fn keep_top_p(scores: &mut [f32], top_p: f64) {
-    let mut sorted: Vec<(f32, u32)> = (0..).zip(scores.iter()).map(|(i, &s)| (s, i)).collect();
-    sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-    let max = sorted[sorted.len() - 1].0;
-    let exps: Vec<f32> = sorted.iter().map(|&(s, _)| (s - max).exp()).collect();
-    let total: f32 = exps.iter().sum();
-    // torch compares the f32 cumulative sum with the Python float 1 - top_p cast to f32.
+    let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = scores.iter().map(|&s| (s - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    let probs: Vec<f32> = exps.iter().map(|e| e / sum).collect();
+    let total: f64 = probs.iter().map(|&p| f64::from(p)).sum();
+    // torch compares with the Python float 1 - top_p cast to f32.
     let threshold = (1.0 - top_p) as f32;
-    let mut cumulative = 0f32;
-    for (&(_, token), exp) in sorted[..sorted.len() - 1].iter().zip(&exps) {
-        cumulative += exp / total;
-        if cumulative > threshold {
-            break;
+    let mut order: Vec<(f32, u32)> = (0..).zip(scores.iter()).map(|(i, &s)| (s, i)).collect();
+    let descending = |a: &(f32, u32), b: &(f32, u32)| b.0.total_cmp(&a.0).then(b.1.cmp(&a.1));
+    let mut candidates = TOP_P_FIRST_CANDIDATES.min(order.len());
+    let kept = loop {
+        if candidates < order.len() {
+            order.select_nth_unstable_by(candidates - 1, descending);
         }
-        scores[token as usize] = f32::NEG_INFINITY;
+        order[..candidates].sort_unstable_by(descending);
+        let mut above = 0f64;
+        let mut kept = candidates;
+        for (rank, &(_, token)) in order[..candidates].iter().enumerate() {
+            if rank > 0 && ((total - above) as f32) <= threshold {
+                kept = rank;
+                break;
+            }
+            above += f64::from(probs[token as usize]);
+        }
+        if kept < candidates || candidates == order.len() {
+            break kept;
+        }
+        candidates = (candidates * 2).min(order.len());
+    };
+    let mut keep = vec![false; scores.len()];
+    for &(_, token) in &order[..kept] {
+        keep[token as usize] = true;
+    }
+    for (score, keep) in scores.iter_mut().zip(keep) {
+        if !keep {
+            *score = f32::NEG_INFINITY;
+        }
     }
 }
 
@@ -120,6 +149,45 @@ mod tests {
             temperature,
             top_k,
             top_p,
+        }
+    }
+
+    /// TopPLogitsWarper as written: the whole vocabulary sorted ascending, the cumulative sum
+    /// from the bottom.
+    fn top_p_by_full_sort(scores: &[f32], top_p: f64) -> Vec<bool> {
+        let mut sorted: Vec<(f32, u32)> = (0..).zip(scores.iter()).map(|(i, &s)| (s, i)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let max = sorted[sorted.len() - 1].0;
+        let sum: f32 = scores.iter().map(|&s| (s - max).exp()).sum();
+        let threshold = (1.0 - top_p) as f32;
+        let mut kept = vec![true; scores.len()];
+        let mut cumulative = 0f64;
+        for &(score, token) in &sorted[..sorted.len() - 1] {
+            cumulative += f64::from((score - max).exp() / sum);
+            if cumulative as f32 > threshold {
+                break;
+            }
+            kept[token as usize] = false;
+        }
+        kept
+    }
+
+    #[test]
+    fn top_p_from_the_top_keeps_what_the_full_sort_keeps() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        for case in 0..300 {
+            let vocab = [5, 300, 2000][case % 3];
+            // Flat, peaked and tied logits (ties are broken by token id, as the sort does).
+            let spread = [0.1, 3.0, 12.0][case / 3 % 3];
+            let mut logits: Vec<f32> = (0..vocab)
+                .map(|_| (rng.random::<f32>() * spread * 4.0).round() / 4.0)
+                .collect();
+            logits[case % vocab] = f32::NEG_INFINITY;
+            let top_p = [0.1, 0.5, 0.9, 0.95, 0.999][case % 5];
+            let mut scores = logits.clone();
+            keep_top_p(&mut scores, top_p);
+            let kept: Vec<bool> = scores.iter().map(|s| s.is_finite()).collect();
+            assert_eq!(kept, top_p_by_full_sort(&logits, top_p), "case {case}");
         }
     }
 
