@@ -47,8 +47,8 @@ fn keep_top_k(scores: &mut [f32], k: usize) {
     }
 }
 
-/// Most probable tokens ordered first when top-p looks for its cut; doubled until the cut is
-/// among them.
+/// Most probable tokens ordered first when top-p looks for its cut; more (at least twice as
+/// many) until the cut is among them.
 const TOP_P_FIRST_CANDIDATES: usize = 256;
 
 /// TopPLogitsWarper: in ascending order of (score, token id), tokens are removed while the
@@ -84,7 +84,20 @@ fn keep_top_p(scores: &mut [f32], top_p: f64) {
         if kept < candidates || candidates == order.len() {
             break kept;
         }
-        candidates = (candidates * 2).min(order.len());
+        // Each token not yet ordered is at most as probable as the last one, so at least this
+        // many more are needed; a flat distribution (random weights) goes to the full sort at
+        // once rather than doubling its way there.
+        let lowest = f64::from(probs[order[candidates - 1].1 as usize]);
+        let missing = f64::from(1.0 - threshold) - above;
+        let at_least = if lowest > 0.0 {
+            (missing / lowest).ceil().max(0.0) as usize
+        } else {
+            order.len()
+        };
+        candidates = (candidates * 2).max(candidates.saturating_add(at_least));
+        if candidates > order.len() / 2 {
+            candidates = order.len();
+        }
     };
     let mut keep = vec![false; scores.len()];
     for &(_, token) in &order[..kept] {
