@@ -20,6 +20,8 @@ use super::helpers::*;
 const TOKEN: &str = "dashboard-test-token";
 /// The first test items of the shipped update, as tests/api/model_update_example.rs uses.
 const ITEMS: usize = 240;
+/// The first entities of the shipped update's categories task, drawn 10 times each.
+const SAMPLED_ITEMS: usize = 80;
 
 fn chromium() -> Option<PathBuf> {
     let named = std::env::var_os("MUSCLE_CHROMIUM").map(PathBuf::from);
@@ -198,6 +200,21 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         }),
     )
     .await;
+    // A sampled generation evaluation: the shipped update's bases, 10 draws per instance.
+    let categories: String =
+        std::fs::read_to_string(repo().join("examples/model-update/categories.jsonl"))
+            .unwrap()
+            .lines()
+            .take(SAMPLED_ITEMS)
+            .map(|l| format!("{l}\n"))
+            .collect();
+    let categories = upload(&app, "categories", categories).await;
+    let mut sampled_spec: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("examples/model-update/eval-sampled.json")).unwrap(),
+    )
+    .unwrap();
+    sampled_spec["dataset"] = json!(categories);
+    let sampled = post_json(&app, "/v1/evaluations", &sampled_spec).await;
     let output = "trained/tiny-compat";
     let training = post_json(
         &app,
@@ -235,6 +252,22 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
     let generation = finished(&app, &format!("/v1/evaluations/{generation_id}")).await;
     let generation_instances =
         get_json(&app, &format!("/v1/evaluations/{generation_id}/instances")).await;
+    let sampled_id = sampled["id"].as_str().unwrap().to_string();
+    let sampled = finished(&app, &format!("/v1/evaluations/{sampled_id}")).await;
+    let sampled_first = get_json(
+        &app,
+        &format!("/v1/evaluations/{sampled_id}/instances?limit=50"),
+    )
+    .await;
+    let sampled_better = get_json(
+        &app,
+        &format!("/v1/evaluations/{sampled_id}/instances?verdict=better&limit=50"),
+    )
+    .await;
+    assert!(
+        !sampled_better["items"].as_array().unwrap().is_empty(),
+        "some instances of the shipped update get reliably better"
+    );
     for pair in ["old_vs_new", "old_vs_compat"] {
         let id = training["evaluations"][pair]["id"].as_str().unwrap();
         finished(&app, &format!("/v1/evaluations/{id}")).await;
@@ -325,6 +358,9 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         "fixed": before.difference(&after).count(),
         "introduced": after.difference(&before).count(),
         "items": ITEMS,
+        "sampled": sampled,
+        "sampled_first": sampled_first["items"],
+        "sampled_better": sampled_better["items"],
     });
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();

@@ -212,6 +212,40 @@ try {
   check((await text(".kv")).includes(`${g.spec.new.endpoint.model} served at ${g.spec.new.endpoint.url}`), "generation: the served side named in the header");
   await shot("generation", true);
 
+  // A sampled evaluation: the expected rates, the verdict counts, each row's draws, the filter.
+  const sm = config.sampled, sr = sm.report.sampled;
+  await open(`#/evaluations/${sm.id}`, "evaluations");
+  await shot("sampled", true);
+  check((await text("#metric-sampled-expected-nfr .value")) === pct(sr.expected_nfr), `sampled: expected nfr ${pct(sr.expected_nfr)}`);
+  check((await text("#metric-sampled-expected-nfr .ci")) === `[${pct(sr.intervals.expected_nfr.lower)}, ${pct(sr.intervals.expected_nfr.upper)}]`, "sampled: its interval");
+  check((await text("#metric-sampled-expected-pfr .value")) === pct(sr.expected_pfr), "sampled: expected pfr");
+  check((await text("#metric-sampled-worse .value")) === String(sr.reliably_worse)
+    && (await text("#metric-sampled-better .value")) === String(sr.reliably_better)
+    && (await text("#metric-sampled-none .value")) === String(sr.no_reliable_change),
+  `sampled: ${sr.reliably_worse} worse, ${sr.reliably_better} better, ${sr.no_reliable_change} unchanged`);
+  check((await text("#metric-sampled-greedy-reliable .value")) === `${sr.greedy_flips_reliable} of ${sr.greedy_flips}`
+    && (await text("#metric-sampled-missed .value")) === String(sr.reliable_missed_by_greedy), "sampled: greedy flips against the verdicts");
+  check((await lowContrast()).length === 0, "sampled: AA contrast");
+  const strips = await all("#instances tbody tr", (trs) => trs.map((tr) => ({
+    id: tr.dataset.id,
+    verdict: tr.querySelector("[data-verdict]")?.dataset.verdict,
+    old: [...tr.querySelectorAll('.draws[data-side="old"] .draw')].map((d) => d.title),
+    new: [...tr.querySelectorAll('.draws[data-side="new"] .draw')].map((d) => d.title),
+  })));
+  check(strips.length === config.sampled_first.length, `sampled: ${strips.length} rows`);
+  config.sampled_first.forEach((i, k) => {
+    const row = strips[k];
+    const drawn = (side) => i[side].samples.every((d, n) => row[side][n].endsWith(`score ${d.score.toFixed(3)}: ${d.output}`));
+    check(row.id === i.id && row.verdict === i.sampled.verdict && row.old.length === sr.samples && row.new.length === sr.samples
+      && drawn("old") && drawn("new"), `sampled ${i.id}: ${sr.samples} draws a side with their outputs, verdict ${i.sampled.verdict}`);
+  });
+  await rerendered(() => page.select("#filter-verdict", "better"));
+  const better = await all("#instances tbody tr", (trs) => trs.map((tr) => ({ id: tr.dataset.id, verdict: tr.querySelector("[data-verdict]")?.dataset.verdict })));
+  check(JSON.stringify(better.map((b) => b.id)) === JSON.stringify(config.sampled_better.map((i) => i.id)) && better.every((b) => b.verdict === "better"),
+    `sampled: the verdict filter lists the ${better.length} reliably better instances the API lists`);
+  await open(`#/evaluations/${g.id}`, "evaluations");
+  check(!(await page.$("#sampled")) && !(await page.$("#filter-verdict")), "without sampling: no sampled section and no verdict filter");
+
   // The running evaluation updates itself.
   const run = config.running;
   await open(`#/evaluations/${run.id}`, "evaluations");

@@ -8,6 +8,9 @@ import { flipQuadrant, sliceBars } from "../charts.js";
 import { wordDiff } from "../diff.js";
 
 const PAGE = 50;
+const VERDICTS = [
+  ["", "any verdict"], ["worse", "reliably worse"], ["better", "reliably better"], ["none", "no reliable change"],
+];
 const FLIPS = [
   ["", "every instance"], ["negative", "negative flips"], ["positive", "positive flips"],
   ["both_correct", "both correct"], ["both_wrong", "both wrong"], ["tie", "ties"],
@@ -23,6 +26,7 @@ export async function evaluationPage(view, params, ctx) {
     header(evaluation),
     verdict(evaluation),
     report ? headline(report, evaluation.spec.task.type !== "multiple_choice") : null,
+    report && report.sampled ? sampledSection(report.sampled) : null,
     report && report.warnings.length ? h("ul", { class: "warnings", id: "warnings" }, report.warnings.map((w) => h("li", {}, w))) : null,
     report ? h("div", { class: "grid2" },
       h("section", { "aria-labelledby": "quadrant-title" }, h("h2", { id: "quadrant-title" }, "Flips"),
@@ -127,8 +131,29 @@ function headline(r, generation) {
     nf ? null : h("p", { class: "small muted" }, "No noise floor: set options.noise_floor to rerun the old model and measure run-to-run flips."));
 }
 
+// What users meet at the deployment's temperature: the expected flip rates over users who each
+// get one draw of each model, the instances that changed beyond chance, and the greedy flips
+// held against them.
+function sampledSection(s) {
+  const settings = [`${s.samples} draws per instance and side`, `temperature ${s.temperature}`, `top-p ${s.top_p}`,
+    s.top_k ? `top-k ${s.top_k}` : null, `${s.n} instances`].filter(Boolean).join(" · ");
+  return h("section", { id: "sampled", "aria-labelledby": "sampled-title" },
+    h("h2", { id: "sampled-title" }, "Sampled outputs"),
+    h("p", { class: "small muted" }, settings),
+    h("div", { class: "cards" },
+      card("sampled-expected-nfr", "Expected negative flip rate", pct(s.expected_nfr), interval(s.intervals.expected_nfr),
+        "the chance that a user who gets one draw of each model meets a negative flip"),
+      card("sampled-expected-pfr", "Expected positive flip rate", pct(s.expected_pfr), interval(s.intervals.expected_pfr)),
+      card("sampled-worse", "Reliably worse", String(s.reliably_worse), "q < 0.05", "Fisher's exact test (0/1 scores) or Welch's t per instance, Benjamini-Hochberg across instances"),
+      card("sampled-better", "Reliably better", String(s.reliably_better), "q < 0.05"),
+      card("sampled-none", "No reliable change", String(s.no_reliable_change)),
+      card("sampled-greedy-reliable", "Greedy flips that are reliable", `${s.greedy_flips_reliable} of ${s.greedy_flips}`),
+      card("sampled-missed", "Reliable changes greedy missed", String(s.reliable_missed_by_greedy))));
+}
+
 async function instanceTable(e, params, ctx) {
-  const page = await getJson(`/v1/evaluations/${e.id}/instances${query({ flip: params.flip, slice: params.slice, limit: PAGE, cursor: params.cursor })}`);
+  const sampled = Boolean(e.report.sampled);
+  const page = await getJson(`/v1/evaluations/${e.id}/instances${query({ flip: params.flip, slice: params.slice, verdict: sampled ? params.verdict : "", limit: PAGE, cursor: params.cursor })}`);
   const go = (p) => ctx.go(`evaluations/${e.id}`, { ...params, ...p });
   const flip = h("select", { id: "filter-flip" }, FLIPS.map(([v, l]) => h("option", { value: v, selected: v === (params.flip || "") }, l)));
   flip.addEventListener("change", () => go({ flip: flip.value, cursor: "", trail: "" }));
@@ -136,11 +161,14 @@ async function instanceTable(e, params, ctx) {
   const slice = h("select", { id: "filter-slice" }, [h("option", { value: "" }, "every slice"),
     ...slices.map((s) => h("option", { value: s, selected: s === params.slice }, s))]);
   slice.addEventListener("change", () => go({ slice: slice.value, cursor: "", trail: "" }));
+  const verdict = sampled ? h("select", { id: "filter-verdict" }, VERDICTS.map(([v, l]) => h("option", { value: v, selected: v === (params.verdict || "") }, l))) : null;
+  if (verdict) verdict.addEventListener("change", () => go({ verdict: verdict.value, cursor: "", trail: "" }));
   const generation = e.spec.task.type !== "multiple_choice";
   return h("section", { "aria-labelledby": "instances-title" },
     h("h2", { id: "instances-title" }, "Instances"),
     h("div", { class: "filters" }, h("label", {}, "Flip", flip), h("label", {}, "Slice", slice),
-      params.flip || params.slice ? h("button", { type: "button", onclick: () => go({ flip: "", slice: "", cursor: "", trail: "" }) }, "Clear filters") : null),
+      verdict ? h("label", {}, "Sampled verdict", verdict) : null,
+      params.flip || params.slice || params.verdict ? h("button", { type: "button", onclick: () => go({ flip: "", slice: "", verdict: "", cursor: "", trail: "" }) }, "Clear filters") : null),
     page.items.length === 0 ? h("p", { class: "muted", id: "no-instances" }, "No instance matches.") :
       h("div", { class: "table-wrap" }, h("table", { id: "instances" },
         h("thead", {}, h("tr", {}, h("th", {}, "Instance"), h("th", {}, "Prompt"),
@@ -152,10 +180,10 @@ async function instanceTable(e, params, ctx) {
     }));
 }
 
-function idCell(i) {
+function idCell(i, extra = null) {
   const tags = Object.entries(i.tags || {}).map(([k, v]) => `${k}=${v}`).join(", ");
   return h("td", {}, h("div", {}, i.id), h("span", { class: `badge ${i.flip === "negative" ? "fail" : i.flip === "positive" ? "pass" : "none"}` }, i.flip.replace("_", " ")),
-    tags ? h("div", { class: "small muted" }, tags) : null);
+    tags ? h("div", { class: "small muted" }, tags) : null, extra);
 }
 
 function prompt(i) {
@@ -173,11 +201,28 @@ function choiceRow(i) {
   return h("tr", { "data-flip": i.flip }, idCell(i), prompt(i), h("td", {}, (i.choices || [])[i.gold] ?? "–"), side(i.old), side(i.new));
 }
 
+// One cell per sampled draw, shaded by its score; the draw's output and score in its title.
+function drawStrip(s, name) {
+  if (!s.samples || !s.samples.length) return null;
+  return h("div", { class: "draws", "data-side": name },
+    h("span", { class: "small muted" }, `p = ${num(s.p, 2)} `),
+    s.samples.map((d, k) => h("span", {
+      class: `draw ${d.score >= 1 ? "right" : d.score <= 0 ? "wrong" : "partial"}`,
+      title: `draw ${k + 1}, score ${num(d.score, 3)}: ${d.output}`,
+    })));
+}
+
+function verdictLine(i) {
+  if (!i.sampled) return null;
+  const word = { worse: "reliably worse", better: "reliably better", none: "no reliable change" }[i.sampled.verdict];
+  return h("div", { class: `small verdict-${i.sampled.verdict}`, "data-verdict": i.sampled.verdict }, `${word} (q = ${num(i.sampled.q_value, 3)})`);
+}
+
 function generationRow(i) {
   const d = wordDiff(i.old.output || "", i.new.output || "");
   const text = (parts, tag) => h("div", { class: "out" }, parts.map((p) => (p.changed ? h(tag, {}, p.text) : p.text)));
-  const side = (s, parts, tag) => h("td", {}, h("div", { class: "small muted" }, `score ${num(s.score, 3)}${s.answer !== undefined ? ` · answer ${JSON.stringify(s.answer)}` : ""}`), text(parts, tag));
-  return h("tr", { "data-flip": i.flip }, idCell(i), prompt(i),
-    h("td", {}, (i.targets || []).map((t) => h("div", { class: "out" }, t))), side(i.old, d.old, "del"), side(i.new, d.new, "ins"));
+  const side = (s, parts, tag, name) => h("td", {}, h("div", { class: "small muted" }, `score ${num(s.score, 3)}${s.answer !== undefined ? ` · answer ${JSON.stringify(s.answer)}` : ""}`), text(parts, tag), drawStrip(s, name));
+  return h("tr", { "data-flip": i.flip, "data-id": i.id }, idCell(i, verdictLine(i)), prompt(i),
+    h("td", {}, (i.targets || []).map((t) => h("div", { class: "out" }, t))), side(i.old, d.old, "del", "old"), side(i.new, d.new, "ins", "new"));
 }
 
