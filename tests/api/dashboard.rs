@@ -259,14 +259,39 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         &format!("/v1/evaluations/{sampled_id}/instances?limit=50"),
     )
     .await;
-    let sampled_better = get_json(
-        &app,
-        &format!("/v1/evaluations/{sampled_id}/instances?verdict=better&limit=50"),
-    )
-    .await;
+    // Every instance of each verdict: the filtered listings add up to the report's counts.
+    let with_verdict = |verdict: &'static str| {
+        let (app, id) = (&app, &sampled_id);
+        async move {
+            let page = get_json(
+                app,
+                &format!("/v1/evaluations/{id}/instances?verdict={verdict}&limit=500"),
+            )
+            .await;
+            let items = page["items"].as_array().unwrap().clone();
+            assert!(
+                items.iter().all(|i| i["sampled"]["verdict"] == verdict),
+                "?verdict={verdict} lists only its verdict"
+            );
+            items
+        }
+    };
+    let sampled_better = with_verdict("better").await;
+    let report = &sampled["report"]["sampled"];
+    for (verdict, count) in [("worse", "reliably_worse"), ("none", "no_reliable_change")] {
+        assert_eq!(
+            with_verdict(verdict).await.len() as u64,
+            report[count].as_u64().unwrap(),
+            "{verdict}"
+        );
+    }
+    assert_eq!(
+        sampled_better.len() as u64,
+        report["reliably_better"].as_u64().unwrap()
+    );
     assert!(
-        !sampled_better["items"].as_array().unwrap().is_empty(),
-        "some instances of the shipped update get reliably better"
+        sampled_better.len() > 50,
+        "some instances of the shipped update get reliably better, more than a page of them"
     );
     for pair in ["old_vs_new", "old_vs_compat"] {
         let id = training["evaluations"][pair]["id"].as_str().unwrap();
@@ -360,7 +385,7 @@ async fn every_dashboard_page_shows_what_the_api_says_in_a_real_chromium() {
         "items": ITEMS,
         "sampled": sampled,
         "sampled_first": sampled_first["items"],
-        "sampled_better": sampled_better["items"],
+        "sampled_better": sampled_better,
     });
     let config_path = dir.path().join("config.json");
     std::fs::write(&config_path, config.to_string()).unwrap();

@@ -226,25 +226,57 @@ try {
   check((await text("#metric-sampled-greedy-reliable .value")) === `${sr.greedy_flips_reliable} of ${sr.greedy_flips}`
     && (await text("#metric-sampled-missed .value")) === String(sr.reliable_missed_by_greedy), "sampled: greedy flips against the verdicts");
   check((await lowContrast()).length === 0, "sampled: AA contrast");
-  const strips = await all("#instances tbody tr", (trs) => trs.map((tr) => ({
-    id: tr.dataset.id,
-    verdict: tr.querySelector("[data-verdict]")?.dataset.verdict,
-    old: [...tr.querySelectorAll('.draws[data-side="old"] .draw')].map((d) => d.title),
-    new: [...tr.querySelectorAll('.draws[data-side="new"] .draw')].map((d) => d.title),
-  })));
-  check(strips.length === config.sampled_first.length, `sampled: ${strips.length} rows`);
+  check((await all("#sampled-legend .draw", (ds) => ds.map((d) => d.className))).join() === "draw right,draw partial,draw wrong", "sampled: the strip's legend");
+  const strips = () => all("#instances tbody tr", (trs) => trs.map((tr) => {
+    const side = (name) => {
+      const strip = tr.querySelector(`.draws[data-side="${name}"]`);
+      return {
+        p: strip?.querySelector(".p")?.textContent.trim(),
+        draws: [...(strip?.querySelectorAll(".draw") || [])].map((d) => ({
+          title: d.title, shade: d.classList.contains("right") ? "right" : d.classList.contains("wrong") ? "wrong" : "partial",
+          background: getComputedStyle(d).backgroundColor,
+        })),
+      };
+    };
+    const verdict = tr.querySelector("[data-verdict]");
+    return { id: tr.dataset.id, verdict: verdict?.dataset.verdict, verdictText: verdict?.textContent.trim(), old: side("old"), new: side("new") };
+  }));
+  const sampledRows = await strips();
+  const word = { worse: "reliably worse", better: "reliably better", none: "no reliable change" };
+  const q = (x) => (x === null || x === undefined ? "–" : x.toPrecision(2));
+  check(sampledRows.length === config.sampled_first.length, `sampled: ${sampledRows.length} rows`);
   config.sampled_first.forEach((i, k) => {
-    const row = strips[k];
-    const drawn = (side) => i[side].samples.every((d, n) => row[side][n].endsWith(`score ${d.score.toFixed(3)}: ${d.output}`));
-    check(row.id === i.id && row.verdict === i.sampled.verdict && row.old.length === sr.samples && row.new.length === sr.samples
-      && drawn("old") && drawn("new"), `sampled ${i.id}: ${sr.samples} draws a side with their outputs, verdict ${i.sampled.verdict}`);
+    const row = sampledRows[k];
+    const drawn = (side) => row[side].draws.length === sr.samples && i[side].samples.length === sr.samples
+      && i[side].samples.every((d, n) => row[side].draws[n].title === `draw ${n + 1}, score ${d.score.toFixed(3)}: ${d.output}`
+        && row[side].draws[n].shade === (d.score >= 1 ? "right" : d.score <= 0 ? "wrong" : "partial"))
+      && row[side].p === `p(${side}) = ${i[side].p.toFixed(2)}`;
+    check(row.id === i.id && row.verdict === i.sampled.verdict && row.verdictText === `${word[i.sampled.verdict]} (q = ${q(i.sampled.q_value)})`
+      && drawn("old") && drawn("new"),
+    `sampled ${i.id}: ${sr.samples} draws a side with their outputs and shades, p ${i.old.p.toFixed(2)} -> ${i.new.p.toFixed(2)}, verdict ${i.sampled.verdict} q ${q(i.sampled.q_value)}`);
   });
+  // Right and wrong draws are told apart by colour, not only by class.
+  const backgrounds = (shade) => new Set(sampledRows.flatMap((r) => [...r.old.draws, ...r.new.draws]).filter((d) => d.shade === shade).map((d) => d.background));
+  const [rightBg, wrongBg] = [backgrounds("right"), backgrounds("wrong")];
+  check(rightBg.size === 1 && wrongBg.size === 1 && [...rightBg][0] !== [...wrongBg][0], `sampled: right draws ${[...rightBg]}, wrong draws ${[...wrongBg]}`);
+  // The verdict filter, across both pages of reliably better instances.
   await rerendered(() => page.select("#filter-verdict", "better"));
-  const better = await all("#instances tbody tr", (trs) => trs.map((tr) => ({ id: tr.dataset.id, verdict: tr.querySelector("[data-verdict]")?.dataset.verdict })));
-  check(JSON.stringify(better.map((b) => b.id)) === JSON.stringify(config.sampled_better.map((i) => i.id)) && better.every((b) => b.verdict === "better"),
-    `sampled: the verdict filter lists the ${better.length} reliably better instances the API lists`);
+  check((await page.evaluate(() => new URLSearchParams(location.hash.split("?")[1] || "").get("verdict"))) === "better", "sampled: the filter is in the address");
+  let better = (await strips()).map((r) => ({ id: r.id, verdict: r.verdict }));
+  await rerendered(() => page.click("#instances-next"));
+  better = better.concat((await strips()).map((r) => ({ id: r.id, verdict: r.verdict })));
+  check(await page.$eval("#instances-next", (b) => b.disabled), "sampled: the better instances end on the second page");
+  check(JSON.stringify(better.map((b) => b.id)) === JSON.stringify(config.sampled_better.map((i) => i.id)) && better.every((b) => b.verdict === "better")
+    && better.length === sr.reliably_better,
+  `sampled: the verdict filter lists the ${better.length} reliably better instances the API lists`);
+  await rerendered(() => page.select("#filter-verdict", "worse"));
+  if (sr.reliably_worse === 0) check(!!(await page.$("#no-instances")), "sampled: no instance is reliably worse, and none is listed");
+  else check((await strips()).every((r) => r.verdict === "worse"), "sampled: the worse filter lists worse instances");
+  await rerendered(() => page.click(".filters button"));
+  check((await strips()).length === config.sampled_first.length && (await page.$eval("#filter-verdict", (s) => s.value)) === "", "sampled: clearing the filters lists every instance again");
   await open(`#/evaluations/${g.id}`, "evaluations");
-  check(!(await page.$("#sampled")) && !(await page.$("#filter-verdict")), "without sampling: no sampled section and no verdict filter");
+  check(!(await page.$("#sampled")) && !(await page.$("#filter-verdict")) && !(await page.$("#instances .draws")) && !(await page.$("#instances [data-verdict]")),
+    "without sampling: no sampled section, no verdict filter, no draws or verdicts in the rows");
 
   // The running evaluation updates itself.
   const run = config.running;

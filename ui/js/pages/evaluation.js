@@ -148,7 +148,10 @@ function sampledSection(s) {
       card("sampled-better", "Reliably better", String(s.reliably_better), "q < 0.05"),
       card("sampled-none", "No reliable change", String(s.no_reliable_change)),
       card("sampled-greedy-reliable", "Greedy flips that are reliable", `${s.greedy_flips_reliable} of ${s.greedy_flips}`),
-      card("sampled-missed", "Reliable changes greedy missed", String(s.reliable_missed_by_greedy))));
+      card("sampled-missed", "Reliable changes greedy missed", String(s.reliable_missed_by_greedy))),
+    h("p", { class: "small muted legend-draws", id: "sampled-legend" },
+      h("span", { class: "draw right" }), " right ", h("span", { class: "draw partial" }), " partly right ",
+      h("span", { class: "draw wrong" }), ` wrong: each instance's ${s.samples} draws per side in the table below, with p, the mean draw score; hover a draw for its output.`));
 }
 
 async function instanceTable(e, params, ctx) {
@@ -201,21 +204,34 @@ function choiceRow(i) {
   return h("tr", { "data-flip": i.flip }, idCell(i), prompt(i), h("td", {}, (i.choices || [])[i.gold] ?? "–"), side(i.old), side(i.new));
 }
 
-// One cell per sampled draw, shaded by its score; the draw's output and score in its title.
+// One cell per sampled draw, shaded from the wrong colour (score 0) to the right one (score 1);
+// the draw's output and score in its title (and its accessible name), the side's p before them.
 function drawStrip(s, name) {
   if (!s.samples || !s.samples.length) return null;
-  return h("div", { class: "draws", "data-side": name },
-    h("span", { class: "small muted" }, `p = ${num(s.p, 2)} `),
-    s.samples.map((d, k) => h("span", {
-      class: `draw ${d.score >= 1 ? "right" : d.score <= 0 ? "wrong" : "partial"}`,
-      title: `draw ${k + 1}, score ${num(d.score, 3)}: ${d.output}`,
-    })));
+  const right = s.samples.filter((d) => d.score >= 1).length;
+  return h("div", { class: "draws", "data-side": name, role: "group",
+    "aria-label": `${name} model's ${s.samples.length} sampled draws: ${right} fully right, mean score p = ${num(s.p, 2)}` },
+  h("span", { class: "small muted p" }, `p(${name}) = ${num(s.p, 2)} `),
+  s.samples.map((d, k) => {
+    const shade = d.score >= 1 ? "right" : d.score <= 0 ? "wrong" : "partial";
+    const title = `draw ${k + 1}, score ${num(d.score, 3)}: ${d.output}`;
+    return h("span", {
+      class: `draw ${shade}`, role: "img", title, "aria-label": title, "data-score": d.score,
+      // Through the CSSOM (the policy refuses inline style attributes): in between, mixed by score.
+      style: shade === "partial" ? `background: color-mix(in srgb, var(--good) ${(d.score * 100).toFixed(0)}%, var(--bad-bg))` : null,
+    });
+  }));
+}
+
+/// A q-value as the slices show theirs: two significant digits.
+function qValue(q) {
+  return q === null || q === undefined || Number.isNaN(q) ? "–" : Number(q).toPrecision(2);
 }
 
 function verdictLine(i) {
   if (!i.sampled) return null;
   const word = { worse: "reliably worse", better: "reliably better", none: "no reliable change" }[i.sampled.verdict];
-  return h("div", { class: `small verdict-${i.sampled.verdict}`, "data-verdict": i.sampled.verdict }, `${word} (q = ${num(i.sampled.q_value, 3)})`);
+  return h("div", { class: `small verdict-${i.sampled.verdict}`, "data-verdict": i.sampled.verdict }, `${word} (q = ${qValue(i.sampled.q_value)})`);
 }
 
 function generationRow(i) {
