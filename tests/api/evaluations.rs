@@ -174,13 +174,16 @@ async fn an_evaluation_runs_end_to_end_on_real_models() {
         assert_eq!(lines.len(), 7);
         assert!(lines[0].starts_with("index,id,flip,gold,tags,old_prediction"));
         assert!(
-            lines[0].ends_with(",prompt,choices,targets"),
+            lines[0].ends_with(
+                ",prompt,choices,targets,old_p,new_p,old_samples,new_samples,verdict,q_value"
+            ),
             "{}",
             lines[0]
         );
         assert!(lines[1].starts_with("0,q1,"));
         assert!(
-            lines[1].ends_with(r#",The cat sat on the,"[""mat"",""moon"",""dog""]","#),
+            // Multiple choice: no targets, no draws, no verdict.
+            lines[1].ends_with(r#",The cat sat on the,"[""mat"",""moon"",""dog""]",,,,,,,"#),
             "{}",
             lines[1]
         );
