@@ -210,9 +210,8 @@ impl ServedModel {
         Ok((choices, answer.body.usage))
     }
 
-    /// Greedy answers to `prompts`, at most `max_new_tokens` each, cut before the first of
-    /// `stop`.
-    /// Each prompt's output, decoded as `decoding` says (greedy, or one seeded draw).
+    /// Greedy answers to `prompts`, at most `request.max_new_tokens` each, cut before the
+    /// first of its stop strings.
     pub async fn generate(
         &self,
         prompts: &[String],

@@ -93,10 +93,8 @@ pub fn compute_sampled(
         TaskKind::Generation { tolerance } => tolerance,
         TaskKind::MultipleChoice => 0.0,
     };
-    let drawn: Vec<&InstanceOutcome> = instances
-        .iter()
-        .filter(|i| !i.old.samples.is_empty() && !i.new.samples.is_empty())
-        .collect();
+    let has_draws = |i: &InstanceOutcome| !i.old.samples.is_empty() && !i.new.samples.is_empty();
+    let drawn: Vec<&InstanceOutcome> = instances.iter().filter(|i| has_draws(i)).collect();
     let pairs: Vec<(Vec<f64>, Vec<f64>)> = drawn
         .iter()
         .map(|i| (i.old.samples.clone(), i.new.samples.clone()))
@@ -148,10 +146,7 @@ pub fn compute_sampled(
     let mut changes = changes.into_iter();
     let aligned = instances
         .iter()
-        .map(|i| {
-            (!i.old.samples.is_empty() && !i.new.samples.is_empty())
-                .then(|| changes.next().expect("one change per drawn instance"))
-        })
+        .map(|i| has_draws(i).then(|| changes.next().expect("one change per drawn instance")))
         .collect();
     (report, aligned)
 }
