@@ -161,6 +161,12 @@ def build_adapter(base: Path, adapter: Path) -> None:
             m.lora_B["default"].weight.copy_(torch.from_numpy(b))
     pm.peft_config["default"].base_model_name_or_path = "real-smollm2/base"
     pm.save_pretrained(adapter)
+    # PEFT writes target_modules from a set, in an order that changes with Python's string
+    # hashing from one process to the next: sorted, the file (and its sha256) is the same each time.
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["target_modules"] = sorted(config["target_modules"])
+    write_json(config_path, dict(sorted(config.items())))
 
 
 def build(args) -> None:
