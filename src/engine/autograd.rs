@@ -132,13 +132,7 @@ pub fn checkpoint<F>(
 where
     F: Fn(&Tensor) -> candle_core::Result<Tensor> + Send + Sync + 'static,
 {
-    // The first block's input (the embeddings of frozen weights) has no graph: a variable stands
-    // in for it so the block still gets a backward.
-    let x = if x.track_op() {
-        x.clone()
-    } else {
-        Var::from_tensor(x)?.into_inner()
-    };
+    let x = tracked(x)?;
     let y = f(&x.detach())?;
     attach_backward(&x, y, move |x, _, dy| {
         let (input, grads) = backward_of(x, dy, &f)?;
@@ -148,6 +142,42 @@ where
             }
         }
         input_grad(&input, &grads)
+    })
+}
+
+/// `checkpoint` with a hand-written backward: `backward(x, dy)` recomputes what it needs and
+/// returns `x`'s gradient and (variable, gradient) pairs, which go to `sink`.
+pub fn checkpoint_by_hand<F, B>(
+    x: &Tensor,
+    sink: Arc<GradSink>,
+    f: F,
+    backward: B,
+) -> candle_core::Result<Tensor>
+where
+    F: Fn(&Tensor) -> candle_core::Result<Tensor>,
+    B: Fn(&Tensor, &Tensor) -> candle_core::Result<(Tensor, Vec<(Tensor, Tensor)>)>
+        + Send
+        + Sync
+        + 'static,
+{
+    let x = tracked(x)?;
+    let y = f(&x.detach())?;
+    attach_backward(&x, y, move |x, _, dy| {
+        let (dx, grads) = backward(&x.detach(), &dy.detach())?;
+        for (var, grad) in grads {
+            sink.push(&var, grad)?;
+        }
+        Ok(dx)
+    })
+}
+
+/// `x`, or where it has no graph (the first block's input: the embeddings of frozen weights) a
+/// variable standing in for it, so a checkpointed block still gets a backward.
+fn tracked(x: &Tensor) -> candle_core::Result<Tensor> {
+    Ok(if x.track_op() {
+        x.clone()
+    } else {
+        Var::from_tensor(x)?.into_inner()
     })
 }
 

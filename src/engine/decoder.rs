@@ -10,7 +10,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::autograd::{GradSink, checkpoint};
+use super::autograd::{GradSink, checkpoint, checkpoint_by_hand};
+use super::backward;
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::layers::attention::Context;
@@ -105,6 +106,25 @@ impl Block {
         sink: &Arc<GradSink>,
     ) -> Result<Tensor> {
         let (block, cx) = (self.clone(), cx.clone());
+        if backward::supports(self, &cx) {
+            let cx = Arc::new(Context {
+                pass: cx.pass.replay(),
+                ..(*cx).clone()
+            });
+            let (forward_block, forward_cx) = (block.clone(), cx.clone());
+            return Ok(checkpoint_by_hand(
+                x,
+                sink.clone(),
+                move |x| {
+                    forward_block
+                        .forward(x, &forward_cx, None)
+                        .map_err(candle_core::Error::wrap)
+                },
+                move |x, dy| {
+                    backward::backward(&block, x, dy, &cx).map_err(candle_core::Error::wrap)
+                },
+            )?);
+        }
         Ok(checkpoint(
             x,
             self.lora_factors(),

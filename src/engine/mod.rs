@@ -3,6 +3,7 @@
 //! `EngineHandle`.
 
 pub mod autograd;
+pub mod backward;
 pub mod batching;
 pub mod cache;
 pub mod config;

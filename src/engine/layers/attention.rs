@@ -83,7 +83,7 @@ impl Attention {
         }
     }
 
-    fn project(&self, x: &Tensor, pass: Pass) -> Result<(Tensor, Tensor, Tensor)> {
+    pub fn project(&self, x: &Tensor, pass: Pass) -> Result<(Tensor, Tensor, Tensor)> {
         match &self.qkv {
             Qkv::Separate { q, k, v } => Ok((
                 q.forward(x, pass)?,

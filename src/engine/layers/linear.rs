@@ -5,6 +5,7 @@ use candle_nn::Linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::lora_add::add_scaled_product;
 use crate::engine::autograd::attach_backward;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::weights::WeightLoader;
@@ -30,6 +31,19 @@ pub enum Pass {
     /// LoRA training: the base layers stay frozen (their backward feeds only their input) and
     /// dropout masks are drawn from `seed` and each layer's name.
     Training { seed: u64 },
+    /// A training pass's values (the same dropout masks) without a graph: the first pass of a
+    /// block whose backward recomputes it by hand, and that recompute.
+    Replay { seed: u64 },
+}
+
+impl Pass {
+    /// This pass without a graph.
+    pub fn replay(self) -> Self {
+        match self {
+            Self::Training { seed } => Self::Replay { seed },
+            other => other,
+        }
+    }
 }
 
 /// A linear layer named by its module path (`model.layers.0.self_attn.q_proj`, PEFT's key).
@@ -64,26 +78,41 @@ impl Proj {
     pub fn forward(&self, x: &Tensor, pass: Pass) -> Result<Tensor> {
         let y = match pass {
             Pass::Training { .. } => frozen_base(&self.base, x)?,
-            Pass::Inference => self.base.forward(x)?,
+            Pass::Inference | Pass::Replay { .. } => self.base.forward(x)?,
         };
         let Some(l) = &self.lora else {
             return Ok(y);
         };
         let mut h = x.to_dtype(l.a.dtype())?;
-        if let Pass::Training { seed } = pass
-            && l.dropout > 0.0
-        {
-            h = seeded_dropout(&h, l.dropout, seed ^ name_hash(&self.name))?;
+        if let Some(mask) = self.lora_dropout_mask(&h, pass)? {
+            h = match pass {
+                Pass::Training { .. } => seeded(&h, mask)?,
+                _ => (h * mask)?,
+            };
         }
-        // An inference pass builds no graph, even on factors that are being trained.
+        // Only a training pass builds a graph, even on factors that are being trained.
         let (a, b) = match pass {
             Pass::Training { .. } => (l.a.clone(), l.b.clone()),
-            Pass::Inference => (l.a.detach(), l.b.detach()),
+            Pass::Inference | Pass::Replay { .. } => (l.a.detach(), l.b.detach()),
         };
         let down = Linear::new(a, None).forward(&h)?;
+        if !y.track_op() && !down.track_op() && add_scaled_product(&y, &down, &b, l.scaling)? {
+            return Ok(y);
+        }
         let up = (Linear::new(b, None).forward(&down)? * l.scaling)?;
         let up = up.to_dtype(y.dtype())?;
         Ok((y + up)?)
+    }
+
+    /// The dropout mask a training pass with `pass`'s seed multiplies this layer's LoRA input
+    /// `x` by (None without dropout or LoRA).
+    pub fn lora_dropout_mask(&self, x: &Tensor, pass: Pass) -> Result<Option<Tensor>> {
+        match (&self.lora, pass) {
+            (Some(l), Pass::Training { seed } | Pass::Replay { seed }) if l.dropout > 0.0 => Ok(
+                Some(dropout_mask(x, l.dropout, seed ^ name_hash(&self.name))?),
+            ),
+            _ => Ok(None),
+        }
     }
 
     /// `(out_features, in_features)`.
@@ -129,15 +158,25 @@ fn frozen_base(base: &Linear, x: &Tensor) -> Result<Tensor> {
 
 /// Inverted dropout (PEFT's `lora_dropout`) with a mask drawn from `seed`: the same seed draws
 /// the same mask, so a recomputed pass drops what the first one did.
+#[cfg(test)]
 fn seeded_dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
+    seeded(x, dropout_mask(x, p, seed)?)
+}
+
+/// `x ⊙ mask`, whose backward multiplies by the mask.
+fn seeded(x: &Tensor, mask: Tensor) -> Result<Tensor> {
+    let y = (x.detach() * &mask)?;
+    Ok(attach_backward(x, y, move |_, _, dy| dy * &mask)?)
+}
+
+/// The mask `seeded_dropout` multiplies `x` by: 0 where dropped, 1/(1-p) elsewhere.
+fn dropout_mask(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let keep = 1.0 / (1.0 - p);
     let mask: Vec<f32> = (0..x.elem_count())
         .map(|_| if rng.random::<f32>() < p { 0.0 } else { keep })
         .collect();
-    let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-    let y = (x.detach() * &mask)?;
-    Ok(attach_backward(x, y, move |_, _, dy| dy * &mask)?)
+    Ok(Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?)
 }
 
 /// FNV-1a: a layer's name as a number that is the same in every process and release.

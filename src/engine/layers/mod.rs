@@ -4,6 +4,7 @@
 pub mod attention;
 pub mod kv_cache;
 pub mod linear;
+mod lora_add;
 pub mod mask;
 pub mod mlp;
 pub mod norm;

@@ -1,0 +1,129 @@
+//! The backward of self-attention (rotary positions, grouped-query, no KV cache), its linear
+//! layers frozen but for LoRA.
+
+use candle_core::{D, Tensor};
+
+use super::{Grads, proj, rows};
+use crate::engine::error::Result;
+use crate::engine::layers::attention::{Attention, Context, Qkv};
+
+/// Whether `Tape` covers `attn` in the context `cx`: no q/k norms, no soft-capping, rotary
+/// embeddings over the whole head.
+pub fn supports(attn: &Attention, cx: &Context) -> bool {
+    let full_rotary = cx
+        .cos_sin
+        .get(attn.rope)
+        .and_then(|(cos, _)| cos.dim(D::Minus1).ok())
+        .is_some_and(|half| half * 2 == attn.head_dim);
+    attn.q_norm.is_none() && attn.k_norm.is_none() && attn.softcap.is_none() && full_rotary
+}
+
+/// What the backward reads of a forward pass: the input, the rotated queries (grouped by kv
+/// head, `[b, kv_heads, rep * t, hd]`), keys and values (`[b, kv_heads, t, hd]`), the attention
+/// probabilities (`[b, kv_heads, rep * t, t]`) and the output projection's input.
+pub struct Tape {
+    x: Tensor,
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    probs: Tensor,
+    out: Tensor,
+}
+
+impl Tape {
+    /// The forward of `Attention::forward` without a cache (same ops, same values), without a
+    /// graph; returns the output too.
+    pub fn forward(attn: &Attention, x: &Tensor, cx: &Context) -> Result<(Self, Tensor)> {
+        let (b, t, _) = x.dims3()?;
+        let (hd, heads, kv_heads) = (attn.head_dim, attn.heads, attn.kv_heads);
+        let (q, k, v) = attn.project(x, cx.pass)?;
+        let split = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.detach()
+                .reshape((b, t, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let (q, k, v) = (split(q, heads)?, split(k, kv_heads)?, split(v, kv_heads)?);
+        let (cos, sin) = &cx.cos_sin[attn.rope];
+        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
+        let rep = heads / kv_heads;
+        let q = q.reshape((b, kv_heads, rep * t, hd))?;
+        let scores = (q.matmul(&k.t()?)? * attn.scale)?.reshape((b, heads, t, t))?;
+        let mask = cx.mask.for_layer(attn.windowed);
+        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.reshape((
+            b,
+            kv_heads,
+            rep * t,
+            t,
+        ))?;
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, heads, t, hd))?
+            .transpose(1, 2)?
+            .reshape((b, t, heads * hd))?;
+        let y = attn.o.forward(&out, cx.pass)?.detach();
+        let tape = Self {
+            x: x.clone(),
+            q,
+            k,
+            v,
+            probs,
+            out,
+        };
+        Ok((tape, y))
+    }
+
+    /// The gradient of the input for the output gradient `dy` (`[b, t, d]`).
+    pub fn backward(
+        &self,
+        attn: &Attention,
+        dy: &Tensor,
+        cx: &Context,
+        grads: &mut Grads,
+    ) -> Result<Tensor> {
+        let shape = self.x.shape().clone();
+        let (b, t, _) = self.x.dims3()?;
+        let (hd, heads, kv_heads) = (attn.head_dim, attn.heads, attn.kv_heads);
+        let rep = heads / kv_heads;
+        let d_out = proj::backward(&attn.o, &rows(&self.out)?, &rows(dy)?, cx.pass, grads)?;
+        let d_out = d_out
+            .reshape((b, t, heads, hd))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, kv_heads, rep * t, hd))?;
+        let d_probs = d_out.matmul(&self.v.t()?)?;
+        let d_v = self.probs.t()?.matmul(&d_out)?;
+        // softmax: dz = p ⊙ (dp - Σ dp ⊙ p); then the scale of q kᵀ.
+        let dot = (&d_probs * &self.probs)?.sum_keepdim(D::Minus1)?;
+        let d_scores = ((&self.probs * d_probs.broadcast_sub(&dot)?)? * attn.scale)?;
+        let d_q = d_scores.matmul(&self.k)?.reshape((b, heads, t, hd))?;
+        let d_k = d_scores.t()?.matmul(&self.q)?;
+        // A rotation's transpose is the rotation by the opposite angle.
+        let (cos, sin) = &cx.cos_sin[attn.rope];
+        let neg_sin = sin.neg()?;
+        let d_q = candle_nn::rotary_emb::rope(&d_q, cos, &neg_sin)?;
+        let d_k = candle_nn::rotary_emb::rope(&d_k.contiguous()?, cos, &neg_sin)?;
+        let flat = |y: Tensor, n: usize| -> Result<Tensor> {
+            Ok(y.transpose(1, 2)?.reshape((b * t, n * hd))?)
+        };
+        let (d_q, d_k, d_v) = (
+            flat(d_q, heads)?,
+            flat(d_k, kv_heads)?,
+            flat(d_v, kv_heads)?,
+        );
+        let x = rows(&self.x)?;
+        let dx = match &attn.qkv {
+            Qkv::Separate { q, k, v } => {
+                ((proj::backward(q, &x, &d_q, cx.pass, grads)?
+                    + proj::backward(k, &x, &d_k, cx.pass, grads)?)?
+                    + proj::backward(v, &x, &d_v, cx.pass, grads)?)?
+            }
+            Qkv::Fused(qkv) => {
+                let d = Tensor::cat(&[&d_q, &d_k, &d_v], 1)?;
+                proj::backward(qkv, &x, &d, cx.pass, grads)?
+            }
+        };
+        Ok(dx.reshape(shape)?)
+    }
+}
