@@ -333,6 +333,22 @@ impl Decoder {
         })
     }
 
+    /// Whether `head_backward` covers this head: a frozen linear layer (no LoRA, no
+    /// soft-capping) behind an RMS norm, in f32.
+    pub fn head_is_frozen_rms(&self) -> bool {
+        self.head.lora.is_none()
+            && self.final_softcap.is_none()
+            && self.dtype == DType::F32
+            && backward::norm_supported(&self.final_norm)
+    }
+
+    /// `head`'s backward by hand (see `head_is_frozen_rms`): the gradient of `hidden`
+    /// (`[n, hidden]`) for the logits' gradient `d_logits` (`[n, vocab]`).
+    pub fn head_backward(&self, hidden: &Tensor, d_logits: &Tensor) -> Result<Tensor> {
+        let d_normed = d_logits.matmul(self.head.weight())?;
+        backward::norm_backward(&self.final_norm, hidden, &d_normed)
+    }
+
     /// Logits `[rows.len(), vocab]` (f32) at flat positions `row = batch_index * t + position`.
     pub fn logits_at(
         &self,

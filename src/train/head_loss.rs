@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Tensor, Var};
 
-use super::loss::{LossConfig, LossValue, Teachers, cross_entropy, loss};
+use super::loss::{LossConfig, LossValue, Teachers, cross_entropy, logits_gradient, loss};
 use crate::engine::autograd::attach_backward;
 use crate::engine::decoder::Decoder;
 
@@ -43,10 +43,7 @@ pub fn head_loss(
     let (mut total, mut ce, mut distil, mut old_share) = (0.0, 0.0, 0.0, 0.0);
     let mut grads = Vec::new();
     for (start, len) in chunks(n) {
-        let rows = Var::from_tensor(&hidden.narrow(0, start, len)?.detach())?;
-        let logits = student
-            .head(rows.as_tensor())
-            .map_err(candle_core::Error::wrap)?;
+        let rows = hidden.narrow(0, start, len)?.detach();
         let teacher_logits = |t: &TeacherStates<'_>| -> candle_core::Result<Tensor> {
             t.decoder
                 .head(&t.hidden.narrow(0, start, len)?)
@@ -56,23 +53,21 @@ pub fn head_loss(
             Some((old, new)) => Some((teacher_logits(old)?, teacher_logits(new)?)),
             None => None,
         };
-        let part = loss(
-            &logits,
+        let weight = len as f64 / n as f64;
+        let (part, grad) = chunk_loss(
+            student,
+            &rows,
             &targets[start..start + len],
             zs.as_ref().map(|(old, new)| Teachers { old, new }),
             config,
+            weight,
         )?;
-        let weight = len as f64 / n as f64;
         let value = f64::from(part.total.to_scalar::<f32>()?);
         total += value * weight;
         ce += part.ce * weight;
         distil += part.distil.unwrap_or(0.0) * weight;
         old_share += part.old_share.unwrap_or(0.0) * weight;
-        let chunk_grads = (part.total * weight)?.backward()?;
-        grads.push(match chunk_grads.get(rows.as_tensor()) {
-            Some(g) => g.clone(),
-            None => rows.as_tensor().zeros_like()?,
-        });
+        grads.push(grad);
     }
     let grad = Tensor::cat(&grads, 0)?;
     let value = Tensor::new(total as f32, hidden.device())?;
@@ -90,6 +85,36 @@ pub fn head_loss(
 
 /// Mean cross-entropy of `decoder`'s head on `hidden` (`[rows, hidden]`) against `targets`, a
 /// chunk of rows at a time, without a graph.
+/// One chunk's loss and `weight` times its gradient with respect to `rows` (the student's hidden
+/// states there): in closed form where the head is frozen behind an RMS norm, else through
+/// candle's backward.
+fn chunk_loss(
+    student: &Decoder,
+    rows: &Tensor,
+    targets: &[u32],
+    teachers: Option<Teachers<'_>>,
+    config: LossConfig,
+    weight: f64,
+) -> candle_core::Result<(LossValue, Tensor)> {
+    let wrap = candle_core::Error::wrap;
+    if student.head_is_frozen_rms() {
+        let logits = student.head(rows).map_err(wrap)?;
+        let part = loss(&logits, targets, teachers, config)?;
+        let d_logits = (logits_gradient(&logits, targets, teachers, config)? * weight)?;
+        let grad = student.head_backward(rows, &d_logits).map_err(wrap)?;
+        return Ok((part, grad));
+    }
+    let rows = Var::from_tensor(rows)?;
+    let logits = student.head(rows.as_tensor()).map_err(wrap)?;
+    let part = loss(&logits, targets, teachers, config)?;
+    let grads = (&part.total * weight)?.backward()?;
+    let grad = match grads.get(rows.as_tensor()) {
+        Some(g) => g.clone(),
+        None => rows.as_tensor().zeros_like()?,
+    };
+    Ok((part, grad))
+}
+
 pub fn head_cross_entropy(
     decoder: &Decoder,
     hidden: &Tensor,

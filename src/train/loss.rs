@@ -7,6 +7,7 @@ use candle_core::{D, DType, Tensor};
 use crate::spec::Mask;
 
 /// The frozen teachers' logits at the same positions, computed without a gradient graph.
+#[derive(Clone, Copy)]
 pub struct Teachers<'a> {
     pub old: &'a Tensor,
     pub new: &'a Tensor,
@@ -137,6 +138,47 @@ pub fn loss(
         distil: Some(distil_value),
         old_share: Some(old_share),
     })
+}
+
+/// The gradient of `loss(...).total` with respect to the student's logits `[n, vocab]`, in
+/// closed form: cross-entropy gives `(softmax(z) - onehot(y)) / n`, and KL(p || softmax(z/T))
+/// gives `(softmax(z/T) - p) / (T n)` with p the softmax(z_t/T) of the teacher the mask picks.
+pub fn logits_gradient(
+    student: &Tensor,
+    targets: &[u32],
+    teachers: Option<Teachers<'_>>,
+    config: LossConfig,
+) -> candle_core::Result<Tensor> {
+    let z = student.detach().to_dtype(DType::F32)?;
+    let (n, vocab) = z.dims2()?;
+    let mut onehot = vec![0f32; n * vocab];
+    for (i, &y) in targets.iter().enumerate() {
+        if y as usize >= vocab {
+            candle_core::bail!("target {y} is outside the vocabulary of {vocab}");
+        }
+        onehot[i * vocab + y as usize] = 1.0;
+    }
+    let onehot = Tensor::from_vec(onehot, (n, vocab), z.device())?;
+    let rows = n.max(1) as f64;
+    let ce = ((candle_nn::ops::softmax_last_dim(&z)? - onehot)? / rows)?;
+    let Some(t) = teachers else {
+        return Ok(ce);
+    };
+    let temp = config.temperature;
+    let m = mask_values(config.mask, &z, t.old, targets)?;
+    let m = Tensor::from_vec(m, (n, 1), z.device())?;
+    let soft = |zt: &Tensor| -> candle_core::Result<Tensor> {
+        candle_nn::ops::softmax_last_dim(&(zt.detach().to_dtype(DType::F32)? / temp)?)
+    };
+    let p =
+        (soft(t.old)?.broadcast_mul(&m)? + soft(t.new)?.broadcast_mul(&m.affine(-1.0, 1.0)?)?)?;
+    let distil = ((soft(&z)? - p)? / (temp * rows))?;
+    let w = config.ce_weight;
+    if w > 0.0 {
+        (distil * (1.0 - w))? + (ce * w)?
+    } else {
+        Ok(distil)
+    }
 }
 
 #[cfg(test)]

@@ -86,7 +86,7 @@ impl Tape {
         let (b, t, _) = self.x.dims3()?;
         let (hd, heads, kv_heads) = (attn.head_dim, attn.heads, attn.kv_heads);
         let rep = heads / kv_heads;
-        let d_out = proj::backward(&attn.o, &rows(&self.out)?, &rows(dy)?, cx.pass, grads)?;
+        let d_out = proj::backward(&attn.o, &rows(&self.out)?, &rows(dy)?, cx.pass, grads, None)?;
         let d_out = d_out
             .reshape((b, t, heads, hd))?
             .transpose(1, 2)?
@@ -115,13 +115,13 @@ impl Tape {
         let x = rows(&self.x)?;
         let dx = match &attn.qkv {
             Qkv::Separate { q, k, v } => {
-                ((proj::backward(q, &x, &d_q, cx.pass, grads)?
-                    + proj::backward(k, &x, &d_k, cx.pass, grads)?)?
-                    + proj::backward(v, &x, &d_v, cx.pass, grads)?)?
+                let dx = proj::backward(q, &x, &d_q, cx.pass, grads, None)?;
+                let dx = proj::backward(k, &x, &d_k, cx.pass, grads, Some(dx))?;
+                proj::backward(v, &x, &d_v, cx.pass, grads, Some(dx))?
             }
             Qkv::Fused(qkv) => {
                 let d = Tensor::cat(&[&d_q, &d_k, &d_v], 1)?;
-                proj::backward(qkv, &x, &d, cx.pass, grads)?
+                proj::backward(qkv, &x, &d, cx.pass, grads, None)?
             }
         };
         Ok(dx.reshape(shape)?)

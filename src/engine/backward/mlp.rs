@@ -2,6 +2,7 @@
 
 use candle_core::{D, Tensor};
 
+use super::silu_gate::{Halves, silu_gate_backward};
 use super::{Grads, proj, rows};
 use crate::engine::error::Result;
 use crate::engine::layers::{Activation, Mlp, Pass};
@@ -73,21 +74,33 @@ impl Tape {
             Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. } => down,
             Mlp::Plain { .. } => unreachable!("supports() excludes plain feed-forward layers"),
         };
-        let d_product = proj::backward(down, &rows(&self.product)?, &rows(dy)?, pass, grads)?;
-        let d_up = (&d_product * rows(&self.act)?)?;
-        // silu'(g) = σ(g) (1 + g (1 - σ(g)))
-        let gate = rows(&self.gate)?;
-        let sigma = candle_nn::ops::sigmoid(&gate)?;
-        let slope = (&sigma * (&gate * sigma.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;
-        let d_gate = ((d_product * rows(&self.up)?)? * slope)?;
+        let d_product = proj::backward(down, &rows(&self.product)?, &rows(dy)?, pass, grads, None)?;
+        let (gate, up) = (rows(&self.gate)?, rows(&self.up)?);
+        let halves = match mlp {
+            Mlp::FusedGated { .. } => Halves::SideBySide,
+            _ => Halves::Stacked,
+        };
+        let both = match silu_gate_backward(&d_product, &gate, &up, halves)? {
+            Some(both) => both,
+            None => {
+                let d_up = (&d_product * rows(&self.act)?)?;
+                // silu'(g) = σ(g) (1 + g (1 - σ(g)))
+                let sigma = candle_nn::ops::sigmoid(&gate)?;
+                let slope = (&sigma * (&gate * sigma.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;
+                let d_gate = ((d_product * up)? * slope)?;
+                match halves {
+                    Halves::SideBySide => Tensor::cat(&[&d_gate, &d_up], 1)?,
+                    Halves::Stacked => Tensor::stack(&[&d_gate, &d_up], 0)?,
+                }
+            }
+        };
         let dx = match mlp {
             Mlp::Gated { gate, up, .. } => {
-                (proj::backward(gate, &x, &d_gate, pass, grads)?
-                    + proj::backward(up, &x, &d_up, pass, grads)?)?
+                let dx = proj::backward(gate, &x, &both.get(0)?, pass, grads, None)?;
+                proj::backward(up, &x, &both.get(1)?, pass, grads, Some(dx))?
             }
             Mlp::FusedGated { gate_up, .. } => {
-                let d = Tensor::cat(&[&d_gate, &d_up], 1)?;
-                proj::backward(gate_up, &x, &d, pass, grads)?
+                proj::backward(gate_up, &x, &both, pass, grads, None)?
             }
             Mlp::Plain { .. } => unreachable!("supports() excludes plain feed-forward layers"),
         };

@@ -13,6 +13,9 @@ mod attention;
 mod mlp;
 mod norm;
 mod proj;
+mod silu_gate;
+
+pub use norm::{backward as norm_backward, supports as norm_supported};
 
 use candle_core::{D, DType, Tensor};
 

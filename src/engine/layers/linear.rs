@@ -5,7 +5,7 @@ use candle_nn::Linear;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::lora_add::add_scaled_product;
+use super::matmul_add::add_product;
 use crate::engine::autograd::attach_backward;
 use crate::engine::error::{EngineError, Result};
 use crate::engine::weights::WeightLoader;
@@ -96,7 +96,7 @@ impl Proj {
             Pass::Inference | Pass::Replay { .. } => (l.a.detach(), l.b.detach()),
         };
         let down = Linear::new(a, None).forward(&h)?;
-        if !y.track_op() && !down.track_op() && add_scaled_product(&y, &down, &b, l.scaling)? {
+        if !y.track_op() && !down.track_op() && add_product(&y, &down, &b.t()?, l.scaling)? {
             return Ok(y);
         }
         let up = (Linear::new(b, None).forward(&down)? * l.scaling)?;

@@ -4,8 +4,8 @@
 pub mod attention;
 pub mod kv_cache;
 pub mod linear;
-mod lora_add;
 pub mod mask;
+pub mod matmul_add;
 pub mod mlp;
 pub mod norm;
 pub mod rope;
