@@ -105,19 +105,17 @@ impl Block {
         cx: &Arc<Context>,
         sink: &Arc<GradSink>,
     ) -> Result<Tensor> {
-        let (block, cx) = (self.clone(), cx.clone());
-        if backward::supports(self, &cx) {
-            let cx = Arc::new(Context {
+        if backward::supports(self, cx) {
+            let replay = Arc::new(Context {
                 pass: cx.pass.replay(),
-                ..(*cx).clone()
+                ..(**cx).clone()
             });
-            let (forward_block, forward_cx) = (block.clone(), cx.clone());
+            let (block, cx) = (self.clone(), replay.clone());
             return Ok(checkpoint_by_hand(
                 x,
                 sink.clone(),
-                move |x| {
-                    forward_block
-                        .forward(x, &forward_cx, None)
+                |x| {
+                    self.forward(x, &replay, None)
                         .map_err(candle_core::Error::wrap)
                 },
                 move |x, dy| {
@@ -125,6 +123,7 @@ impl Block {
                 },
             )?);
         }
+        let (block, cx) = (self.clone(), cx.clone());
         Ok(checkpoint(
             x,
             self.lora_factors(),

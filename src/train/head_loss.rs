@@ -83,8 +83,6 @@ pub fn head_loss(
     })
 }
 
-/// Mean cross-entropy of `decoder`'s head on `hidden` (`[rows, hidden]`) against `targets`, a
-/// chunk of rows at a time, without a graph.
 /// One chunk's loss and `weight` times its gradient with respect to `rows` (the student's hidden
 /// states there): in closed form where the head is frozen behind an RMS norm, else through
 /// candle's backward.
@@ -115,6 +113,8 @@ fn chunk_loss(
     Ok((part, grad))
 }
 
+/// Mean cross-entropy of `decoder`'s head on `hidden` (`[rows, hidden]`) against `targets`, a
+/// chunk of rows at a time, without a graph.
 pub fn head_cross_entropy(
     decoder: &Decoder,
     hidden: &Tensor,

@@ -85,10 +85,7 @@ impl Proj {
         };
         let mut h = x.to_dtype(l.a.dtype())?;
         if let Some(mask) = self.lora_dropout_mask(&h, pass)? {
-            h = match pass {
-                Pass::Training { .. } => seeded(&h, mask)?,
-                _ => (h * mask)?,
-            };
+            h = seeded(&h, mask)?;
         }
         // Only a training pass builds a graph, even on factors that are being trained.
         let (a, b) = match pass {
@@ -163,7 +160,7 @@ fn seeded_dropout(x: &Tensor, p: f32, seed: u64) -> Result<Tensor> {
     seeded(x, dropout_mask(x, p, seed)?)
 }
 
-/// `x ⊙ mask`, whose backward multiplies by the mask.
+/// `x ⊙ mask`, whose backward (where `x` has a graph) multiplies by the mask.
 fn seeded(x: &Tensor, mask: Tensor) -> Result<Tensor> {
     let y = (x.detach() * &mask)?;
     Ok(attach_backward(x, y, move |_, _, dy| dy * &mask)?)
