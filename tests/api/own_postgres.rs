@@ -57,13 +57,29 @@ impl Cluster {
             "--wal-segsize=1",
             "--no-sync",
         ])?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = Self::free_port_outside_ephemeral_range()?;
         let cluster = Self { data, port };
         cluster.start()?;
         Ok(cluster)
+    }
+
+    /// A free port below Linux's ephemeral range (32768-60999): a port the kernel handed out
+    /// could be taken by any outgoing connection while the cluster is stopped, and a restart on
+    /// it would then fail.
+    fn free_port_outside_ephemeral_range() -> Result<u16, String> {
+        let seed = std::process::id() as u64
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| e.to_string())?
+                .subsec_nanos() as u64;
+        (0..200u64)
+            .map(|i| 20_000 + ((seed + i * 7_919) % 12_000) as u16)
+            .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
+            .ok_or_else(|| "no free port in 20000-31999".to_string())
+    }
+
+    fn log(&self) -> PathBuf {
+        self.data.parent().unwrap().join("postgres.log")
     }
 
     fn start(&self) -> Result<(), String> {
@@ -72,15 +88,32 @@ impl Cluster {
             self.port,
             self.data.display()
         );
-        let log = self.data.parent().unwrap().join("postgres.log");
+        let log = self.log();
         self.pg_ctl(&["-l", log.to_str().unwrap(), "-w", "-o", &options, "start"])
     }
 
-    /// Starts the cluster again if the full disk made it stop (a PANIC on a WAL write does).
+    /// Starts the cluster again if it is down (stopped by the test, or by a PANIC on a WAL
+    /// write when the disk is full). A few tries: the stopped postmaster's children may still
+    /// hold its shared memory for a moment. Panics with the server's log when it will not start.
     pub fn ensure_running(&self) {
-        if self.pg_ctl(&["status"]).is_err() {
-            self.start().expect("restart the cluster");
+        if self.pg_ctl(&["status"]).is_ok() {
+            return;
         }
+        let mut failure = String::new();
+        for _ in 0..5 {
+            match self.start() {
+                Ok(()) => return,
+                Err(why) => failure = why,
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        let log = std::fs::read_to_string(self.log()).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(20).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        panic!(
+            "restart the cluster: {failure}\npostgres.log ends:\n{}",
+            tail.join("\n")
+        );
     }
 
     pub fn url(&self) -> String {
