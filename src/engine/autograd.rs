@@ -145,25 +145,32 @@ where
     })
 }
 
-/// `checkpoint` with a hand-written backward: `backward(x, dy)` recomputes what it needs and
-/// returns `x`'s gradient and (variable, gradient) pairs, which go to `sink`.
-pub fn checkpoint_by_hand<F, B>(
+/// `record(x)`'s value `y`, computed without a graph, as a graph node whose backward is a
+/// hand-written one: `backward(tape, x, dy)` returns `x`'s gradient and (variable, gradient)
+/// pairs, which go to `sink`. `tape` is what `record` kept for it (`None`: the backward
+/// recomputes what it needs); the backward gets it once.
+pub fn with_backward<T, R, B, E>(
     x: &Tensor,
     sink: Arc<GradSink>,
-    f: F,
+    record: R,
     backward: B,
 ) -> candle_core::Result<Tensor>
 where
-    F: Fn(&Tensor) -> candle_core::Result<Tensor>,
-    B: Fn(&Tensor, &Tensor) -> candle_core::Result<(Tensor, Vec<(Tensor, Tensor)>)>
+    T: Send + 'static,
+    R: FnOnce(&Tensor) -> Result<(Option<T>, Tensor), E>,
+    B: Fn(Option<T>, &Tensor, &Tensor) -> Result<(Tensor, Vec<(Tensor, Tensor)>), E>
         + Send
         + Sync
         + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
     let x = tracked(x)?;
-    let y = f(&x.detach())?;
+    let (tape, y) = record(&x.detach()).map_err(candle_core::Error::wrap)?;
+    let tape = Mutex::new(tape);
     attach_backward(&x, y, move |x, _, dy| {
-        let (dx, grads) = backward(&x.detach(), &dy.detach())?;
+        let tape = locked(&tape)?.take();
+        let (dx, grads) =
+            backward(tape, &x.detach(), &dy.detach()).map_err(candle_core::Error::wrap)?;
         for (var, grad) in grads {
             sink.push(&var, grad)?;
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 
-use super::autograd::{GradSink, checkpoint, checkpoint_by_hand};
-use super::backward;
+use super::autograd::{GradSink, checkpoint, with_backward};
+use super::backward::{self, TapeBudget};
 use super::config::ModelConfig;
 use super::error::{EngineError, Result};
 use super::layers::attention::Context;
@@ -97,13 +97,15 @@ impl Block {
         })
     }
 
-    /// `forward` where the backward recomputes the block (activation checkpointing): the graph
-    /// keeps the block's input and output, and the LoRA gradients go to `sink`.
+    /// `forward` where the graph keeps only the block's input and output, and the LoRA
+    /// gradients go to `sink`: the backward reads the tape the forward kept where `budget`
+    /// allows, or else runs the block again (activation checkpointing).
     fn forward_checkpointed(
         &self,
         x: &Tensor,
         cx: &Arc<Context>,
         sink: &Arc<GradSink>,
+        budget: &mut TapeBudget,
     ) -> Result<Tensor> {
         if backward::supports(self, cx) {
             let replay = Arc::new(Context {
@@ -111,15 +113,22 @@ impl Block {
                 ..(**cx).clone()
             });
             let (block, cx) = (self.clone(), replay.clone());
-            return Ok(checkpoint_by_hand(
+            return Ok(with_backward(
                 x,
                 sink.clone(),
                 |x| {
-                    self.forward(x, &replay, None)
-                        .map_err(candle_core::Error::wrap)
+                    let kept = if budget.allows() {
+                        let (tape, y) = backward::Tape::record(self, x, &replay)?;
+                        budget.spend(tape.bytes());
+                        (Some(tape), y)
+                    } else {
+                        (None, self.forward(x, &replay, None)?)
+                    };
+                    Ok(kept)
                 },
-                move |x, dy| {
-                    backward::backward(&block, x, dy, &cx).map_err(candle_core::Error::wrap)
+                move |tape, x, dy| match tape {
+                    Some(tape) => tape.backward(&block, x, dy, &cx),
+                    None => backward::backward(&block, x, dy, &cx),
                 },
             )?);
         }
@@ -193,6 +202,9 @@ pub struct Decoder {
     /// Training mode: recompute each block in the backward (activation checkpointing), which
     /// sends the block's LoRA gradients here.
     pub recompute: Option<Arc<GradSink>>,
+    /// Training mode: bytes of block tapes (what a block's backward reads) a forward pass may
+    /// keep; the blocks past it are run again in the backward. 0 recomputes every block.
+    pub tape_budget: usize,
 }
 
 impl Decoder {
@@ -220,6 +232,7 @@ impl Decoder {
             training: false,
             dropout_seed: 0,
             recompute: None,
+            tape_budget: 0,
         })
     }
 
@@ -310,9 +323,10 @@ impl Decoder {
             (Some(sink), Pass::Training { .. }) if cache.is_none() => Some(sink),
             _ => None,
         };
+        let mut budget = TapeBudget::new(self.tape_budget);
         for (i, block) in self.blocks.iter().enumerate() {
             x = match sink {
-                Some(sink) => block.forward_checkpointed(&x, &cx, sink)?,
+                Some(sink) => block.forward_checkpointed(&x, &cx, sink, &mut budget)?,
                 None => {
                     let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
                     block.forward(&x, &cx, slot)?

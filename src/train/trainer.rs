@@ -212,6 +212,7 @@ impl Trainer {
         decoder.fused = true;
         let gradients = Arc::new(GradSink::default());
         decoder.recompute = Some(gradients.clone());
+        decoder.tape_budget = tape_budget(&decoder);
         let delimiter = delimiter(&spec);
         let bos = bos(&spec);
         let examples = inputs
@@ -476,4 +477,11 @@ impl Hooks for NoHooks {
     fn on_epoch(&mut self, _trainer: &Trainer) -> Result<(), TrainError> {
         Ok(())
     }
+}
+
+/// Bytes of block tapes the student's forward pass keeps for its backward (the rest of the
+/// blocks run again there): two fifths of its weights, so that with the blocks' inputs and the
+/// loss's chunks of logits the peak stays under twice the weights.
+fn tape_budget(decoder: &Decoder) -> usize {
+    usize::try_from(decoder.weight_bytes() / 5 * 2).unwrap_or(usize::MAX)
 }

@@ -18,16 +18,27 @@ pub fn supports(attn: &Attention, cx: &Context) -> bool {
     attn.q_norm.is_none() && attn.k_norm.is_none() && attn.softcap.is_none() && full_rotary
 }
 
-/// What the backward reads of a forward pass: the input, the rotated queries (grouped by kv
-/// head, `[b, kv_heads, rep * t, hd]`), keys and values (`[b, kv_heads, t, hd]`), the attention
-/// probabilities (`[b, kv_heads, rep * t, t]`) and the output projection's input.
+/// What the backward reads of a forward pass, the products' outputs: the rotated queries
+/// (grouped by kv head, `[b, kv_heads, rep * t, hd]`), keys and values (`[b, kv_heads, t, hd]`)
+/// and the output projection's input. The input (a norm's output) and the attention
+/// probabilities are cheaper to recompute than to keep.
 pub struct Tape {
-    x: Tensor,
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    probs: Tensor,
     out: Tensor,
+}
+
+/// The attention probabilities `softmax(q kᵀ · scale + mask)`, `[b, kv_heads, rep * t, t]`.
+fn probabilities(attn: &Attention, q: &Tensor, k: &Tensor, cx: &Context) -> Result<Tensor> {
+    let (b, kv_heads, rows, _) = q.dims4()?;
+    let t = k.dim(2)?;
+    let scores = (q.matmul(&k.t()?)? * attn.scale)?.reshape((b, attn.heads, t, t))?;
+    let mask = cx.mask.for_layer(attn.windowed);
+    Ok(
+        candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?
+            .reshape((b, kv_heads, rows, t))?,
+    )
 }
 
 impl Tape {
@@ -49,41 +60,37 @@ impl Tape {
         let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
         let rep = heads / kv_heads;
         let q = q.reshape((b, kv_heads, rep * t, hd))?;
-        let scores = (q.matmul(&k.t()?)? * attn.scale)?.reshape((b, heads, t, t))?;
-        let mask = cx.mask.for_layer(attn.windowed);
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?.reshape((
-            b,
-            kv_heads,
-            rep * t,
-            t,
-        ))?;
+        let probs = probabilities(attn, &q, &k, cx)?;
         let out = probs
             .matmul(&v)?
             .reshape((b, heads, t, hd))?
             .transpose(1, 2)?
             .reshape((b, t, heads * hd))?;
         let y = attn.o.forward(&out, cx.pass)?.detach();
-        let tape = Self {
-            x: x.clone(),
-            q,
-            k,
-            v,
-            probs,
-            out,
-        };
+        let tape = Self { q, k, v, out };
         Ok((tape, y))
     }
 
-    /// The gradient of the input for the output gradient `dy` (`[b, t, d]`).
+    /// The bytes the tape holds.
+    pub fn bytes(&self) -> usize {
+        [&self.q, &self.k, &self.v, &self.out]
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// The gradient of the input `x` (`[b, t, d]`, what `forward` was given) for the output
+    /// gradient `dy`.
     pub fn backward(
         &self,
         attn: &Attention,
+        x: &Tensor,
         dy: &Tensor,
         cx: &Context,
         grads: &mut Grads,
     ) -> Result<Tensor> {
-        let shape = self.x.shape().clone();
-        let (b, t, _) = self.x.dims3()?;
+        let shape = x.shape().clone();
+        let (b, t, _) = x.dims3()?;
         let (hd, heads, kv_heads) = (attn.head_dim, attn.heads, attn.kv_heads);
         let rep = heads / kv_heads;
         let d_out = proj::backward(&attn.o, &rows(&self.out)?, &rows(dy)?, cx.pass, grads, None)?;
@@ -92,11 +99,12 @@ impl Tape {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, kv_heads, rep * t, hd))?;
+        let probs = probabilities(attn, &self.q, &self.k, cx)?;
         let d_probs = d_out.matmul(&self.v.t()?)?;
-        let d_v = self.probs.t()?.matmul(&d_out)?;
+        let d_v = probs.t()?.matmul(&d_out)?;
         // softmax: dz = p ⊙ (dp - Σ dp ⊙ p); then the scale of q kᵀ.
-        let dot = (&d_probs * &self.probs)?.sum_keepdim(D::Minus1)?;
-        let d_scores = ((&self.probs * d_probs.broadcast_sub(&dot)?)? * attn.scale)?;
+        let dot = (&d_probs * &probs)?.sum_keepdim(D::Minus1)?;
+        let d_scores = ((&probs * d_probs.broadcast_sub(&dot)?)? * attn.scale)?;
         let d_q = d_scores.matmul(&self.k)?.reshape((b, heads, t, hd))?;
         let d_k = d_scores.t()?.matmul(&self.q)?;
         // A rotation's transpose is the rotation by the opposite angle.
@@ -112,7 +120,7 @@ impl Tape {
             flat(d_k, kv_heads)?,
             flat(d_v, kv_heads)?,
         );
-        let x = rows(&self.x)?;
+        let x = rows(x)?;
         let dx = match &attn.qkv {
             Qkv::Separate { q, k, v } => {
                 let dx = proj::backward(q, &x, &d_q, cx.pass, grads, None)?;

@@ -21,14 +21,12 @@ pub fn supports(mlp: &Mlp) -> bool {
     )
 }
 
-/// What the backward reads of a forward pass: the input, the gate before and after the
-/// activation, the up projection and their product (the down projection's input).
+/// What the backward reads of a forward pass: the gate before the activation and the up
+/// projection (the products' outputs). The input (a norm's output) and the activation's
+/// element-wise results are cheaper to recompute than to keep.
 pub struct Tape {
-    x: Tensor,
     gate: Tensor,
-    act: Tensor,
     up: Tensor,
-    product: Tensor,
 }
 
 impl Tape {
@@ -51,31 +49,38 @@ impl Tape {
         let act = gate.silu()?;
         let product = (&act * &up)?;
         let y = down.forward(&product, pass)?.detach();
-        let tape = Self {
-            x: x.clone(),
-            gate,
-            act,
-            up,
-            product,
-        };
-        Ok((tape, y))
+        Ok((Self { gate, up }, y))
     }
 
-    /// The gradient of the input for the output gradient `dy` (`[b, t, d]`).
+    /// The bytes the tape holds (the gate and up halves may share one tensor).
+    pub fn bytes(&self) -> usize {
+        [&self.gate, &self.up]
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
+
+    /// The gradient of the input `x` (`[b, t, d]`, what `forward` was given) for the output
+    /// gradient `dy`.
     pub fn backward(
         &self,
         mlp: &Mlp,
+        x: &Tensor,
         dy: &Tensor,
         pass: Pass,
         grads: &mut Grads,
     ) -> Result<Tensor> {
-        let (x, shape) = (rows(&self.x)?, self.x.shape().clone());
+        let shape = x.shape().clone();
+        let x = rows(x)?;
         let down = match mlp {
             Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. } => down,
             Mlp::Plain { .. } => unreachable!("supports() excludes plain feed-forward layers"),
         };
-        let d_product = proj::backward(down, &rows(&self.product)?, &rows(dy)?, pass, grads, None)?;
         let (gate, up) = (rows(&self.gate)?, rows(&self.up)?);
+        let act = gate.silu()?;
+        let product = (&act * &up)?;
+        let d_product = proj::backward(down, &product, &rows(dy)?, pass, grads, None)?;
+        drop(product);
         let halves = match mlp {
             Mlp::FusedGated { .. } => Halves::SideBySide,
             _ => Halves::Stacked,
@@ -83,7 +88,7 @@ impl Tape {
         let both = match silu_gate_backward(&d_product, &gate, &up, halves)? {
             Some(both) => both,
             None => {
-                let d_up = (&d_product * rows(&self.act)?)?;
+                let d_up = (&d_product * act)?;
                 // silu'(g) = σ(g) (1 + g (1 - σ(g)))
                 let sigma = candle_nn::ops::sigmoid(&gate)?;
                 let slope = (&sigma * (&gate * sigma.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;

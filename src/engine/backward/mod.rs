@@ -21,8 +21,8 @@ use candle_core::{D, DType, Tensor};
 
 use super::decoder::{Block, Residual};
 use super::error::Result;
-use super::layers::Pass;
 use super::layers::attention::Context;
+use super::layers::{Norm, Pass};
 
 /// (LoRA factor, its gradient) pairs, a factor possibly more than once.
 pub type Grads = Vec<(Tensor, Tensor)>;
@@ -45,9 +45,16 @@ pub fn supports(block: &Block, cx: &Context) -> bool {
         && mlp::supports(&block.mlp)
 }
 
-/// The gradient of the block's input `x` for the output gradient `dy` (`[b, t, d]`), and the
-/// gradients of its LoRA factors; the block's forward is recomputed here.
-pub fn backward(block: &Block, x: &Tensor, dy: &Tensor, cx: &Context) -> Result<(Tensor, Grads)> {
+/// What a block's backward reads of its forward pass: its sub-layers' tapes and the residual
+/// stream between them. Recorded in the first pass where memory allows (`Decoder::hidden`
+/// keeps tapes up to a budget), else in the backward by running the block again.
+pub struct Tape {
+    attn: attention::Tape,
+    mid: Tensor,
+    mlp: mlp::Tape,
+}
+
+fn norms(block: &Block) -> (&Norm, &Norm) {
     let Residual::Sequential {
         attn_norm,
         mlp_norm,
@@ -55,18 +62,84 @@ pub fn backward(block: &Block, x: &Tensor, dy: &Tensor, cx: &Context) -> Result<
     else {
         unreachable!("supports() excludes other residual layouts");
     };
-    let mut grads = Grads::new();
-    let n1 = attn_norm.forward(x, true)?;
-    let (attn, att) = attention::Tape::forward(&block.attn, &n1, cx)?;
-    let mid = (x + att)?;
-    let n2 = mlp_norm.forward(&mid, true)?;
-    let (mlp, _) = mlp::Tape::forward(&block.mlp, &n2, cx.pass)?;
-    let d_n2 = mlp.backward(&block.mlp, dy, cx.pass, &mut grads)?;
-    drop(mlp);
-    let d_mid = (dy + norm::backward(mlp_norm, &mid, &d_n2)?)?;
-    let d_n1 = attn.backward(&block.attn, &d_mid, cx, &mut grads)?;
-    let dx = (&d_mid + norm::backward(attn_norm, x, &d_n1)?)?;
-    Ok((dx, grads))
+    (attn_norm, mlp_norm)
+}
+
+impl Tape {
+    /// The block's forward on `x` (`[b, t, d]`; the values of `Block::forward`) without a graph,
+    /// and its tape.
+    pub fn record(block: &Block, x: &Tensor, cx: &Context) -> Result<(Self, Tensor)> {
+        let (attn_norm, mlp_norm) = norms(block);
+        let (attn, att) = attention::Tape::forward(&block.attn, &attn_norm.forward(x, true)?, cx)?;
+        let mid = (x + att)?;
+        let (mlp, ff) = mlp::Tape::forward(&block.mlp, &mlp_norm.forward(&mid, true)?, cx.pass)?;
+        let y = (&mid + ff)?;
+        Ok((Self { attn, mid, mlp }, y))
+    }
+
+    /// The bytes the tape holds.
+    pub fn bytes(&self) -> usize {
+        self.attn.bytes()
+            + self.mid.elem_count() * self.mid.dtype().size_in_bytes()
+            + self.mlp.bytes()
+    }
+
+    /// The gradient of the block's input `x` for the output gradient `dy` (`[b, t, d]`), and
+    /// the gradients of its LoRA factors.
+    pub fn backward(
+        self,
+        block: &Block,
+        x: &Tensor,
+        dy: &Tensor,
+        cx: &Context,
+    ) -> Result<(Tensor, Grads)> {
+        let (attn_norm, mlp_norm) = norms(block);
+        let mut grads = Grads::new();
+        let n2 = mlp_norm.forward(&self.mid, true)?;
+        let d_n2 = self
+            .mlp
+            .backward(&block.mlp, &n2, dy, cx.pass, &mut grads)?;
+        drop((n2, self.mlp));
+        let d_mid = (dy + norm::backward(mlp_norm, &self.mid, &d_n2)?)?;
+        drop(self.mid);
+        let n1 = attn_norm.forward(x, true)?;
+        let d_n1 = self
+            .attn
+            .backward(&block.attn, &n1, &d_mid, cx, &mut grads)?;
+        let dx = (&d_mid + norm::backward(attn_norm, x, &d_n1)?)?;
+        Ok((dx, grads))
+    }
+}
+
+/// How many bytes of tapes a forward pass may still keep. A block keeps its tape while what is
+/// left covers a tape as large as the last one kept (blocks are alike), so the first block keeps
+/// its tape under any budget but 0.
+pub struct TapeBudget {
+    left: usize,
+    last: usize,
+}
+
+impl TapeBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            left: bytes,
+            last: 0,
+        }
+    }
+
+    pub fn allows(&self) -> bool {
+        self.left > 0 && self.left >= self.last
+    }
+
+    pub fn spend(&mut self, bytes: usize) {
+        self.left = self.left.saturating_sub(bytes);
+        self.last = bytes;
+    }
+}
+
+/// `Tape::backward` of a block whose tape was not kept: its forward runs again first.
+pub fn backward(block: &Block, x: &Tensor, dy: &Tensor, cx: &Context) -> Result<(Tensor, Grads)> {
+    Tape::record(block, x, cx)?.0.backward(block, x, dy, cx)
 }
 
 /// `[.., d]` as `[n, d]` rows.
