@@ -5,7 +5,7 @@ use candle_core::{D, Tensor};
 use super::silu_gate::{Halves, silu_gate_backward};
 use super::{Grads, proj, rows};
 use crate::engine::error::Result;
-use crate::engine::layers::{Activation, Mlp, Pass};
+use crate::engine::layers::{Activation, Mlp, Pass, Proj};
 
 /// Whether `Tape` covers `mlp`.
 pub fn supports(mlp: &Mlp) -> bool {
@@ -21,6 +21,13 @@ pub fn supports(mlp: &Mlp) -> bool {
     )
 }
 
+fn down(mlp: &Mlp) -> &Proj {
+    match mlp {
+        Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. } => down,
+        Mlp::Plain { .. } => unreachable!("supports() excludes plain feed-forward layers"),
+    }
+}
+
 /// What the backward reads of a forward pass: the gate before the activation and the up
 /// projection (the products' outputs). The input (a norm's output) and the activation's
 /// element-wise results are cheaper to recompute than to keep.
@@ -30,26 +37,28 @@ pub struct Tape {
 }
 
 impl Tape {
-    /// The forward of `Mlp::forward` (same ops, same values), without a graph; returns the
-    /// output too.
-    pub fn forward(mlp: &Mlp, x: &Tensor, pass: Pass) -> Result<(Self, Tensor)> {
-        let (gate, up, down) = match mlp {
-            Mlp::Gated { gate, up, down, .. } => (
+    /// The tape of `Mlp::forward` on `x` (its products up to the activation, the same ops), without
+    /// a graph.
+    pub fn record(mlp: &Mlp, x: &Tensor, pass: Pass) -> Result<Self> {
+        let (gate, up) = match mlp {
+            Mlp::Gated { gate, up, .. } => (
                 gate.forward(x, pass)?.detach(),
                 up.forward(x, pass)?.detach(),
-                down,
             ),
-            Mlp::FusedGated { gate_up, down, .. } => {
+            Mlp::FusedGated { gate_up, .. } => {
                 let y = gate_up.forward(x, pass)?.detach();
                 let n = y.dim(D::Minus1)? / 2;
-                (y.narrow(D::Minus1, 0, n)?, y.narrow(D::Minus1, n, n)?, down)
+                (y.narrow(D::Minus1, 0, n)?, y.narrow(D::Minus1, n, n)?)
             }
             Mlp::Plain { .. } => unreachable!("supports() excludes plain feed-forward layers"),
         };
-        let act = gate.silu()?;
-        let product = (&act * &up)?;
-        let y = down.forward(&product, pass)?.detach();
-        Ok((Self { gate, up }, y))
+        Ok(Self { gate, up })
+    }
+
+    /// The layer's output from the tape (the rest of `Mlp::forward`: same ops, same values).
+    pub fn output(&self, mlp: &Mlp, pass: Pass) -> Result<Tensor> {
+        let product = (self.gate.silu()? * &self.up)?;
+        Ok(down(mlp).forward(&product, pass)?.detach())
     }
 
     /// The bytes the tape holds (the gate and up halves may share one tensor).
@@ -72,14 +81,10 @@ impl Tape {
     ) -> Result<Tensor> {
         let shape = x.shape().clone();
         let x = rows(x)?;
-        let down = match mlp {
-            Mlp::Gated { down, .. } | Mlp::FusedGated { down, .. } => down,
-            Mlp::Plain { .. } => unreachable!("supports() excludes plain feed-forward layers"),
-        };
         let (gate, up) = (rows(&self.gate)?, rows(&self.up)?);
         let act = gate.silu()?;
         let product = (&act * &up)?;
-        let d_product = proj::backward(down, &product, &rows(dy)?, pass, grads, None)?;
+        let d_product = proj::backward(down(mlp), &product, &rows(dy)?, pass, grads, None)?;
         drop(product);
         let halves = match mlp {
             Mlp::FusedGated { .. } => Halves::SideBySide,

@@ -69,12 +69,19 @@ impl Tape {
     /// The block's forward on `x` (`[b, t, d]`; the values of `Block::forward`) without a graph,
     /// and its tape.
     pub fn record(block: &Block, x: &Tensor, cx: &Context) -> Result<(Self, Tensor)> {
+        let tape = Self::rebuild(block, x, cx)?;
+        let y = (&tape.mid + tape.mlp.output(&block.mlp, cx.pass)?)?;
+        Ok((tape, y))
+    }
+
+    /// The tape alone: the block's forward up to the MLP's activation (its down projection
+    /// makes only the output, which the backward does not read).
+    fn rebuild(block: &Block, x: &Tensor, cx: &Context) -> Result<Self> {
         let (attn_norm, mlp_norm) = norms(block);
         let (attn, att) = attention::Tape::forward(&block.attn, &attn_norm.forward(x, true)?, cx)?;
         let mid = (x + att)?;
-        let (mlp, ff) = mlp::Tape::forward(&block.mlp, &mlp_norm.forward(&mid, true)?, cx.pass)?;
-        let y = (&mid + ff)?;
-        Ok((Self { attn, mid, mlp }, y))
+        let mlp = mlp::Tape::record(&block.mlp, &mlp_norm.forward(&mid, true)?, cx.pass)?;
+        Ok(Self { attn, mid, mlp })
     }
 
     /// The bytes the tape holds.
@@ -139,7 +146,7 @@ impl TapeBudget {
 
 /// `Tape::backward` of a block whose tape was not kept: its forward runs again first.
 pub fn backward(block: &Block, x: &Tensor, dy: &Tensor, cx: &Context) -> Result<(Tensor, Grads)> {
-    Tape::record(block, x, cx)?.0.backward(block, x, dy, cx)
+    Tape::rebuild(block, x, cx)?.backward(block, x, dy, cx)
 }
 
 /// `[.., d]` as `[n, d]` rows.
