@@ -3,7 +3,7 @@
 
 use candle_core::{D, Tensor};
 
-use super::{Grads, proj, rows};
+use super::{Grads, bytes, proj, rows};
 use crate::engine::error::Result;
 use crate::engine::layers::attention::{Attention, Context, Qkv};
 
@@ -73,10 +73,7 @@ impl Tape {
 
     /// The bytes the tape holds.
     pub fn bytes(&self) -> usize {
-        [&self.q, &self.k, &self.v, &self.out]
-            .iter()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
+        bytes(&[&self.q, &self.k, &self.v, &self.out])
     }
 
     /// The gradient of the input `x` (`[b, t, d]`, what `forward` was given) for the output

@@ -3,7 +3,7 @@
 use candle_core::{D, Tensor};
 
 use super::silu_gate::{Halves, silu_gate_backward};
-use super::{Grads, proj, rows};
+use super::{Grads, bytes, proj, rows};
 use crate::engine::error::Result;
 use crate::engine::layers::{Activation, Mlp, Pass, Proj};
 
@@ -63,10 +63,7 @@ impl Tape {
 
     /// The bytes the tape holds (the gate and up halves may share one tensor).
     pub fn bytes(&self) -> usize {
-        [&self.gate, &self.up]
-            .iter()
-            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
-            .sum()
+        bytes(&[&self.gate, &self.up])
     }
 
     /// The gradient of the input `x` (`[b, t, d]`, what `forward` was given) for the output

@@ -86,9 +86,7 @@ impl Tape {
 
     /// The bytes the tape holds.
     pub fn bytes(&self) -> usize {
-        self.attn.bytes()
-            + self.mid.elem_count() * self.mid.dtype().size_in_bytes()
-            + self.mlp.bytes()
+        self.attn.bytes() + bytes(&[&self.mid]) + self.mlp.bytes()
     }
 
     /// The gradient of the block's input `x` for the output gradient `dy` (`[b, t, d]`), and
@@ -147,6 +145,14 @@ impl TapeBudget {
 /// `Tape::backward` of a block whose tape was not kept: its forward runs again first.
 pub fn backward(block: &Block, x: &Tensor, dy: &Tensor, cx: &Context) -> Result<(Tensor, Grads)> {
     Tape::rebuild(block, x, cx)?.backward(block, x, dy, cx)
+}
+
+/// The bytes the tensors hold (views of one tensor count each its own elements).
+fn bytes(tensors: &[&Tensor]) -> usize {
+    tensors
+        .iter()
+        .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+        .sum()
 }
 
 /// `[.., d]` as `[n, d]` rows.
