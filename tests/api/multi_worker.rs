@@ -66,7 +66,7 @@ async fn workers_share_the_queue_and_survive_a_sigkill() {
         let pool = sqlx::AnyPool::connect(&url).await.unwrap();
 
         let mut victim = spawn_worker(&url);
-        let _survivor = spawn_worker(&url);
+        let survivor = spawn_worker(&url);
         let dataset = app.upload_ok(&rows(N)).await;
         let mut ids = Vec::new();
         for _ in 0..2 {
@@ -132,6 +132,8 @@ async fn workers_share_the_queue_and_survive_a_sigkill() {
             "the killed worker's shard was claimed again"
         );
         pool.close().await;
+        // The survivor still polls the queue: stop it before the schema is dropped under it.
+        drop(survivor);
         app.stop().await;
     }
 }

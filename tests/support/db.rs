@@ -24,18 +24,31 @@ impl TestDb {
         )
     }
 
-    /// Drops the Postgres schema; a test that panics leaves it behind for inspection.
+    /// Drops the Postgres schema; a test that panics leaves it behind for inspection. A backend
+    /// of a process the test has just killed can still hold its locks for a moment, which
+    /// Postgres reports as a deadlock against the drop: that is tried again.
     pub async fn cleanup(self) {
-        if let Some((admin_url, schema)) = &self.admin {
-            let mut conn = sqlx::PgConnection::connect(admin_url)
-                .await
-                .expect("admin connect");
-            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        let Some((admin_url, schema)) = &self.admin else {
+            return;
+        };
+        let mut conn = sqlx::PgConnection::connect(admin_url)
+            .await
+            .expect("admin connect");
+        for attempt in 1.. {
+            let dropped = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
                 "DROP SCHEMA IF EXISTS {schema} CASCADE"
             )))
             .execute(&mut conn)
-            .await
-            .expect("drop schema");
+            .await;
+            match dropped {
+                Ok(_) => return,
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some("40P01") && attempt < 5 =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+                }
+                Err(e) => panic!("drop schema {schema}: {e}"),
+            }
         }
     }
 }
