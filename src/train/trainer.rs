@@ -480,8 +480,8 @@ impl Hooks for NoHooks {
 }
 
 /// Bytes of block tapes the student's forward pass keeps for its backward (the rest of the
-/// blocks run again there): two fifths of its weights, so that with the blocks' inputs and the
-/// loss's chunks of logits the peak stays under twice the weights.
+/// blocks run again there): half its weights, so that with the blocks' inputs and the loss's
+/// chunks of logits the peak stays under twice the weights.
 fn tape_budget(decoder: &Decoder) -> usize {
-    usize::try_from(decoder.weight_bytes() / 5 * 2).unwrap_or(usize::MAX)
+    usize::try_from(decoder.weight_bytes() / 2).unwrap_or(usize::MAX)
 }

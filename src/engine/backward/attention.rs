@@ -19,14 +19,24 @@ pub fn supports(attn: &Attention, cx: &Context) -> bool {
 }
 
 /// What the backward reads of a forward pass, the products' outputs: the rotated queries
-/// (grouped by kv head, `[b, kv_heads, rep * t, hd]`), keys and values (`[b, kv_heads, t, hd]`)
-/// and the output projection's input. The input (a norm's output) and the attention
-/// probabilities are cheaper to recompute than to keep.
+/// (grouped by kv head, `[b, kv_heads, rep * t, hd]`), keys and values (`[b, kv_heads, t, hd]`).
+/// The input (a norm's output), the attention probabilities and the output projection's input
+/// (their product with the values) are cheaper to recompute than to keep: the products with
+/// `t` columns are a few percent of the block's.
 pub struct Tape {
     q: Tensor,
     k: Tensor,
     v: Tensor,
-    out: Tensor,
+}
+
+/// The output projection's input, `probs · v` with the heads side by side, `[b, t, heads * hd]`.
+fn mixed(attn: &Attention, probs: &Tensor, v: &Tensor) -> Result<Tensor> {
+    let (b, _, t, hd) = v.dims4()?;
+    Ok(probs
+        .matmul(v)?
+        .reshape((b, attn.heads, t, hd))?
+        .transpose(1, 2)?
+        .reshape((b, t, attn.heads * hd))?)
 }
 
 /// The attention probabilities `softmax(q kᵀ · scale + mask)`, `[b, kv_heads, rep * t, t]`.
@@ -61,19 +71,15 @@ impl Tape {
         let rep = heads / kv_heads;
         let q = q.reshape((b, kv_heads, rep * t, hd))?;
         let probs = probabilities(attn, &q, &k, cx)?;
-        let out = probs
-            .matmul(&v)?
-            .reshape((b, heads, t, hd))?
-            .transpose(1, 2)?
-            .reshape((b, t, heads * hd))?;
+        let out = mixed(attn, &probs, &v)?;
         let y = attn.o.forward(&out, cx.pass)?.detach();
-        let tape = Self { q, k, v, out };
+        let tape = Self { q, k, v };
         Ok((tape, y))
     }
 
     /// The bytes the tape holds.
     pub fn bytes(&self) -> usize {
-        bytes(&[&self.q, &self.k, &self.v, &self.out])
+        bytes(&[&self.q, &self.k, &self.v])
     }
 
     /// The gradient of the input `x` (`[b, t, d]`, what `forward` was given) for the output
@@ -90,13 +96,14 @@ impl Tape {
         let (b, t, _) = x.dims3()?;
         let (hd, heads, kv_heads) = (attn.head_dim, attn.heads, attn.kv_heads);
         let rep = heads / kv_heads;
-        let d_out = proj::backward(&attn.o, &rows(&self.out)?, &rows(dy)?, cx.pass, grads, None)?;
+        let probs = probabilities(attn, &self.q, &self.k, cx)?;
+        let out = mixed(attn, &probs, &self.v)?;
+        let d_out = proj::backward(&attn.o, &rows(&out)?, &rows(dy)?, cx.pass, grads, None)?;
         let d_out = d_out
             .reshape((b, t, heads, hd))?
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, kv_heads, rep * t, hd))?;
-        let probs = probabilities(attn, &self.q, &self.k, cx)?;
         let d_probs = d_out.matmul(&self.v.t()?)?;
         let d_v = probs.t()?.matmul(&d_out)?;
         // softmax: dz = p ⊙ (dp - Σ dp ⊙ p); then the scale of q kᵀ.
