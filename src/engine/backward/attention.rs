@@ -6,6 +6,7 @@ use candle_core::{D, Tensor};
 use super::{Grads, bytes, proj, rows};
 use crate::engine::error::Result;
 use crate::engine::layers::attention::{Attention, Context, Qkv};
+use crate::engine::layers::elementwise::softmax_last_dim;
 
 /// Whether `Tape` covers `attn` in the context `cx`: no q/k norms, no soft-capping, rotary
 /// embeddings over the whole head.
@@ -45,10 +46,7 @@ fn probabilities(attn: &Attention, q: &Tensor, k: &Tensor, cx: &Context) -> Resu
     let t = k.dim(2)?;
     let scores = (q.matmul(&k.t()?)? * attn.scale)?.reshape((b, attn.heads, t, t))?;
     let mask = cx.mask.for_layer(attn.windowed);
-    Ok(
-        candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?
-            .reshape((b, kv_heads, rows, t))?,
-    )
+    Ok(softmax_last_dim(&scores.broadcast_add(mask)?)?.reshape((b, kv_heads, rows, t))?)
 }
 
 impl Tape {

@@ -5,6 +5,7 @@ use candle_core::{D, Tensor};
 use super::silu_gate::{Halves, silu_gate_backward};
 use super::{Grads, bytes, proj, rows};
 use crate::engine::error::Result;
+use crate::engine::layers::elementwise::silu_mul;
 use crate::engine::layers::{Activation, Mlp, Pass, Proj};
 
 /// Whether `Tape` covers `mlp`.
@@ -57,7 +58,7 @@ impl Tape {
 
     /// The layer's output from the tape (the rest of `Mlp::forward`: same ops, same values).
     pub fn output(&self, mlp: &Mlp, pass: Pass) -> Result<Tensor> {
-        let product = (self.gate.silu()? * &self.up)?;
+        let product = silu_mul(&self.gate, &self.up)?;
         Ok(down(mlp).forward(&product, pass)?.detach())
     }
 
@@ -79,8 +80,7 @@ impl Tape {
         let shape = x.shape().clone();
         let x = rows(x)?;
         let (gate, up) = (rows(&self.gate)?, rows(&self.up)?);
-        let act = gate.silu()?;
-        let product = (&act * &up)?;
+        let product = silu_mul(&gate, &up)?;
         let d_product = proj::backward(down(mlp), &product, &rows(dy)?, pass, grads, None)?;
         drop(product);
         let halves = match mlp {
@@ -90,7 +90,7 @@ impl Tape {
         let both = match silu_gate_backward(&d_product, &gate, &up, halves)? {
             Some(both) => both,
             None => {
-                let d_up = (&d_product * act)?;
+                let d_up = (&d_product * gate.silu()?)?;
                 // silu'(g) = σ(g) (1 + g (1 - σ(g)))
                 let sigma = candle_nn::ops::sigmoid(&gate)?;
                 let slope = (&sigma * (&gate * sigma.affine(-1.0, 1.0)?)?.affine(1.0, 1.0)?)?;

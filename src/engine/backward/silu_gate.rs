@@ -6,6 +6,7 @@ use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::engine::error::Result;
+use crate::engine::layers::vector_math::silu_mul_backward;
 
 /// Where the two gradients go: side by side in each row (`[n, 2 I]`, what a fused gate/up
 /// projection takes) or one after the other (`[2, n, I]`, two contiguous halves).
@@ -55,13 +56,7 @@ impl CustomOp3 for SiluGateBackward {
         let mut out = vec![0f32; 2 * n];
         let row = |r: usize, d_gate: &mut [f32], d_up: &mut [f32]| {
             let at = r * width..(r + 1) * width;
-            let inputs = dp[at.clone()].iter().zip(&gate[at.clone()]).zip(&up[at]);
-            for (((&p, &g), &u), (dg, du)) in inputs.zip(d_gate.iter_mut().zip(d_up.iter_mut())) {
-                let sigma = 1.0 / (1.0 + (-g).exp());
-                *du = p * (g * sigma);
-                // silu'(g) = σ(g) (1 + g (1 - σ(g)))
-                *dg = p * u * (sigma * (1.0 + g * (1.0 - sigma)));
-            }
+            silu_mul_backward(&dp[at.clone()], &gate[at.clone()], &up[at], d_gate, d_up);
         };
         let shape = match self.0 {
             Halves::SideBySide => {

@@ -3,6 +3,7 @@
 
 use candle_core::{D, DType, Tensor};
 
+use super::elementwise::softmax_last_dim;
 use super::kv_cache::LayerKv;
 use super::linear::{Pass, Proj};
 use super::mask::AttnMask;
@@ -150,10 +151,10 @@ impl Attention {
     }
 }
 
-/// `softmax(scores + mask)` over the last axis on candle's fused kernel; on scores with a graph,
+/// `softmax(scores + mask)` over the last axis in one pass; on scores with a graph,
 /// the backward `p (dy - sum(dy p))` (the mask is a constant).
 fn masked_softmax(scores: &Tensor, mask: &Tensor) -> Result<Tensor> {
-    let probs = candle_nn::ops::softmax_last_dim(&scores.detach().broadcast_add(mask)?)?;
+    let probs = softmax_last_dim(&scores.detach().broadcast_add(mask)?)?;
     Ok(attach_backward(scores, probs, |_, p, dy| {
         let dot = (dy * p)?.sum_keepdim(D::Minus1)?;
         p * dy.broadcast_sub(&dot)?

@@ -3,6 +3,7 @@
 
 use candle_core::{D, Tensor};
 
+use super::elementwise::silu_mul;
 use super::linear::{Pass, Proj};
 use crate::engine::error::{EngineError, Result};
 
@@ -25,6 +26,14 @@ impl Activation {
             other => Err(EngineError::InvalidRequest(format!(
                 "unsupported activation {other:?} (supported: silu, gelu, gelu_new, gelu_pytorch_tanh, gelu_fast)"
             ))),
+        }
+    }
+
+    /// `act(gate) ⊙ up`.
+    pub fn gated(self, gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Silu => silu_mul(gate, up),
+            _ => Ok((self.apply(gate)? * up)?),
         }
     }
 
@@ -69,14 +78,14 @@ impl Mlp {
                 down,
                 act,
             } => {
-                let g = act.apply(&gate.forward(x, pass)?)?;
-                down.forward(&(g * up.forward(x, pass)?)?, pass)
+                let g = gate.forward(x, pass)?;
+                down.forward(&act.gated(&g, &up.forward(x, pass)?)?, pass)
             }
             Self::FusedGated { gate_up, down, act } => {
                 let y = gate_up.forward(x, pass)?;
                 let n = y.dim(D::Minus1)? / 2;
-                let g = act.apply(&y.narrow(D::Minus1, 0, n)?)?;
-                down.forward(&(y.narrow(D::Minus1, n, n)? * g)?, pass)
+                let (g, up) = (y.narrow(D::Minus1, 0, n)?, y.narrow(D::Minus1, n, n)?);
+                down.forward(&act.gated(&g, &up)?, pass)
             }
             Self::Plain { fc1, fc2, act } => fc2.forward(&act.apply(&fc1.forward(x, pass)?)?, pass),
         }

@@ -2,6 +2,7 @@
 //! embeddings, attention with its masks and KV cache, and the feed-forward variants.
 
 pub mod attention;
+pub mod elementwise;
 pub mod kv_cache;
 pub mod linear;
 pub mod mask;
@@ -9,6 +10,7 @@ pub mod matmul_add;
 pub mod mlp;
 pub mod norm;
 pub mod rope;
+pub mod vector_math;
 
 pub use attention::{Attention, Qkv};
 pub use kv_cache::KvCache;
