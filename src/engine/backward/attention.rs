@@ -6,6 +6,7 @@ use candle_core::{D, Tensor};
 use super::{Grads, bytes, proj, rows};
 use crate::engine::error::Result;
 use crate::engine::layers::attention::{Attention, Context, Qkv};
+use crate::engine::layers::batched_matmul::batched_matmul;
 use crate::engine::layers::elementwise::softmax_last_dim;
 
 /// Whether `Tape` covers `attn` in the context `cx`: no q/k norms, no soft-capping, rotary
@@ -33,8 +34,7 @@ pub struct Tape {
 /// The output projection's input, `probs · v` with the heads side by side, `[b, t, heads * hd]`.
 fn mixed(attn: &Attention, probs: &Tensor, v: &Tensor) -> Result<Tensor> {
     let (b, _, t, hd) = v.dims4()?;
-    Ok(probs
-        .matmul(v)?
+    Ok(batched_matmul(probs, v)?
         .reshape((b, attn.heads, t, hd))?
         .transpose(1, 2)?
         .reshape((b, t, attn.heads * hd))?)
@@ -44,7 +44,7 @@ fn mixed(attn: &Attention, probs: &Tensor, v: &Tensor) -> Result<Tensor> {
 fn probabilities(attn: &Attention, q: &Tensor, k: &Tensor, cx: &Context) -> Result<Tensor> {
     let (b, kv_heads, rows, _) = q.dims4()?;
     let t = k.dim(2)?;
-    let scores = (q.matmul(&k.t()?)? * attn.scale)?.reshape((b, attn.heads, t, t))?;
+    let scores = (batched_matmul(q, &k.t()?)? * attn.scale)?.reshape((b, attn.heads, t, t))?;
     let mask = cx.mask.for_layer(attn.windowed);
     Ok(softmax_last_dim(&scores.broadcast_add(mask)?)?.reshape((b, kv_heads, rows, t))?)
 }
@@ -102,13 +102,13 @@ impl Tape {
             .transpose(1, 2)?
             .contiguous()?
             .reshape((b, kv_heads, rep * t, hd))?;
-        let d_probs = d_out.matmul(&self.v.t()?)?;
-        let d_v = probs.t()?.matmul(&d_out)?;
+        let d_probs = batched_matmul(&d_out, &self.v.t()?)?;
+        let d_v = batched_matmul(&probs.t()?, &d_out)?;
         // softmax: dz = p ⊙ (dp - Σ dp ⊙ p); then the scale of q kᵀ.
         let dot = (&d_probs * &probs)?.sum_keepdim(D::Minus1)?;
         let d_scores = ((&probs * d_probs.broadcast_sub(&dot)?)? * attn.scale)?;
-        let d_q = d_scores.matmul(&self.k)?.reshape((b, heads, t, hd))?;
-        let d_k = d_scores.t()?.matmul(&self.q)?;
+        let d_q = batched_matmul(&d_scores, &self.k)?.reshape((b, heads, t, hd))?;
+        let d_k = batched_matmul(&d_scores.t()?, &self.q)?;
         // A rotation's transpose is the rotation by the opposite angle.
         let (cos, sin) = &cx.cos_sin[attn.rope];
         let neg_sin = sin.neg()?;

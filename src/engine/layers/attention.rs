@@ -3,6 +3,7 @@
 
 use candle_core::{D, DType, Tensor};
 
+use super::batched_matmul::batched_matmul;
 use super::elementwise::softmax_last_dim;
 use super::kv_cache::LayerKv;
 use super::linear::{Pass, Proj};
@@ -131,7 +132,7 @@ impl Attention {
         let rep = self.heads / self.kv_heads;
         let tk = k.dim(2)?;
         let grouped = q.reshape((b, self.kv_heads, rep * t, hd))?;
-        let scores = (grouped.matmul(&k.t()?)? * self.scale)?.to_dtype(DType::F32)?;
+        let scores = (batched_matmul(&grouped, &k.t()?)? * self.scale)?.to_dtype(DType::F32)?;
         let mut scores = scores.reshape((b, self.heads, t, tk))?;
         if let Some(c) = self.softcap {
             scores = ((scores / c)?.tanh()? * c)?;
@@ -145,7 +146,7 @@ impl Attention {
         let probs = probs
             .to_dtype(cx.dtype)?
             .reshape((b, self.kv_heads, rep * t, tk))?;
-        let out = probs.matmul(&v)?.reshape((b, self.heads, t, hd))?;
+        let out = batched_matmul(&probs, &v)?.reshape((b, self.heads, t, hd))?;
         let out = out.transpose(1, 2)?.reshape((b, t, self.heads * hd))?;
         self.o.forward(&out, cx.pass)
     }

@@ -2,6 +2,7 @@
 //! embeddings, attention with its masks and KV cache, and the feed-forward variants.
 
 pub mod attention;
+pub mod batched_matmul;
 pub mod elementwise;
 pub mod kv_cache;
 pub mod linear;
