@@ -4,9 +4,11 @@
 //! so most of their time went to waking and joining the threads, 24 times per product on a
 //! batch of 8 with 3 kv heads.
 
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp2, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::elementwise::cpu_f32;
+use super::matmul_add::{Strides, gemm_rows, parallelism};
 use crate::engine::error::Result;
 
 struct BatchedMatmul;
@@ -17,8 +19,7 @@ struct Operand<'a> {
     batch_dims: Vec<(usize, usize)>,
     rows: usize,
     cols: usize,
-    row_stride: usize,
-    col_stride: usize,
+    strides: Strides,
 }
 
 impl<'a> Operand<'a> {
@@ -40,12 +41,14 @@ impl<'a> Operand<'a> {
                 .collect(),
             rows: dims[rank - 2],
             cols: dims[rank - 1],
-            row_stride: strides[rank - 2],
-            col_stride: strides[rank - 1],
+            strides: Strides {
+                row: strides[rank - 2],
+                col: strides[rank - 1],
+            },
         };
         let last = operand.offset(operand.batches().saturating_sub(1))
-            + (operand.rows.max(1) - 1) * operand.row_stride
-            + (operand.cols.max(1) - 1) * operand.col_stride;
+            + (operand.rows.max(1) - 1) * operand.strides.row
+            + (operand.cols.max(1) - 1) * operand.strides.col;
         if operand.batches() > 0
             && operand.rows > 0
             && operand.cols > 0
@@ -100,25 +103,13 @@ impl CustomOp2 for BatchedMatmul {
             // SAFETY: `dst` holds m x n elements, row-major; `Operand::new` checked that every
             // element the strides reach, of every batch entry, is inside its slice.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    dst.as_mut_ptr(),
-                    1,
-                    n as isize,
+                gemm_rows(
+                    (m, n, k),
+                    dst,
                     false,
-                    lhs.as_ptr(),
-                    a.col_stride as isize,
-                    a.row_stride as isize,
-                    rhs.as_ptr(),
-                    b.col_stride as isize,
-                    b.row_stride as isize,
-                    0.0,
+                    (lhs, a.strides),
+                    (rhs, b.strides),
                     1.0,
-                    false,
-                    false,
-                    false,
                     parallelism,
                 )
             }
@@ -129,12 +120,8 @@ impl CustomOp2 for BatchedMatmul {
                     .enumerate()
                     .for_each(|(i, dst)| product(i, dst, gemm::Parallelism::None));
             } else {
-                let parallelism = match threads {
-                    1 => gemm::Parallelism::None,
-                    t => gemm::Parallelism::Rayon(t),
-                };
                 for (i, dst) in out.chunks_mut(m * n).enumerate() {
-                    product(i, dst, parallelism);
+                    product(i, dst, parallelism(threads));
                 }
             }
         }
@@ -148,7 +135,6 @@ impl CustomOp2 for BatchedMatmul {
 /// `lhs · rhs` over the last two axes, the leading ones a batch (the same in both): candle's
 /// `matmul`, split over the batch on the CPU (f32, no graph).
 pub fn batched_matmul(lhs: &Tensor, rhs: &Tensor) -> Result<Tensor> {
-    let cpu_f32 = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op();
     if cpu_f32(lhs) && cpu_f32(rhs) && lhs.rank() >= 3 && lhs.rank() == rhs.rank() {
         return Ok(lhs.apply_op2_no_bwd(rhs, &BatchedMatmul)?);
     }

@@ -10,7 +10,8 @@ use crate::engine::error::Result;
 /// Elements per parallel task of an element-wise op.
 const CHUNK: usize = 1 << 14;
 
-fn cpu_f32(t: &Tensor) -> bool {
+/// Whether `t` can go through this process's CPU kernels: f32 on the CPU, no graph.
+pub(super) fn cpu_f32(t: &Tensor) -> bool {
     t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op()
 }
 

@@ -9,9 +9,59 @@ use crate::engine::error::Result;
 
 /// `[rows, cols]` strides of a matrix operand, in elements.
 #[derive(Clone, Copy)]
-struct Strides {
-    row: usize,
-    col: usize,
+pub(super) struct Strides {
+    pub row: usize,
+    pub col: usize,
+}
+
+/// How gemm splits a product over `threads` threads.
+pub(super) fn parallelism(threads: usize) -> gemm::Parallelism {
+    match threads {
+        1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// `dst = scale · lhs rhs`, or with `accumulate` `dst += scale · lhs rhs`, by one gemm call
+/// (`dst` m x n row-major, `lhs` m x k and `rhs` k x n with any strides).
+///
+/// # Safety
+/// `dst` holds m x n elements, and every element the strides of `lhs` and `rhs` reach is inside
+/// its slice.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn gemm_rows(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    (lhs, lhs_s): (&[f32], Strides),
+    (rhs, rhs_s): (&[f32], Strides),
+    scale: f32,
+    parallelism: gemm::Parallelism,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_s.col as isize,
+            lhs_s.row as isize,
+            rhs.as_ptr(),
+            rhs_s.col as isize,
+            rhs_s.row as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            scale,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }
 
 struct AddProduct {
@@ -62,34 +112,17 @@ impl InplaceOp3 for AddProduct {
         let acc = &mut acc[acc_l.start_offset()..][..m * n];
         let lhs = operand(lhs, lhs_l, self.lhs, m, k)?;
         let rhs = operand(rhs, rhs_l, self.rhs, k, n)?;
-        let threads = candle_core::utils::get_num_threads();
-        let parallelism = match threads {
-            1 => gemm::Parallelism::None,
-            n => gemm::Parallelism::Rayon(n),
-        };
         // SAFETY: `acc` holds m x n elements row-major; `operand` checked that every element the
         // strides of lhs (m x k) and rhs (k x n) reach is inside its slice.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                acc.as_mut_ptr(),
-                1,
-                n as isize,
+            gemm_rows(
+                (m, n, k),
+                acc,
                 true,
-                lhs.as_ptr(),
-                self.lhs.col as isize,
-                self.lhs.row as isize,
-                rhs.as_ptr(),
-                self.rhs.col as isize,
-                self.rhs.row as isize,
-                1.0,
+                (lhs, self.lhs),
+                (rhs, self.rhs),
                 self.scale,
-                false,
-                false,
-                false,
-                parallelism,
+                parallelism(candle_core::utils::get_num_threads()),
             );
         }
         Ok(())
