@@ -358,7 +358,7 @@ impl Decoder {
     /// `head`'s backward by hand (see `head_is_frozen_rms`): the gradient of `hidden`
     /// (`[n, hidden]`) for the logits' gradient `d_logits` (`[n, vocab]`).
     pub fn head_backward(&self, hidden: &Tensor, d_logits: &Tensor) -> Result<Tensor> {
-        let d_normed = d_logits.matmul(self.head.weight())?;
+        let d_normed = d_logits.matmul(&self.head.weight()?)?;
         backward::norm_backward(&self.final_norm, hidden, &d_normed)
     }
 

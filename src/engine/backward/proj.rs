@@ -19,7 +19,7 @@ pub fn backward(
     grads: &mut Grads,
     acc: Option<Tensor>,
 ) -> Result<Tensor> {
-    let dx = add(acc, dy, proj.weight())?;
+    let dx = add(acc, dy, &proj.weight()?)?;
     let Some(lora) = &proj.lora else {
         return Ok(dx);
     };

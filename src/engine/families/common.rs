@@ -298,7 +298,8 @@ pub fn head(
 ) -> Result<Proj> {
     let h = cfg.hidden_size;
     if !tied {
-        return Proj::load(w, "lm_head", cfg.vocab_size, h, bias);
+        let weight = w.linear("lm_head", cfg.vocab_size, h, bias)?;
+        return Ok(Proj::as_stored("lm_head", weight));
     }
     let weight = if w.has_lora("lm_head") {
         w.merge_lora("lm_head", embed.to_dtype(DType::F32)?)?
@@ -311,7 +312,7 @@ pub fn head(
     } else {
         None
     };
-    Ok(Proj::new("lm_head", Linear::new(weight, b)))
+    Ok(Proj::as_stored("lm_head", Linear::new(weight, b)))
 }
 
 /// `x` rounded to `dtype` and back, as transformers rounds a scale it builds as a tensor of the
