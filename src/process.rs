@@ -3,6 +3,7 @@
 /// Applies every setting below; call before any thread is spawned.
 pub fn configure() {
     limit_allocator_arenas();
+    reuse_freed_activations();
     short_barrier_spin();
     count_threads_once();
 }
@@ -17,6 +18,31 @@ fn limit_allocator_arenas() {
     // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists yet.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+/// glibc maps a block above its mmap threshold (128 KiB at first, raised up to 32 MiB by the
+/// sizes freed) straight from the kernel and unmaps it when freed, and hands the top of a heap
+/// back beyond its trim threshold. A forward pass allocates and frees activations of 1-30 MB
+/// at every layer, so each was mapped, faulted in page by page and unmapped again: on few-shot
+/// scoring (prompts of 150-300 tokens) the system time was 5-15 s of a 40 s run. Blocks up to
+/// 32 MiB from the heap, and up to 256 MiB of free heap kept for the next pass, took it to
+/// 1.6-2.0 s and the run to 31-36 s, at the same peak RSS; a training run's peak stayed within
+/// 923-945 MiB (BENCHMARKS.md, "Freed activations kept for reuse"). Values set in the
+/// environment (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) are kept.
+fn reuse_freed_activations() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    for (var, param, bytes) in [
+        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20),
+        ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 256 << 20),
+    ] {
+        if std::env::var_os(var).is_none() {
+            // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists
+            // yet.
+            unsafe {
+                libc::mallopt(param, bytes);
+            }
+        }
     }
 }
 
