@@ -12,12 +12,17 @@ pub fn configure() {
 /// blocks in them. The engine frees activation buffers of every size on several threads (the
 /// compute pool, candle's barrier pool, tokio's workers), so freed memory piled up in many
 /// arenas. Two arenas for the whole process took an evaluation's peak RSS from 1.30x to 1.28x
-/// the weights it holds (BENCHMARKS.md, "Real shapes"); one arena measured the same.
+/// the weights it holds (BENCHMARKS.md, "Real shapes"). With two, which arena a thread took
+/// depended on timing, and a compatibility training's peak moved between runs (957-1015 MiB,
+/// once 1197 MiB, against a 1026 MiB bar); with one it was 953-958 MiB in every run, at the same
+/// speed. A value set in the environment (`MALLOC_ARENA_MAX`) is kept.
 fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists yet.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists yet.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 1);
+        }
     }
 }
 

@@ -62,11 +62,12 @@ enum Weight {
     /// unless that operand's columns are contiguous; with `W` as stored it packed a transpose of
     /// the whole weight for every product (12-14% of scoring's samples), with `Wᵀ` the packing is
     /// a plain copy: 1.1-1.35x the speed on SmolLM2's products of 480 rows, 2.3x on 32
-    /// (BENCHMARKS.md, "Weights laid out for the forward").
+    /// (`examples/weight_layout.rs`; BENCHMARKS.md, "Weights laid out for the forward").
     Columns(Tensor),
     /// `W`, `[out, in]`, as stored: the output head. Its products are a few rows against a
-    /// vocabulary-wide weight, where this layout is as fast or faster (1.0-1.05x at 8, 128 and
-    /// 400 rows on SmolLM2's head, 1.3x at 32), and a head tied to the embedding shares it.
+    /// vocabulary-wide weight, where this layout is as fast or faster (0.99-1.05x the transposed
+    /// one's speed at 8, 128 and 400 rows on SmolLM2's head, 1.3x at 32;
+    /// `examples/weight_layout.rs`), and a head tied to the embedding shares it.
     Rows(Tensor),
 }
 
