@@ -18,12 +18,7 @@ pub fn configure() {
 /// speed. A value set in the environment (`MALLOC_ARENA_MAX`) is kept.
 fn limit_allocator_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
-        // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
+    allocator_default("MALLOC_ARENA_MAX", libc::M_ARENA_MAX, 1);
 }
 
 /// glibc maps a block above its mmap threshold (128 KiB at first, raised up to 32 MiB by the
@@ -37,16 +32,20 @@ fn limit_allocator_arenas() {
 /// environment (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`) are kept.
 fn reuse_freed_activations() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    for (var, param, bytes) in [
-        ("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20),
-        ("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 256 << 20),
-    ] {
-        if std::env::var_os(var).is_none() {
-            // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists
-            // yet.
-            unsafe {
-                libc::mallopt(param, bytes);
-            }
+    {
+        allocator_default("MALLOC_MMAP_THRESHOLD_", libc::M_MMAP_THRESHOLD, 32 << 20);
+        allocator_default("MALLOC_TRIM_THRESHOLD_", libc::M_TRIM_THRESHOLD, 256 << 20);
+    }
+}
+
+/// Sets glibc's allocator parameter `param` to `value`, unless the environment sets it through
+/// `var` (which glibc reads itself).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn allocator_default(var: &str, param: libc::c_int, value: libc::c_int) {
+    if std::env::var_os(var).is_none() {
+        // SAFETY: mallopt only changes glibc's allocator parameters; no other thread exists yet.
+        unsafe {
+            libc::mallopt(param, value);
         }
     }
 }
@@ -57,12 +56,7 @@ fn reuse_freed_activations() {
 /// variable when the pool starts) made the run 22% faster with the compute pool
 /// (`engine::threads`). A value set in the environment is kept.
 fn short_barrier_spin() {
-    const VAR: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
-    if std::env::var_os(VAR).is_none() {
-        // SAFETY: called before any other thread exists, so nothing reads the environment
-        // concurrently.
-        unsafe { std::env::set_var(VAR, "100") };
-    }
+    env_default("CANDLE_BARRIER_POOL_SPIN_LIMIT", || "100".into());
 }
 
 /// candle asks for its thread count at every matrix multiply (and so do the engine's own
@@ -72,11 +66,17 @@ fn short_barrier_spin() {
 /// candle reads first, the count is the same and costs an environment lookup. A value set in the
 /// environment is kept.
 fn count_threads_once() {
-    const VAR: &str = "RAYON_NUM_THREADS";
-    if std::env::var_os(VAR).is_none() {
-        let threads = candle_core::utils::get_num_threads();
-        // SAFETY: called before any other thread exists, so nothing reads the environment
-        // concurrently.
-        unsafe { std::env::set_var(VAR, threads.to_string()) };
+    env_default("RAYON_NUM_THREADS", || {
+        candle_core::utils::get_num_threads().to_string()
+    });
+}
+
+/// Sets the environment variable `var` to `value()`, unless the environment already sets it.
+fn env_default(var: &str, value: impl FnOnce() -> String) {
+    if std::env::var_os(var).is_none() {
+        let value = value();
+        // SAFETY: `configure` runs before any other thread exists, so nothing reads the
+        // environment concurrently.
+        unsafe { std::env::set_var(var, value) };
     }
 }
